@@ -1,0 +1,93 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// RetentionPolicySpec says how long links, message content and audit events live.
+// Durations are Go durations (h, m, s): 30 days is 720h.
+// +kubebuilder:validation:XValidation:rule="!has(self.contentPurgeAfter) || !has(self.unreadLinkExpiry) || duration(self.contentPurgeAfter) >= duration(self.unreadLinkExpiry)",message="contentPurgeAfter must be at least unreadLinkExpiry: content cannot be purged while its link still works"
+// +kubebuilder:validation:XValidation:rule="!has(self.auditRetention) || !has(self.contentPurgeAfter) || duration(self.auditRetention) >= duration(self.contentPurgeAfter)",message="auditRetention must be at least contentPurgeAfter: the record of a message must outlive its content"
+type RetentionPolicySpec struct {
+	// UnreadLinkExpiry is how long a texted link works; after it the message can no longer be
+	// opened and an "expired" event is recorded.
+	// +kubebuilder:default="720h"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('1m')",message="unreadLinkExpiry must be a duration of at least 1m, written like 720h (days are not a unit: 30 days is 720h)"
+	// +optional
+	UnreadLinkExpiry string `json:"unreadLinkExpiry,omitempty"`
+
+	// ContentPurgeAfter is how long after acceptance a message's content is destroyed
+	// (its data key is deleted, then its ciphertext); a metadata record stays.
+	// +kubebuilder:default="2160h"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('1m')",message="contentPurgeAfter must be a duration of at least 1m, written like 2160h (days are not a unit: 90 days is 2160h)"
+	// +optional
+	ContentPurgeAfter string `json:"contentPurgeAfter,omitempty"`
+
+	// AuditRetention is how long audit events are kept; HIPAA asks for 6 years of documentation
+	// (45 CFR 164.316), which is the default (52608h).
+	// +kubebuilder:default="52608h"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('1m')",message="auditRetention must be a duration of at least 1m, written like 52608h (6 years)"
+	// +optional
+	AuditRetention string `json:"auditRetention,omitempty"`
+
+	// SweepInterval is how often each tenant applies the policy.
+	// +kubebuilder:default="1h"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('1m') && duration(self) <= duration('24h')",message="sweepInterval must be a duration between 1m and 24h, written like 1h"
+	// +optional
+	SweepInterval string `json:"sweepInterval,omitempty"`
+}
+
+// RetentionPolicyStatus reports the sweeps of the tenants that use the policy.
+type RetentionPolicyStatus struct {
+	// ObservedGeneration is the spec generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Conditions: Ready.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// LastSweepTime is when a tenant last finished applying the policy.
+	// +optional
+	LastSweepTime *metav1.Time `json:"lastSweepTime,omitempty"`
+	// LinksExpired counts links expired by sweeps since the policy was created.
+	// +optional
+	LinksExpired int64 `json:"linksExpired,omitempty"`
+	// MessagesPurged counts messages whose content sweeps destroyed.
+	// +optional
+	MessagesPurged int64 `json:"messagesPurged,omitempty"`
+	// MessagesHeld counts messages a sweep would have purged but a LegalHold kept.
+	// +optional
+	MessagesHeld int64 `json:"messagesHeld,omitempty"`
+}
+
+// RetentionPolicy is a reusable rule for disposing of old messages with a record, e.g.
+// hipaa-standard. Tenants name the policy they use.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=rp,categories=securetext
+// +kubebuilder:printcolumn:name="Link Expiry",type=string,JSONPath=`.spec.unreadLinkExpiry`
+// +kubebuilder:printcolumn:name="Purge After",type=string,JSONPath=`.spec.contentPurgeAfter`
+// +kubebuilder:printcolumn:name="Audit Kept",type=string,JSONPath=`.spec.auditRetention`
+// +kubebuilder:printcolumn:name="Last Sweep",type=date,JSONPath=`.status.lastSweepTime`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type RetentionPolicy struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +kubebuilder:default={}
+	Spec   RetentionPolicySpec   `json:"spec"`
+	Status RetentionPolicyStatus `json:"status,omitempty"`
+}
+
+// RetentionPolicyList is a list of RetentionPolicies.
+// +kubebuilder:object:root=true
+type RetentionPolicyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []RetentionPolicy `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&RetentionPolicy{}, &RetentionPolicyList{})
+}

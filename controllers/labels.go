@@ -1,0 +1,44 @@
+package controllers
+
+// Labels and names the operator puts on what it creates. A tenant's workloads can never set
+// these labels on the namespace themselves: only the operator writes the namespace.
+const (
+	// FieldManager is the one server-side-apply field manager the operator uses for everything.
+	FieldManager = "securetext-operator"
+
+	// TenantFinalizer holds a SecureTextTenant until what the operator made for it is removed.
+	TenantFinalizer = "securetext.io/tenant-cleanup"
+
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	LabelPartOf    = "app.kubernetes.io/part-of"
+	LabelTenant    = "securetext.io/tenant"
+
+	ManagedByValue = "securetext-operator"
+	PartOfValue    = "securetext"
+
+	// Pod Security admission: every tenant namespace enforces the restricted profile.
+	labelPodSecurityEnforce        = "pod-security.kubernetes.io/enforce"
+	labelPodSecurityEnforceVersion = "pod-security.kubernetes.io/enforce-version"
+	labelPodSecurityAudit          = "pod-security.kubernetes.io/audit"
+	labelPodSecurityWarn           = "pod-security.kubernetes.io/warn"
+	podSecurityRestricted          = "restricted"
+	podSecurityLatest              = "latest"
+)
+
+// Event reasons, one per kind of change the operator makes or refuses to make.
+const (
+	EventNamespaceCreated  = "NamespaceCreated"
+	EventNamespaceUpdated  = "NamespaceUpdated"
+	EventNamespaceConflict = "NamespaceConflict"
+	EventNamespaceDeleted  = "NamespaceDeleted"
+	EventReconcileFailed   = "ReconcileFailed"
+)
+
+// tenantLabels are the labels of every object made for a tenant.
+func tenantLabels(tenant string) map[string]string {
+	return map[string]string{
+		LabelManagedBy: ManagedByValue,
+		LabelPartOf:    PartOfValue,
+		LabelTenant:    tenant,
+	}
+}

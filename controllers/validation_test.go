@@ -1,0 +1,149 @@
+package controllers_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/securetext/securetext/hack/testenv"
+)
+
+// readManifest reads one YAML object from the repository, and the message on its first
+// "# refused:" line, if any.
+func readManifest(t *testing.T, rel string) (*unstructured.Unstructured, string) {
+	t.Helper()
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(root, rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refused string
+	if first, _, _ := strings.Cut(string(data), "\n"); strings.HasPrefix(first, "# refused: ") {
+		refused = strings.TrimPrefix(first, "# refused: ")
+	}
+	obj := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal(data, &obj.Object); err != nil {
+		t.Fatalf("%s: %v", rel, err)
+	}
+	return obj, refused
+}
+
+// TestSamplesAreAccepted applies every sample (server-side dry run, so other tests start clean).
+func TestSamplesAreAccepted(t *testing.T) {
+	files, err := filepath.Glob("../config/samples/*.yaml")
+	if err != nil || len(files) < 4 {
+		t.Fatalf("samples: %v %v", files, err)
+	}
+	ensureNamespace(t, "securetext-clinic") // the LegalHold sample lives in the clinic's namespace
+	for _, f := range files {
+		if filepath.Base(f) == "kustomization.yaml" {
+			continue
+		}
+		obj, _ := readManifest(t, strings.TrimPrefix(f, "../"))
+		if err := k8s.Create(context.Background(), obj, client.DryRunAll); err != nil {
+			t.Errorf("%s refused: %v", f, err)
+		}
+	}
+}
+
+// TestInvalidExamplesAreRefused applies each file of config/samples/invalid and checks that the
+// API server refuses it with the message that says what to fix.
+func TestInvalidExamplesAreRefused(t *testing.T) {
+	ctx := context.Background()
+	files, err := filepath.Glob("../config/samples/invalid/*.yaml")
+	if err != nil || len(files) < 5 {
+		t.Fatalf("invalid examples: %v %v", files, err)
+	}
+	for _, f := range files {
+		rel := strings.TrimPrefix(f, "../")
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			obj, refused := readManifest(t, rel)
+			if refused == "" {
+				t.Fatalf("%s has no '# refused:' first line", rel)
+			}
+			if filepath.Base(f) == "tenant-namespace-changed.yaml" {
+				// An update: create the valid tenant first, then try to move its namespace.
+				original, _ := readManifest(t, "config/samples/securetext_v1alpha1_securetexttenant.yaml")
+				original.SetName("immutable-ns")
+				obj.SetName("immutable-ns")
+				if err := k8s.Create(ctx, original); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = k8s.Delete(ctx, original) })
+				// The operator adds its finalizer meanwhile: retry on a conflict, not on a refusal.
+				for range 20 {
+					if err = k8s.Get(ctx, client.ObjectKeyFromObject(original), original); err != nil {
+						t.Fatal(err)
+					}
+					obj.SetResourceVersion(original.GetResourceVersion())
+					if err = k8s.Update(ctx, obj); !apierrors.IsConflict(err) {
+						break
+					}
+				}
+			} else {
+				err = k8s.Create(ctx, obj, client.DryRunAll)
+			}
+			if err == nil {
+				t.Fatalf("%s was accepted; want refusal containing %q", rel, refused)
+			}
+			if !strings.Contains(err.Error(), refused) {
+				t.Fatalf("%s refused with %q; want it to contain %q", rel, err, refused)
+			}
+			t.Logf("refused as expected: %v", err)
+		})
+	}
+}
+
+// TestSchemaRefusals covers rules that have no example file: each case breaks one field of the
+// demo sample and checks the refusal's message.
+func TestSchemaRefusals(t *testing.T) {
+	cases := []struct {
+		name, want string
+		mutate     func(spec map[string]any)
+	}{
+		{"twilio without secret", "sms.secretRef is required", func(s map[string]any) {
+			s["sms"] = map[string]any{"provider": "twilio", "from": "+12025550100"}
+		}},
+		{"short password without second factor", "minPasswordLength below 15 needs oneTimeCode", func(s map[string]any) {
+			s["viewerAuth"] = map[string]any{"minPasswordLength": int64(8)}
+		}},
+		{"idle longer than absolute", "sessionIdleTimeout must not be longer", func(s map[string]any) {
+			s["viewerAuth"] = map[string]any{"sessionIdleTimeout": "13h", "sessionAbsoluteTimeout": "12h"}
+		}},
+		{"days are not a unit", "sessionIdleTimeout must be a duration", func(s map[string]any) {
+			s["viewerAuth"] = map[string]any{"sessionIdleTimeout": "1d"}
+		}},
+		{"kube-system namespace", "must be a namespace of its own", func(s map[string]any) {
+			s["namespace"] = "kube-system"
+		}},
+		{"tls with both sources", "tls needs exactly one of", func(s map[string]any) {
+			s["tls"] = map[string]any{"secretName": "x", "issuerRef": map[string]any{"name": "y"}}
+		}},
+		{"bad colour", "primaryColor must be a hex colour", func(s map[string]any) {
+			s["branding"] = map[string]any{"primaryColor": "blue"}
+		}},
+		{"unknown deletion policy", `supported values: "Retain", "Shred"`, func(s map[string]any) {
+			s["deletionPolicy"] = "Delete"
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			obj, _ := readManifest(t, "config/samples/securetext_v1alpha1_securetexttenant_demo.yaml")
+			tc.mutate(obj.Object["spec"].(map[string]any))
+			err := k8s.Create(context.Background(), obj, client.DryRunAll)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v; want a refusal containing %q", err, tc.want)
+			}
+		})
+	}
+}
