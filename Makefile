@@ -37,6 +37,7 @@ manifests: controller-gen ## Generate CRDs and RBAC into config/ and copy the CR
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths=./api/... paths=./controllers/... output:crd:artifacts:config=config/crd/bases
 	mkdir -p charts/securetext-operator/crds
 	cp config/crd/bases/*.yaml charts/securetext-operator/crds/
+	cp config/rbac/role.yaml charts/securetext-operator/files/manager-role.yaml
 
 .PHONY: fmt
 fmt: ## gofmt every Go file.

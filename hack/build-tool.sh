@@ -30,7 +30,7 @@ fi
 
 echo "bin/$name $version: building from $moddir (a cold build of kube-apiserver takes ~10 minutes on 2 cores)..."
 start=$(date +%s)
-(cd "$root/$moddir" && go build -trimpath -ldflags "$ldflags" -o "$out.tmp" "$pkg")
+(cd "$root/$moddir" && go build -ldflags "$ldflags" -o "$out.tmp" "$pkg")
 mv "$out.tmp" "$out"
 echo "$stamp" >"$stampdir/$name"
 echo "bin/$name $version: built in $(($(date +%s) - start))s"

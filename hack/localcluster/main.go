@@ -16,7 +16,7 @@ import (
 )
 
 func main() {
-	kubeconfig := flag.String("kubeconfig", "bin/local/kubeconfig", "where to write the kubeconfig")
+	kubeconfig := flag.String("write-kubeconfig", "bin/local/kubeconfig", "where to write the cluster-admin kubeconfig")
 	flag.Parse()
 
 	kube, err := testenv.StartKube()
