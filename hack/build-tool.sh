@@ -28,7 +28,7 @@ if [[ -x $out && -f $stampdir/$name && $(cat "$stampdir/$name") == "$stamp" ]]; 
   exit 0
 fi
 
-echo "bin/$name $version: building from $moddir (a cold build of kube-apiserver takes ~10 minutes on 2 cores)..."
+echo "bin/$name $version: building from $moddir (minutes when the Go build cache is cold)..."
 start=$(date +%s)
 (cd "$root/$moddir" && go build -ldflags "$ldflags" -o "$out.tmp" "$pkg")
 mv "$out.tmp" "$out"

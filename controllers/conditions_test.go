@@ -1,0 +1,66 @@
+package controllers
+
+import (
+	"errors"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	securetextv1alpha1 "github.com/securetext/securetext/api/v1alpha1"
+)
+
+func TestSetTenantConditions(t *testing.T) {
+	cases := []struct {
+		name                         string
+		nsErr                        error
+		ready, reconciling           metav1.ConditionStatus
+		readyReason, reconcileReason string
+	}{
+		{"namespace in place", nil, metav1.ConditionTrue, metav1.ConditionFalse,
+			securetextv1alpha1.ReasonReconciled, securetextv1alpha1.ReasonReconciled},
+		{"foreign namespace", errNamespaceConflict{namespace: "x"}, metav1.ConditionFalse, metav1.ConditionFalse,
+			securetextv1alpha1.ReasonNamespaceConflict, securetextv1alpha1.ReasonNamespaceConflict},
+		{"wrapped conflict", errors.Join(errors.New("other"), errNamespaceConflict{namespace: "x"}), metav1.ConditionFalse,
+			metav1.ConditionFalse, securetextv1alpha1.ReasonNamespaceConflict, securetextv1alpha1.ReasonNamespaceConflict},
+		{"API error", errors.New("etcd timeout"), metav1.ConditionFalse, metav1.ConditionTrue,
+			securetextv1alpha1.ReasonNamespaceFailed, securetextv1alpha1.ReasonProgressing},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tenant := &securetextv1alpha1.SecureTextTenant{}
+			tenant.Generation = 7
+			setTenantConditions(tenant, tc.nsErr)
+			if tenant.Status.ObservedGeneration != 7 {
+				t.Errorf("observedGeneration = %d", tenant.Status.ObservedGeneration)
+			}
+			for _, want := range []struct {
+				typ, reason string
+				status      metav1.ConditionStatus
+			}{
+				{securetextv1alpha1.ConditionReady, tc.readyReason, tc.ready},
+				{securetextv1alpha1.ConditionReconciling, tc.reconcileReason, tc.reconciling},
+			} {
+				c := meta.FindStatusCondition(tenant.Status.Conditions, want.typ)
+				if c == nil || c.Status != want.status || c.Reason != want.reason || c.ObservedGeneration != 7 {
+					t.Errorf("%s = %+v; want %s/%s at generation 7", want.typ, c, want.status, want.reason)
+				}
+			}
+		})
+	}
+}
+
+func TestNamespaceOwnership(t *testing.T) {
+	labels := desiredNamespaceLabels(&securetextv1alpha1.SecureTextTenant{ObjectMeta: metav1.ObjectMeta{Name: "a"}})
+	if labels["pod-security.kubernetes.io/enforce"] != "restricted" {
+		t.Fatalf("restricted not enforced: %v", labels)
+	}
+	if !labelsSatisfied(map[string]string{"extra": "x", LabelTenant: "a", LabelManagedBy: ManagedByValue,
+		LabelPartOf: PartOfValue, labelPodSecurityEnforce: "restricted", labelPodSecurityEnforceVersion: "latest",
+		labelPodSecurityAudit: "restricted", labelPodSecurityWarn: "restricted"}, labels) {
+		t.Error("extra labels should not count as drift")
+	}
+	if labelsSatisfied(map[string]string{LabelTenant: "a"}, labels) {
+		t.Error("missing labels must count as drift")
+	}
+}

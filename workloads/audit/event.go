@@ -1,0 +1,149 @@
+// Package audit records what happened to messages as a tamper-evident, hash-chained sequence
+// of events per tenant, with signed checkpoints, and exports and verifies that record offline.
+//
+// Guarantees, given an export and the tenant's checkpoint public key:
+//   - each event's hash covers every field of the event, including the previous event's hash,
+//     so changing, removing or reordering events inside the chain is detected (hash chain);
+//   - a signed checkpoint (size, head hash) commits to the whole chain up to that size, so
+//     dropping events from the tail or rewriting and re-hashing the chain is detected, as long
+//     as the signing key is out of the database's reach (it lives in Vault Transit).
+//
+// Events never carry message content, phone numbers, passwords, one-time codes or anything else
+// that identifies a patient: audit records are kept for six years (45 CFR 164.316(b)(2)) and
+// outlive the messages they describe. Detail values are short codes and ids such as a provider
+// status, an error code or a hold name.
+package audit
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"maps"
+	"slices"
+	"time"
+)
+
+// Kind says what happened.
+type Kind string
+
+// The kinds of audit event. Opening a link and revealing a message are separate on purpose:
+// link previewers open links, only a person reveals.
+const (
+	KindAccepted     Kind = "accepted"
+	KindNotified     Kind = "notified"
+	KindDelivered    Kind = "delivered"
+	KindFailed       Kind = "failed"
+	KindLinkOpened   Kind = "link-opened"
+	KindRevealed     Kind = "revealed"
+	KindAuthFailed   Kind = "auth-failed"
+	KindLocked       Kind = "locked"
+	KindRevoked      Kind = "revoked"
+	KindExpired      Kind = "expired"
+	KindPurged       Kind = "purged"
+	KindHoldApplied  Kind = "hold-applied"
+	KindHoldReleased Kind = "hold-released"
+	KindKeyRotated   Kind = "key-rotated"
+	KindAdminAction  Kind = "admin-action"
+)
+
+var kinds = []Kind{
+	KindAccepted, KindNotified, KindDelivered, KindFailed, KindLinkOpened, KindRevealed,
+	KindAuthFailed, KindLocked, KindRevoked, KindExpired, KindPurged, KindHoldApplied,
+	KindHoldReleased, KindKeyRotated, KindAdminAction,
+}
+
+// IsValid reports whether k is one of the kinds above.
+func (k Kind) IsValid() bool { return slices.Contains(kinds, k) }
+
+// Event is one audit record. Seq, PrevHash and Hash are filled in by Chain.Append.
+type Event struct {
+	Seq       uint64
+	Time      time.Time
+	Kind      Kind
+	Actor     string // who acted: a sender account, "patient", "system", an operator user
+	Tenant    string
+	MessageID string            // empty for events about no single message
+	Detail    map[string]string // short codes and ids only, never content
+	PrevHash  [32]byte
+	Hash      [32]byte
+}
+
+// timeLayout is RFC 3339 in UTC with exactly nine fractional digits: one spelling per instant,
+// and still readable in an export.
+const timeLayout = "2006-01-02T15:04:05.000000000Z"
+
+// eventDomain starts every canonical encoding, so an event hash can never equal a hash of some
+// other structure built from the same fields.
+const eventDomain = "securetext-audit/event/v1"
+
+// Canonical returns the bytes that an event's hash covers: every field except Hash, in struct
+// order. Strings are a big-endian uint32 length followed by the bytes; Seq is a big-endian
+// uint64; Time is formatted with timeLayout in UTC; Detail is its entry count followed by its
+// entries sorted by key. Nothing is ambiguous, so different events never share an encoding.
+func (e Event) Canonical() []byte {
+	b := make([]byte, 0, 256)
+	b = appendString(b, eventDomain)
+	b = binary.BigEndian.AppendUint64(b, e.Seq)
+	b = appendString(b, e.Time.UTC().Format(timeLayout))
+	b = appendString(b, string(e.Kind))
+	b = appendString(b, e.Actor)
+	b = appendString(b, e.Tenant)
+	b = appendString(b, e.MessageID)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(e.Detail)))
+	for _, k := range slices.Sorted(maps.Keys(e.Detail)) {
+		b = appendString(b, k)
+		b = appendString(b, e.Detail[k])
+	}
+	return append(b, e.PrevHash[:]...)
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
+	return append(b, s...)
+}
+
+// LeafHash is the event's hash: SHA-256(0x00 ‖ canonical), the leaf hash of RFC 6962 §2.1, so
+// the same values can later become leaves of a Merkle tree without re-hashing.
+func (e Event) LeafHash() [32]byte {
+	h := sha256.New()
+	h.Write([]byte{0x00})
+	h.Write(e.Canonical())
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
+}
+
+// Chain appends events to one tenant's chain. It holds only the head, so it is cheap to rebuild
+// from the last stored event. A Chain is not safe for concurrent use: the store must serialise
+// appends per tenant (e.g. in the transaction that locks the head row), because two events
+// linked to the same head fork the chain.
+type Chain struct {
+	tenant string
+	seq    uint64
+	head   [32]byte
+}
+
+// NewChain continues tenant's chain after the event with sequence headSeq and hash headHash.
+// A new chain starts with NewChain(tenant, 0, [32]byte{}): its first event has Seq 1 and an
+// all-zero PrevHash.
+func NewChain(tenant string, headSeq uint64, headHash [32]byte) *Chain {
+	return &Chain{tenant: tenant, seq: headSeq, head: headHash}
+}
+
+// Append links e to the head and returns it with Seq, PrevHash and Hash filled in. It also sets
+// Tenant to the chain's tenant, normalises Time to UTC without a monotonic reading, and copies
+// Detail so that later changes to the caller's map cannot silently diverge from the hash.
+// Callers check e.Kind.IsValid before appending.
+func (c *Chain) Append(e Event) Event {
+	c.seq++
+	e.Seq = c.seq
+	e.Tenant = c.tenant
+	e.Time = e.Time.UTC()
+	e.Detail = maps.Clone(e.Detail)
+	e.PrevHash = c.head
+	e.Hash = e.LeafHash()
+	c.head = e.Hash
+	return e
+}
+
+// Head returns the sequence number and hash of the last event appended.
+func (c *Chain) Head() (uint64, [32]byte) { return c.seq, c.head }

@@ -1,0 +1,353 @@
+package audit
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ed25519"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// ExportFormat is the "format" value in the first line of an export.
+const ExportFormat = "securetext-audit/v1"
+
+// maxLine bounds one NDJSON line when verifying; real lines are well under 4 KiB.
+const maxLine = 1 << 20
+
+// The NDJSON shapes. Hashes are lowercase hex; signatures and the public key are standard
+// base64 (encoding/json's []byte encoding).
+type (
+	exportHeader struct {
+		Format    string `json:"format"`
+		Tenant    string `json:"tenant"`
+		PublicKey []byte `json:"publicKey"`
+	}
+	exportLine struct {
+		Event      *eventJSON      `json:"event,omitempty"`
+		Checkpoint *checkpointJSON `json:"checkpoint,omitempty"`
+	}
+	eventJSON struct {
+		Seq       uint64            `json:"seq"`
+		Time      string            `json:"time"`
+		Kind      Kind              `json:"kind"`
+		Actor     string            `json:"actor"`
+		Tenant    string            `json:"tenant"`
+		MessageID string            `json:"messageId,omitempty"`
+		Detail    map[string]string `json:"detail,omitempty"`
+		PrevHash  string            `json:"prevHash"`
+		Hash      string            `json:"hash"`
+	}
+	checkpointJSON struct {
+		Tenant    string `json:"tenant"`
+		Size      uint64 `json:"size"`
+		Head      string `json:"head"`
+		Time      string `json:"time"`
+		KeyID     string `json:"keyId"`
+		Signature []byte `json:"signature"`
+	}
+)
+
+// Export writes one tenant's events and checkpoints as NDJSON: a header line, then the events
+// in sequence order, each checkpoint directly after the event its Size names.
+//
+// Export writes what it is given without judging it: a tampered store must produce an export
+// that Verify rejects, not an error that hides the evidence. It only refuses input that is not
+// an export at all, and it requires a final checkpoint covering the last event: the caller signs
+// one at export time. Without it, dropping events from the end would go unnoticed.
+func Export(w io.Writer, pub ed25519.PublicKey, events []Event, checkpoints []Checkpoint) error {
+	if len(pub) != ed25519.PublicKeySize {
+		return fmt.Errorf("audit export: public key is %d bytes, want %d", len(pub), ed25519.PublicKeySize)
+	}
+	if len(events) == 0 {
+		return errors.New("audit export: no events to export")
+	}
+	tenant, last := events[0].Tenant, events[len(events)-1].Seq
+	for i, e := range events {
+		if e.Tenant != tenant {
+			return fmt.Errorf("audit export: event %d belongs to another tenant than event %d", e.Seq, events[0].Seq)
+		}
+		if i > 0 && e.Seq <= events[i-1].Seq {
+			return fmt.Errorf("audit export: events must be in increasing sequence order (event %d after %d)", e.Seq, events[i-1].Seq)
+		}
+	}
+	if len(checkpoints) == 0 || checkpoints[len(checkpoints)-1].Size != last {
+		return fmt.Errorf("audit export: the last checkpoint must cover event %d; sign one at export time", last)
+	}
+
+	bw := bufio.NewWriter(w)
+	enc := json.NewEncoder(bw)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(exportHeader{Format: ExportFormat, Tenant: tenant, PublicKey: pub}); err != nil {
+		return fmt.Errorf("audit export: write header: %w", err)
+	}
+	c := 0
+	for _, e := range events {
+		if err := enc.Encode(exportLine{Event: toEventJSON(e)}); err != nil {
+			return fmt.Errorf("audit export: write event %d: %w", e.Seq, err)
+		}
+		for ; c < len(checkpoints) && checkpoints[c].Size <= e.Seq; c++ {
+			cp := checkpoints[c]
+			if cp.Size != e.Seq || cp.Tenant != tenant {
+				return fmt.Errorf("audit export: checkpoint at size %d matches no event of this tenant, or checkpoints are out of order", cp.Size)
+			}
+			if err := enc.Encode(exportLine{Checkpoint: toCheckpointJSON(cp)}); err != nil {
+				return fmt.Errorf("audit export: write checkpoint %d: %w", cp.Size, err)
+			}
+		}
+	}
+	if c != len(checkpoints) {
+		return fmt.Errorf("audit export: checkpoint at size %d is out of order", checkpoints[c].Size)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("audit export: %w", err)
+	}
+	return nil
+}
+
+func toEventJSON(e Event) *eventJSON {
+	return &eventJSON{
+		Seq: e.Seq, Time: e.Time.UTC().Format(timeLayout), Kind: e.Kind, Actor: e.Actor,
+		Tenant: e.Tenant, MessageID: e.MessageID, Detail: e.Detail,
+		PrevHash: hex.EncodeToString(e.PrevHash[:]), Hash: hex.EncodeToString(e.Hash[:]),
+	}
+}
+
+func toCheckpointJSON(c Checkpoint) *checkpointJSON {
+	return &checkpointJSON{
+		Tenant: c.Tenant, Size: c.Size, Head: hex.EncodeToString(c.Head[:]),
+		Time: c.Time.UTC().Format(timeLayout), KeyID: c.KeyID, Signature: c.Signature,
+	}
+}
+
+func (j *eventJSON) event() (Event, error) {
+	t, err := time.Parse(time.RFC3339Nano, j.Time)
+	if err != nil {
+		return Event{}, errors.New("bad time")
+	}
+	e := Event{Seq: j.Seq, Time: t, Kind: j.Kind, Actor: j.Actor, Tenant: j.Tenant, MessageID: j.MessageID, Detail: j.Detail}
+	if err := decodeHash(&e.PrevHash, j.PrevHash); err != nil {
+		return Event{}, err
+	}
+	if err := decodeHash(&e.Hash, j.Hash); err != nil {
+		return Event{}, err
+	}
+	return e, nil
+}
+
+func (j *checkpointJSON) checkpoint() (Checkpoint, error) {
+	t, err := time.Parse(time.RFC3339Nano, j.Time)
+	if err != nil {
+		return Checkpoint{}, errors.New("bad time")
+	}
+	c := Checkpoint{Tenant: j.Tenant, Size: j.Size, Time: t, KeyID: j.KeyID, Signature: j.Signature}
+	return c, decodeHash(&c.Head, j.Head)
+}
+
+func decodeHash(dst *[32]byte, s string) error {
+	if hex.DecodedLen(len(s)) != len(dst) {
+		return errors.New("bad hash length")
+	}
+	_, err := hex.Decode(dst[:], []byte(s))
+	return err
+}
+
+// Problem classifies why an export failed verification.
+type Problem string
+
+// Problems Verify distinguishes.
+const (
+	ProblemModified     Problem = "modified"
+	ProblemDeleted      Problem = "deleted"
+	ProblemReordered    Problem = "reordered"
+	ProblemTruncated    Problem = "truncated"
+	ProblemBadSignature Problem = "bad signature"
+	ProblemFormat       Problem = "unknown format"
+)
+
+// VerifyError reports the first problem found in an export: the sequence number of the first
+// event that cannot be trusted (0 for problems with the header), the 1-based line it was found
+// on, and why.
+type VerifyError struct {
+	Seq     uint64
+	Line    int
+	Problem Problem
+	Reason  string
+}
+
+func (e *VerifyError) Error() string {
+	if e.Seq == 0 {
+		return fmt.Sprintf("audit verify: line %d: %s — %s", e.Line, e.Reason, e.Problem)
+	}
+	return fmt.Sprintf("audit verify: event %d (line %d): %s — %s", e.Seq, e.Line, e.Reason, e.Problem)
+}
+
+// Report summarises an export that verified.
+type Report struct {
+	Tenant      string
+	PublicKey   ed25519.PublicKey // the key the checkpoints verified under; compare it with the tenant's published key
+	Events      int
+	Checkpoints int
+	Head        [32]byte // hash of the last event, signed by the final checkpoint
+}
+
+// Verify checks an export offline against the public key in its own header. That proves the
+// export is internally consistent and signed by that key, but anyone can write a header: the
+// caller must compare Report.PublicKey with the tenant's published key, or use VerifyWithKey.
+func Verify(r io.Reader) (Report, error) { return verify(r, nil) }
+
+// VerifyWithKey is Verify, and also requires the header key to equal trusted.
+func VerifyWithKey(r io.Reader, trusted ed25519.PublicKey) (Report, error) {
+	if len(trusted) != ed25519.PublicKeySize {
+		return Report{}, fmt.Errorf("audit verify: trusted public key is %d bytes, want %d", len(trusted), ed25519.PublicKeySize)
+	}
+	return verify(r, trusted)
+}
+
+// record is one parsed body line; bad is set when the line is not a valid event or checkpoint,
+// and is reported only when the sequential pass reaches it, so earlier problems come first.
+type record struct {
+	line int
+	ev   *Event
+	cp   *Checkpoint
+	bad  bool
+}
+
+func verify(r io.Reader, trusted ed25519.PublicKey) (Report, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
+
+	if !sc.Scan() {
+		if err := sc.Err(); err != nil {
+			return Report{}, fmt.Errorf("audit verify: read line 1: %w", err)
+		}
+		return Report{}, &VerifyError{Line: 1, Problem: ProblemFormat, Reason: "empty file"}
+	}
+	var h exportHeader
+	if err := strictUnmarshal(sc.Bytes(), &h); err != nil || h.Format != ExportFormat {
+		return Report{}, &VerifyError{Line: 1, Problem: ProblemFormat, Reason: "header is not " + ExportFormat}
+	}
+	if h.Tenant == "" || len(h.PublicKey) != ed25519.PublicKeySize {
+		return Report{}, &VerifyError{Line: 1, Problem: ProblemFormat, Reason: "header lacks a tenant or an ed25519 public key"}
+	}
+	pub := ed25519.PublicKey(h.PublicKey)
+	if trusted != nil && !pub.Equal(trusted) {
+		return Report{}, &VerifyError{Line: 1, Problem: ProblemBadSignature,
+			Reason: fmt.Sprintf("export is signed by key %s, not the trusted key %s", KeyID(pub), KeyID(trusted))}
+	}
+
+	// Read every line first: telling a deleted event from a moved one needs to know whether
+	// the missing sequence number appears later in the file.
+	var recs []record
+	lastIndex := make(map[uint64]int) // event seq → index in recs of its last occurrence
+	for n := 2; sc.Scan(); n++ {
+		rec := record{line: n}
+		var l exportLine
+		if err := strictUnmarshal(sc.Bytes(), &l); err != nil || (l.Event == nil) == (l.Checkpoint == nil) {
+			rec.bad = true
+		} else if l.Event != nil {
+			e, err := l.Event.event()
+			rec.ev, rec.bad = &e, err != nil
+			lastIndex[e.Seq] = len(recs)
+		} else {
+			c, err := l.Checkpoint.checkpoint()
+			rec.cp, rec.bad = &c, err != nil
+		}
+		recs = append(recs, rec)
+	}
+	if err := sc.Err(); err != nil {
+		return Report{}, fmt.Errorf("audit verify: read line %d: %w", len(recs)+2, err)
+	}
+
+	rep := Report{Tenant: h.Tenant, PublicKey: pub}
+	var (
+		head    [32]byte // hash of event next-1; all zeros before the first event (genesis)
+		next    uint64   = 1
+		covered uint64   // size of the last valid checkpoint
+		lines   = make(map[uint64]int)
+	)
+	fail := func(seq uint64, line int, p Problem, format string, args ...any) (Report, error) {
+		return Report{}, &VerifyError{Seq: seq, Line: line, Problem: p, Reason: fmt.Sprintf(format, args...)}
+	}
+	for i, rec := range recs {
+		switch {
+		case rec.bad:
+			return fail(next, rec.line, ProblemModified, "line is not a valid event or checkpoint")
+
+		case rec.ev != nil:
+			e := rec.ev
+			switch {
+			case e.Seq < next:
+				return fail(e.Seq, rec.line, ProblemReordered, "event %d appears after event %d", e.Seq, next-1)
+			case e.Seq > next && appearsAfter(lastIndex, next, i):
+				return fail(next, rec.line, ProblemReordered, "event %d appears where event %d belongs", e.Seq, next)
+			case e.Seq == next+1:
+				return fail(next, rec.line, ProblemDeleted, "event %d is missing", next)
+			case e.Seq > next:
+				return fail(next, rec.line, ProblemDeleted, "events %d to %d are missing", next, e.Seq-1)
+			case e.LeafHash() != e.Hash:
+				return fail(e.Seq, rec.line, ProblemModified, "hash does not match its content")
+			case e.PrevHash != head && e.Seq == 1:
+				return fail(e.Seq, rec.line, ProblemModified, "first event does not link to the all-zero genesis hash")
+			case e.PrevHash != head:
+				return fail(e.Seq, rec.line, ProblemModified, "previous hash does not match event %d (it or this link was rewritten)", e.Seq-1)
+			case e.Tenant != h.Tenant:
+				return fail(e.Seq, rec.line, ProblemModified, "tenant differs from the export header")
+			}
+			head, lines[e.Seq] = e.Hash, rec.line
+			next++
+			rep.Events++
+
+		default:
+			c := rec.cp
+			switch {
+			case c.Size > next-1 && appearsAfter(lastIndex, c.Size, i):
+				return fail(c.Size, rec.line, ProblemReordered, "checkpoint for size %d appears before event %d", c.Size, c.Size)
+			case c.Size > next-1:
+				return fail(next, rec.line, ProblemTruncated, "checkpoint covers %d events but only %d precede it", c.Size, next-1)
+			case c.Size < next-1:
+				return fail(c.Size, rec.line, ProblemReordered, "checkpoint for size %d appears after event %d", c.Size, next-1)
+			case c.Tenant != h.Tenant:
+				return fail(c.Size, rec.line, ProblemModified, "checkpoint tenant differs from the export header")
+			case VerifyCheckpoint(pub, *c) != nil:
+				return fail(c.Size, rec.line, ProblemBadSignature, "checkpoint signature does not verify under key %s", KeyID(pub))
+			case c.Head != head:
+				return fail(c.Size, rec.line, ProblemModified, "signed checkpoint head does not match the chain (events up to %d were rewritten)", c.Size)
+			}
+			covered = c.Size
+			rep.Checkpoints++
+		}
+	}
+
+	if rep.Events == 0 {
+		return fail(1, len(recs)+2, ProblemTruncated, "export holds no events")
+	}
+	if covered != next-1 {
+		return fail(covered+1, lines[covered+1], ProblemTruncated,
+			"events %d to %d are not covered by a signed checkpoint; an export ends with one", covered+1, next-1)
+	}
+	rep.Head = head
+	return rep, nil
+}
+
+// appearsAfter reports whether event seq occurs in a record after index i.
+func appearsAfter(lastIndex map[uint64]int, seq uint64, i int) bool {
+	j, ok := lastIndex[seq]
+	return ok && j > i
+}
+
+// strictUnmarshal refuses unknown fields and trailing data, so a line means exactly one thing.
+func strictUnmarshal(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data")
+	}
+	return nil
+}
