@@ -10,7 +10,7 @@ export KUBEBUILDER_ASSETS := $(BIN)
 
 KUBE_VERSION      := v1.37.2
 ETCD_VERSION      := v3.7.0
-VAULT_VERSION     := v1.21.4
+VAULT_VERSION     := v1.21.2
 CONTROLLER_GEN    := $(BIN)/controller-gen
 CONTROLLER_TOOLS_VERSION := v0.23.0
 KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
