@@ -49,7 +49,8 @@ vet: ## go vet the project and the tools modules.
 	@for m in $(TOOLS_MODULES); do (cd $$m && go vet ./...); done
 
 .PHONY: lint
-lint: ## Fail if gofmt, generate or manifests would change the tree.
+lint: ## Fail if gofmt, go mod tidy, generate or manifests would change the tree.
+	@go mod tidy -diff || { echo "go.mod is not tidy: run go mod tidy"; exit 1; }
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run make fmt"; exit 1; }
 	$(MAKE) generate manifests
 	@git diff --exit-code -- api config charts || { echo "generated files are stale: run make generate manifests and commit"; exit 1; }

@@ -41,7 +41,7 @@ type Postgres struct {
 	cmd    *exec.Cmd     // nil for an external server
 	dir    string        // temporary directory holding the data and the Unix socket
 	exited chan struct{} // closed once the server process has exited
-	log    *pgLog
+	log    *logTail
 }
 
 // URL returns the connection URL of database dbname on this server.
@@ -191,7 +191,7 @@ func StartPostgresProcess(ctx context.Context) (*Postgres, error) {
 
 func pgStart(ctx context.Context, bin, dir string, cred *syscall.Credential) (*Postgres, error) {
 	data := filepath.Join(dir, "data")
-	initLog := &pgLog{}
+	initLog := &logTail{}
 	initdb := exec.CommandContext(ctx, filepath.Join(bin, "initdb"),
 		"-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
 	initdb.Dir = dir // initdb fails if it cannot read the working directory, e.g. /root/...
@@ -226,7 +226,7 @@ func pgRun(ctx context.Context, bin, dir string, cred *syscall.Credential) (*Pos
 		base:   &url.URL{Scheme: "postgres", User: url.User("postgres"), Host: fmt.Sprintf("127.0.0.1:%d", port), Path: "/postgres", RawQuery: "sslmode=disable"},
 		dir:    dir,
 		exited: make(chan struct{}),
-		log:    &pgLog{},
+		log:    &logTail{},
 	}
 	p.cmd = exec.Command(filepath.Join(bin, "postgres"),
 		"-D", filepath.Join(dir, "data"), "-p", strconv.Itoa(port), "-k", dir,
@@ -364,26 +364,4 @@ func pgRandomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// pgLog keeps the last 16 KiB of a process's output, for error messages.
-type pgLog struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (l *pgLog) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf = append(l.buf, b...)
-	if extra := len(l.buf) - 16<<10; extra > 0 {
-		l.buf = l.buf[extra:]
-	}
-	return len(b), nil
-}
-
-func (l *pgLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return string(l.buf)
 }

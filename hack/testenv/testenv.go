@@ -96,3 +96,37 @@ func FreePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+// logTail keeps the last 64 KiB a process wrote, so that a failure can show what the server
+// said without holding its whole log.
+type logTail struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (l *logTail) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf = append(l.buf, p...)
+	if extra := len(l.buf) - 64<<10; extra > 0 {
+		l.buf = append([]byte(nil), l.buf[extra:]...)
+	}
+	return len(p), nil
+}
+
+// String is everything kept.
+func (l *logTail) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.buf)
+}
+
+// Last is the last n lines kept.
+func (l *logTail) Last(n int) string {
+	text := strings.TrimRight(l.String(), "\n")
+	if strings.TrimSpace(text) == "" {
+		return "(nothing written)"
+	}
+	lines := strings.Split(text, "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}

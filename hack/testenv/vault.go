@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -31,7 +30,7 @@ type Vault struct {
 	RootToken string
 
 	cmd      *exec.Cmd
-	stderr   *vaultLog
+	stderr   *logTail
 	exited   chan struct{} // closed once cmd.Wait has returned
 	waitErr  error         // cmd.Wait's result, set before exited is closed
 	stopOnce sync.Once
@@ -49,7 +48,7 @@ func StartVault(t testing.TB) *Vault {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("last lines of %s's log:\n%s", vaultBinary, v.stderr.last(vaultLogLines))
+			t.Logf("last lines of %s's log:\n%s", vaultBinary, v.stderr.Last(vaultLogLines))
 		}
 		if err := v.Stop(); err != nil {
 			t.Error(err)
@@ -69,7 +68,7 @@ func StartVaultProcess(ctx context.Context) (*Vault, error) {
 	ready := make(chan []byte, 1)
 	v := &Vault{
 		cmd:    exec.Command(path, "-addr", "127.0.0.1:0"),
-		stderr: &vaultLog{},
+		stderr: &logTail{},
 		exited: make(chan struct{}),
 	}
 	v.cmd.Stdout = &vaultReadyLine{ready: ready}
@@ -92,7 +91,7 @@ func StartVaultProcess(ctx context.Context) (*Vault, error) {
 	defer cancel()
 	fail := func(format string, args ...any) (*Vault, error) {
 		_ = v.Stop()
-		return nil, fmt.Errorf("%s: %s; its last lines:\n%s", path, fmt.Sprintf(format, args...), v.stderr.last(vaultLogLines))
+		return nil, fmt.Errorf("%s: %s; its last lines:\n%s", path, fmt.Sprintf(format, args...), v.stderr.Last(vaultLogLines))
 	}
 	select {
 	case line := <-ready:
@@ -133,7 +132,7 @@ func (v *Vault) Stop() error {
 		select {
 		case <-v.exited:
 			v.stopErr = fmt.Errorf("%s at %s had exited before Stop (%v); its last lines:\n%s",
-				vaultBinary, v.Addr, v.waitErr, v.stderr.last(vaultLogLines))
+				vaultBinary, v.Addr, v.waitErr, v.stderr.Last(vaultLogLines))
 			return
 		default:
 		}
@@ -163,30 +162,4 @@ func (w *vaultReadyLine) Write(p []byte) (int, error) {
 		w.done = true
 	}
 	return len(p), nil
-}
-
-// vaultLog keeps the tail of the server's stderr for error messages.
-type vaultLog struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (l *vaultLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf = append(l.buf, p...)
-	if len(l.buf) > 256<<10 {
-		l.buf = append([]byte(nil), l.buf[len(l.buf)-64<<10:]...)
-	}
-	return len(p), nil
-}
-
-func (l *vaultLog) last(n int) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(bytes.TrimSpace(l.buf)) == 0 {
-		return "(nothing on stderr)"
-	}
-	lines := strings.Split(strings.TrimRight(string(l.buf), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
