@@ -53,7 +53,7 @@ lint: ## Fail if gofmt, go mod tidy, generate or manifests would change the tree
 	@go mod tidy -diff || { echo "go.mod is not tidy: run go mod tidy"; exit 1; }
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run make fmt"; exit 1; }
 	$(MAKE) generate manifests
-	@git diff --exit-code -- api config charts || { echo "generated files are stale: run make generate manifests and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- api config charts)" || { git status --porcelain -- api config charts; echo "generated files are stale: run make generate manifests and commit"; exit 1; }
 
 ##@ Build
 
@@ -63,11 +63,14 @@ build: ## Build the operator into bin/securetext-operator.
 
 ##@ Test
 
-.PHONY: test-binaries
-test-binaries: ## Build (once, then cached) kube-apiserver, etcd, kubectl and the Vault dev server; install PostgreSQL if missing.
+.PHONY: kube-binaries
+kube-binaries: ## Build (once, then cached) kube-apiserver, etcd and kubectl into bin/.
 	@hack/build-tool.sh etcd hack/tools/kube ./etcd $(ETCD_VERSION)
 	@hack/build-tool.sh kube-apiserver hack/tools/kube ./kube-apiserver $(KUBE_VERSION) "$(KUBE_LDFLAGS)"
 	@hack/build-tool.sh kubectl hack/tools/kube ./kubectl $(KUBE_VERSION) "$(KUBE_LDFLAGS)"
+
+.PHONY: test-binaries
+test-binaries: kube-binaries ## kube-binaries, plus the Vault dev server; install PostgreSQL if missing.
 	@hack/build-tool.sh vault-dev hack/tools/vault ./vault-dev $(VAULT_VERSION)
 	@hack/postgres.sh ensure
 
@@ -78,7 +81,7 @@ test: test-binaries ## Run every test against the real API server, Vault and Pos
 ##@ Run
 
 .PHONY: run
-run: build test-binaries ## Local control plane from bin/, CRDs and samples installed, operator running against it.
+run: build kube-binaries ## Local control plane from bin/, CRDs and samples installed, operator running against it.
 	hack/run.sh
 
 .PHONY: controller-gen

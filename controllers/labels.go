@@ -6,6 +6,11 @@ const (
 	// FieldManager is the one server-side-apply field manager the operator uses for everything.
 	FieldManager = "securetext-operator"
 
+	// AnnotationOrphan on a SecureTextTenant, set to "true", makes deletion keep the tenant's
+	// namespace (and everything in it) instead of deleting it: the escape hatch when cleanup
+	// cannot or must not run.
+	AnnotationOrphan = "securetext.io/orphan-on-delete"
+
 	// TenantFinalizer holds a SecureTextTenant until what the operator made for it is removed.
 	TenantFinalizer = "securetext.io/tenant-cleanup"
 
@@ -32,6 +37,7 @@ const (
 	EventNamespaceConflict = "NamespaceConflict"
 	EventNamespaceDeleted  = "NamespaceDeleted"
 	EventReconcileFailed   = "ReconcileFailed"
+	EventDeletionBlocked   = "DeletionBlocked"
 )
 
 // tenantLabels are the labels of every object made for a tenant.

@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -39,6 +40,14 @@ func labelsSatisfied(have, want map[string]string) bool {
 	return true
 }
 
+// errNamespaceTerminating means the tenant's namespace is still being deleted (e.g. the tenant
+// was deleted and recreated); it is recreated once it is gone. It is a wait, not a failure.
+type errNamespaceTerminating struct{ namespace string }
+
+func (e errNamespaceTerminating) Error() string {
+	return fmt.Sprintf("namespace %s is still being deleted; it will be recreated once it is gone", e.namespace)
+}
+
 // errNamespaceConflict means the tenant's namespace exists and belongs to someone else.
 type errNamespaceConflict struct{ namespace string }
 
@@ -47,9 +56,10 @@ func (e errNamespaceConflict) Error() string {
 		"choose another spec.namespace or delete that namespace", e.namespace)
 }
 
-// ensureNamespace creates the tenant's namespace, or repairs its labels, with server-side apply.
-// A namespace that exists but was not made for this tenant is never touched. It reports whether
-// it wrote anything, so that events describe real changes only.
+// ensureNamespace creates the tenant's namespace, or repairs its labels with server-side apply.
+// A namespace that exists but was not made for this tenant is never touched: a new namespace is
+// created with Create, so one that appeared since the read is a conflict, not adopted. It reports
+// whether it wrote anything, so that events describe real changes only.
 func (r *SecureTextTenantReconciler) ensureNamespace(ctx context.Context, tenant *securetextv1alpha1.SecureTextTenant) (changed, created bool, err error) {
 	name := tenant.TargetNamespace()
 	want := desiredNamespaceLabels(tenant)
@@ -63,13 +73,21 @@ func (r *SecureTextTenantReconciler) ensureNamespace(ctx context.Context, tenant
 	}
 	switch {
 	case apierrors.IsNotFound(err):
-		created = true
+		ns = corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: want}}
+		err := r.Create(ctx, &ns, client.FieldOwner(FieldManager))
+		if apierrors.IsAlreadyExists(err) {
+			return false, false, errNamespaceConflict{namespace: name}
+		}
+		if err != nil {
+			return false, false, fmt.Errorf("create namespace %s: %w", name, err)
+		}
+		return true, true, nil
 	case err != nil:
 		return false, false, fmt.Errorf("read namespace %s: %w", name, err)
 	case !namespaceOwnedBy(&ns, tenant.Name):
 		return false, false, errNamespaceConflict{namespace: name}
 	case !ns.DeletionTimestamp.IsZero():
-		return false, false, fmt.Errorf("namespace %s is still being deleted; it will be recreated once it is gone", name)
+		return false, false, errNamespaceTerminating{namespace: name}
 	case labelsSatisfied(ns.Labels, want):
 		return false, false, nil
 	}
@@ -78,7 +96,7 @@ func (r *SecureTextTenantReconciler) ensureNamespace(ctx context.Context, tenant
 	if err := r.Apply(ctx, apply, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
 		return false, false, fmt.Errorf("apply namespace %s: %w", name, err)
 	}
-	return true, created, nil
+	return true, false, nil
 }
 
 // deleteNamespace deletes the tenant's namespace if the operator made it for this tenant. It
@@ -104,4 +122,20 @@ func (r *SecureTextTenantReconciler) deleteNamespace(ctx context.Context, tenant
 		return false, fmt.Errorf("delete namespace %s: %w", name, err)
 	}
 	return err == nil, nil
+}
+
+// activeLegalHolds names the active LegalHolds in the tenant's namespace. Deleting the namespace
+// would delete them without an audited release, so deletion waits while there are any.
+func (r *SecureTextTenantReconciler) activeLegalHolds(ctx context.Context, namespace string) ([]string, error) {
+	var holds securetextv1alpha1.LegalHoldList
+	if err := r.List(ctx, &holds, client.InNamespace(namespace)); err != nil {
+		return nil, fmt.Errorf("list legal holds in %s: %w", namespace, err)
+	}
+	var active []string
+	for i := range holds.Items {
+		if holds.Items[i].IsActive() {
+			active = append(active, holds.Items[i].Name)
+		}
+	}
+	return active, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -245,4 +246,66 @@ func gone(ctx context.Context, obj client.Object) error {
 		return nil
 	}
 	return fmt.Errorf("still there (finalizers %v): %v", obj.GetFinalizers(), err)
+}
+
+func TestActiveLegalHoldBlocksDeletionUntilReleased(t *testing.T) {
+	ctx := context.Background()
+	tenant := newTenant("held")
+	if err := k8s.Create(ctx, tenant); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "namespace created", func() error {
+		return k8s.Get(ctx, client.ObjectKey{Name: "securetext-held"}, &corev1.Namespace{})
+	})
+	hold := &securetextv1alpha1.LegalHold{
+		ObjectMeta: metav1.ObjectMeta{Name: "matter-1", Namespace: "securetext-held"},
+		Spec: securetextv1alpha1.LegalHoldSpec{Reason: "matter 1",
+			Matcher: securetextv1alpha1.HoldMatcher{Recipients: []string{"+12025550143"}}},
+	}
+	if err := k8s.Create(ctx, hold); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Delete(ctx, tenant); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "deletion blocked with LegalHoldActive", func() error {
+		_, cond, err := readyCondition(ctx, "held")
+		if err != nil {
+			return err
+		}
+		if cond.Reason != securetextv1alpha1.ReasonLegalHoldActive || !strings.Contains(cond.Message, "matter-1") {
+			return fmt.Errorf("Ready reason %s: %s", cond.Reason, cond.Message)
+		}
+		return nil
+	})
+	var ns corev1.Namespace
+	if err := k8s.Get(ctx, client.ObjectKey{Name: "securetext-held"}, &ns); err != nil || !ns.DeletionTimestamp.IsZero() {
+		t.Fatalf("namespace deleted under an active hold: %v %v", err, ns.DeletionTimestamp)
+	}
+	// Releasing the hold lets deletion finish (the operator rechecks without a new event).
+	hold.Spec.Active = new(bool)
+	if err := k8s.Update(ctx, hold); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "tenant gone after release", func() error { return gone(ctx, tenant) })
+}
+
+func TestOrphanAnnotationKeepsNamespace(t *testing.T) {
+	ctx := context.Background()
+	tenant := newTenant("orphaned")
+	tenant.Annotations = map[string]string{controllers.AnnotationOrphan: "true"}
+	if err := k8s.Create(ctx, tenant); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "namespace created", func() error {
+		return k8s.Get(ctx, client.ObjectKey{Name: "securetext-orphaned"}, &corev1.Namespace{})
+	})
+	if err := k8s.Delete(ctx, tenant); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "tenant gone", func() error { return gone(ctx, tenant) })
+	var ns corev1.Namespace
+	if err := k8s.Get(ctx, client.ObjectKey{Name: "securetext-orphaned"}, &ns); err != nil || !ns.DeletionTimestamp.IsZero() {
+		t.Fatalf("orphaned namespace was deleted: %v %v", err, ns.DeletionTimestamp)
+	}
 }

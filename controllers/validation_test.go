@@ -135,15 +135,86 @@ func TestSchemaRefusals(t *testing.T) {
 		{"unknown deletion policy", `supported values: "Retain", "Shred"`, func(s map[string]any) {
 			s["deletionPolicy"] = "Delete"
 		}},
+		{"dotted name", "the name must be a DNS label", func(map[string]any) {}},
+		{"vault over plain http", "vault.address must be an https:// URL", func(s map[string]any) {
+			s["vault"] = map[string]any{"address": "http://vault.vault.svc:8200"}
+		}},
+		{"logo on a cluster host", "logoURL must be an https:// URL on a public DNS name", func(s map[string]any) {
+			s["branding"] = map[string]any{"logoURL": "https://vault.vault.svc/logo.png"}
+		}},
+		{"logo on an IP address", "logoURL must be an https:// URL on a public DNS name", func(s map[string]any) {
+			s["branding"] = map[string]any{"logoURL": "https://169.254.169.254/latest/meta-data"}
+		}},
+		{"empty tls secret", "spec.tls.secretName", func(s map[string]any) {
+			s["tls"] = map[string]any{"secretName": ""}
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			obj, _ := readManifest(t, "config/samples/securetext_v1alpha1_securetexttenant_demo.yaml")
 			tc.mutate(obj.Object["spec"].(map[string]any))
+			if tc.name == "dotted name" {
+				obj.SetName("clinic.example")
+			}
 			err := k8s.Create(context.Background(), obj, client.DryRunAll)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v; want a refusal containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestSchemaAccepts guards against rules that refuse valid input.
+func TestSchemaAccepts(t *testing.T) {
+	for name, mutate := range map[string]func(s map[string]any){
+		"vault on loopback http": func(s map[string]any) { s["vault"] = map[string]any{"address": "http://127.0.0.1:8200"} },
+		"vault on https":         func(s map[string]any) { s["vault"] = map[string]any{"address": "https://vault.vault.svc:8200"} },
+		"public logo": func(s map[string]any) {
+			s["branding"] = map[string]any{"logoURL": "https://cdn.clinic.example/logo.png"}
+		},
+		"8 characters with code": func(s map[string]any) {
+			s["viewerAuth"] = map[string]any{"minPasswordLength": int64(8), "oneTimeCode": true}
+		},
+		"dotted name with namespace": func(s map[string]any) { s["namespace"] = "clinic-example" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			obj, _ := readManifest(t, "config/samples/securetext_v1alpha1_securetexttenant_demo.yaml")
+			mutate(obj.Object["spec"].(map[string]any))
+			if name == "dotted name with namespace" {
+				obj.SetName("clinic.example")
+			}
+			if err := k8s.Create(context.Background(), obj, client.DryRunAll); err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+		})
+	}
+}
+
+// TestActiveHoldMatcherIsImmutable: narrowing an active hold is refused; a released one may change.
+func TestActiveHoldMatcherIsImmutable(t *testing.T) {
+	ctx := context.Background()
+	ensureNamespace(t, "securetext-clinic")
+	hold, _ := readManifest(t, "config/samples/securetext_v1alpha1_legalhold.yaml")
+	hold.SetName("immutable-hold")
+	if err := k8s.Create(ctx, hold); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(ctx, hold) })
+	spec := hold.Object["spec"].(map[string]any)
+	spec["matcher"] = map[string]any{"recipients": []any{"+12025550199"}}
+	err := k8s.Update(ctx, hold)
+	if err == nil || !strings.Contains(err.Error(), "the matcher of an active hold cannot change") {
+		t.Fatalf("narrowing an active hold: got %v", err)
+	}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(hold), hold); err != nil {
+		t.Fatal(err)
+	}
+	hold.Object["spec"].(map[string]any)["active"] = false
+	if err := k8s.Update(ctx, hold); err != nil {
+		t.Fatalf("release: %v", err)
+	}
+	hold.Object["spec"].(map[string]any)["matcher"] = map[string]any{"recipients": []any{"+12025550199"}}
+	if err := k8s.Update(ctx, hold); err != nil {
+		t.Fatalf("changing a released hold: %v", err)
 	}
 }

@@ -23,6 +23,10 @@ version() {
 }
 
 ensure() {
+	if [[ -n ${SECURETEXT_TEST_POSTGRES_URL:-} ]]; then
+		echo "postgres.sh: tests use the server at SECURETEXT_TEST_POSTGRES_URL; nothing to install" >&2
+		return 0
+	fi
 	local dir
 	if dir=$(bindir); then
 		echo "postgres.sh: using $(version "$dir") in $dir" >&2

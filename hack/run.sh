@@ -42,7 +42,10 @@ op_pid=$!
 for f in config/samples/securetext_v1alpha1_{retentionpolicy,securetexttenant,securetexttenant_demo}.yaml; do
   "${kubectl[@]}" apply -f "$f"
 done
-"${kubectl[@]}" wait --for=condition=Ready stt --all --timeout=60s
+sleep 1
+kill -0 "$op_pid" 2>/dev/null || { echo "the operator exited; its log:" >&2; tail -30 "$state/operator.log" >&2; exit 1; }
+"${kubectl[@]}" wait --for=condition=Ready stt --all --timeout=60s ||
+  { echo "tenants did not become Ready; operator log:" >&2; tail -30 "$state/operator.log" >&2; exit 1; }
 "${kubectl[@]}" apply -f config/samples/securetext_v1alpha1_legalhold.yaml
 
 cat <<MSG

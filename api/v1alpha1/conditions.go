@@ -9,15 +9,19 @@ const (
 	ConditionReconciling = "Reconciling"
 	// ConditionVaultReady is True when the tenant's Vault mount, keys, policy and role match the spec.
 	ConditionVaultReady = "VaultReady"
+	// ConditionStalled is True when the operator cannot make progress without a person (kstatus).
+	ConditionStalled = "Stalled"
 	// ConditionWorkloadsReady is True when the tenant's gateway, viewer and keystore are available.
 	ConditionWorkloadsReady = "WorkloadsReady"
 )
 
 // Condition reasons. They are CamelCase constants so that tools can match on them.
 const (
-	ReasonReconciled        = "Reconciled"
-	ReasonProgressing       = "Progressing"
-	ReasonNamespaceConflict = "NamespaceConflict"
-	ReasonNamespaceFailed   = "NamespaceFailed"
-	ReasonDeleting          = "Deleting"
+	ReasonReconciled           = "Reconciled"
+	ReasonProgressing          = "Progressing"
+	ReasonNamespaceConflict    = "NamespaceConflict"
+	ReasonNamespaceFailed      = "NamespaceFailed"
+	ReasonNamespaceTerminating = "NamespaceTerminating"
+	ReasonDeleting             = "Deleting"
+	ReasonLegalHoldActive      = "LegalHoldActive"
 )

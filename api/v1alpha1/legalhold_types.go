@@ -39,6 +39,7 @@ type HoldMatcher struct {
 }
 
 // LegalHoldSpec keeps matching messages from being purged until the hold is released.
+// +kubebuilder:validation:XValidation:rule="(has(oldSelf.active) && !oldSelf.active) || self.matcher == oldSelf.matcher",message="the matcher of an active hold cannot change: release the hold (active: false) or create a new one, so that every change of scope is on record"
 type LegalHoldSpec struct {
 	// Reason for the hold, e.g. a matter or case number; recorded in the audit trail.
 	// +kubebuilder:validation:MinLength=1

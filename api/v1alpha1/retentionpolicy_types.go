@@ -14,6 +14,7 @@ type RetentionPolicySpec struct {
 	// +kubebuilder:default="720h"
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('1m')",message="unreadLinkExpiry must be a duration of at least 1m, written like 720h (days are not a unit: 30 days is 720h)"
 	// +optional
+	// +kubebuilder:validation:MaxLength=32
 	UnreadLinkExpiry string `json:"unreadLinkExpiry,omitempty"`
 
 	// ContentPurgeAfter is how long after acceptance a message's content is destroyed
@@ -21,6 +22,7 @@ type RetentionPolicySpec struct {
 	// +kubebuilder:default="2160h"
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('1m')",message="contentPurgeAfter must be a duration of at least 1m, written like 2160h (days are not a unit: 90 days is 2160h)"
 	// +optional
+	// +kubebuilder:validation:MaxLength=32
 	ContentPurgeAfter string `json:"contentPurgeAfter,omitempty"`
 
 	// AuditRetention is how long audit events are kept; HIPAA asks for 6 years of documentation
@@ -28,12 +30,14 @@ type RetentionPolicySpec struct {
 	// +kubebuilder:default="52608h"
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('1m')",message="auditRetention must be a duration of at least 1m, written like 52608h (6 years)"
 	// +optional
+	// +kubebuilder:validation:MaxLength=32
 	AuditRetention string `json:"auditRetention,omitempty"`
 
 	// SweepInterval is how often each tenant applies the policy.
 	// +kubebuilder:default="1h"
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('1m') && duration(self) <= duration('24h')",message="sweepInterval must be a duration between 1m and 24h, written like 1h"
 	// +optional
+	// +kubebuilder:validation:MaxLength=32
 	SweepInterval string `json:"sweepInterval,omitempty"`
 }
 

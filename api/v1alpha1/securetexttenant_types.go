@@ -48,11 +48,11 @@ type SecretKeyRef struct {
 
 // Branding is what the patient sees on the viewer pages.
 type Branding struct {
-	// LogoURL is an https URL of the tenant's logo; the viewer fetches and serves it itself so
-	// that the patient's browser never contacts a third party.
+	// LogoURL is an https URL of the tenant's logo on a public DNS name; the viewer fetches and
+	// serves it itself so that the patient's browser never contacts a third party.
 	// +optional
-	// +kubebuilder:validation:MaxLength=2048
-	// +kubebuilder:validation:XValidation:rule="self.startsWith('https://')",message="logoURL must be an https:// URL"
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="self.matches('^https://([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\\\.)+[a-z]{2,63}(/[^?#]*)?$') && !self.matches('^https://[^/]*\\\\.(svc|local|internal)(/|$)')",message="logoURL must be an https:// URL on a public DNS name (no IP addresses, ports or cluster-internal hosts: the viewer fetches it server-side)"
 	LogoURL string `json:"logoURL,omitempty"`
 	// PrimaryColor is a CSS hex colour such as #0b5394.
 	// +optional
@@ -87,6 +87,7 @@ type TLSSpec struct {
 	IssuerRef *IssuerRef `json:"issuerRef,omitempty"`
 	// SecretName is an existing kubernetes.io/tls Secret in the tenant's namespace.
 	// +optional
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	SecretName string `json:"secretName,omitempty"`
 }
@@ -197,14 +198,16 @@ type DatabaseSpec struct {
 // VaultSpec overrides the operator's Vault defaults for one tenant.
 type VaultSpec struct {
 	// Address of Vault, e.g. https://vault.vault.svc:8200; empty means the operator's default.
+	// Data keys cross this connection, so it must be https (plain http only to a loopback address).
 	// +optional
 	// +kubebuilder:validation:MaxLength=2048
-	// +kubebuilder:validation:XValidation:rule="self.startsWith('https://') || self.startsWith('http://')",message="vault.address must be an http:// or https:// URL"
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && url(self).getHostname() in ['127.0.0.1', 'localhost', '::1']))",message="vault.address must be an https:// URL (plain http is allowed only to a loopback address): data keys travel over this connection"
 	Address string `json:"address,omitempty"`
 	// KeyRotationPeriod rotates the tenant's Transit key this often, e.g. 2160h (90 days);
 	// empty means the key is rotated only by hand.
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('24h')",message="vault.keyRotationPeriod must be a duration of at least 24h, written like 2160h (days are not a unit: 90 days is 2160h)"
+	// +kubebuilder:validation:MaxLength=32
 	KeyRotationPeriod string `json:"keyRotationPeriod,omitempty"`
 }
 
@@ -249,11 +252,13 @@ type ViewerAuth struct {
 	// +kubebuilder:default="15m"
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('1m') && duration(self) <= duration('24h')",message="sessionIdleTimeout must be a duration between 1m and 24h, written like 15m"
 	// +optional
+	// +kubebuilder:validation:MaxLength=32
 	SessionIdleTimeout string `json:"sessionIdleTimeout,omitempty"`
 	// SessionAbsoluteTimeout ends a remembered session this long after login, used or not.
 	// +kubebuilder:default="12h"
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('1m') && duration(self) <= duration('720h')",message="sessionAbsoluteTimeout must be a duration between 1m and 720h, written like 12h"
 	// +optional
+	// +kubebuilder:validation:MaxLength=32
 	SessionAbsoluteTimeout string `json:"sessionAbsoluteTimeout,omitempty"`
 	// LockoutThreshold locks a recipient after this many consecutive failed logins
 	// (NIST SP 800-63B allows at most 100).
@@ -374,7 +379,7 @@ type SecureTextTenantStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,shortName=stt,categories=securetext
-// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 52",message="a tenant name is at most 52 characters, so that its namespace securetext-<name> is a valid name"
+// +kubebuilder:validation:XValidation:rule="has(self.spec.__namespace__) || (self.metadata.name.size() <= 52 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))",message="without spec.namespace the tenant's namespace is securetext-<name>, so the name must be a DNS label of at most 52 characters (lowercase letters, digits and '-', no dots); or set spec.namespace"
 // +kubebuilder:printcolumn:name="Display Name",type=string,JSONPath=`.spec.displayName`
 // +kubebuilder:printcolumn:name="Text Domain",type=string,JSONPath=`.spec.textDomain`
 // +kubebuilder:printcolumn:name="Namespace",type=string,JSONPath=`.status.namespace`

@@ -24,11 +24,12 @@ func main() {
 		slog.Error("start control plane", "err", err)
 		os.Exit(1)
 	}
-	defer kube.Stop()
 	if err := kube.WriteKubeconfig(*kubeconfig); err != nil {
 		slog.Error("write kubeconfig", "err", err)
+		_ = kube.Stop() // os.Exit skips defers: stop etcd and kube-apiserver explicitly
 		os.Exit(1)
 	}
+	defer kube.Stop()
 	fmt.Printf("control plane ready: API server %s, kubeconfig %s\n", kube.Config.Host, *kubeconfig)
 
 	stop := make(chan os.Signal, 1)
