@@ -61,7 +61,11 @@ func run(path, key string) error {
 	}
 	fmt.Printf("ok: %d events, %d checkpoints, head %s\n", rep.Events, rep.Checkpoints, hex.EncodeToString(rep.Head[:]))
 	if key == "" {
-		fmt.Printf("signed by key %s (from the export header; compare it with the tenant's published key, or pass -key)\n", audit.KeyID(rep.PublicKey))
+		// Without a trusted key the file is only shown to be consistent: anyone can re-sign a
+		// rewritten trail with a key of their own. Print the whole key so it can be compared.
+		fmt.Printf("NOT checked against a trusted key: the export is signed by %s, the key in its own header;\n"+
+			"compare it with the tenant's published audit key, or pass -key to check it\n",
+			base64.StdEncoding.EncodeToString(rep.PublicKey))
 	}
 	return nil
 }
