@@ -13,6 +13,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	securetextv1alpha1 "github.com/securetext/securetext/api/v1alpha1"
@@ -22,9 +23,12 @@ import (
 func main() {
 	var (
 		metricsAddr, probeAddr, leaderElectionNamespace string
-		leaderElect                                     bool
+		leaderElect, secureMetrics                      bool
 	)
-	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 turns it off")
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "address of the Prometheus metrics endpoint; 0 turns it off")
+	flag.BoolVar(&secureMetrics, "metrics-secure", true,
+		"serve metrics over HTTPS to callers the API server authenticates and authorizes (get on /metrics); "+
+			"false serves plain HTTP, for local runs only")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
 	flag.BoolVar(&leaderElect, "leader-elect", true, "elect a leader so that only one replica reconciles at a time")
 	flag.StringVar(&leaderElectionNamespace, "leader-election-namespace", "",
@@ -41,7 +45,7 @@ func main() {
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                  scheme,
-		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
+		Metrics:                 metricsOptions(metricsAddr, secureMetrics),
 		HealthProbeBindAddress:  probeAddr,
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "securetext-operator.securetext.io",
@@ -67,5 +71,19 @@ func main() {
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		setupLog.Error(err, "run manager")
 		os.Exit(1)
+	}
+}
+
+// metricsOptions serves metrics with a self-signed certificate, letting in only callers that
+// the API server authenticates (TokenReview) and authorizes (SubjectAccessReview) — Prometheus'
+// service account with get on the /metrics non-resource URL.
+func metricsOptions(addr string, secure bool) metricsserver.Options {
+	if !secure {
+		return metricsserver.Options{BindAddress: addr}
+	}
+	return metricsserver.Options{
+		BindAddress:    addr,
+		SecureServing:  true,
+		FilterProvider: filters.WithAuthenticationAndAuthorization,
 	}
 }

@@ -19,6 +19,11 @@ func CacheOptions() cache.Options {
 	}
 }
 
+// The operator's metrics endpoint (main.go) asks the API server who a scraper is and whether it
+// may read /metrics.
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
 // Setup registers every SecureText reconciler with the manager. The operator's main and the
 // envtest suites both call it, so tests run exactly what ships.
 func Setup(mgr ctrl.Manager) error {

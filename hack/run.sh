@@ -33,7 +33,7 @@ done
 "${kubectl[@]}" create namespace securetext-system --dry-run=client -o yaml | "${kubectl[@]}" apply -f - >/dev/null
 "$bin/securetext-operator" --kubeconfig "$kubeconfig" \
   --leader-election-namespace securetext-system \
-  --metrics-bind-address 127.0.0.1:8080 --health-probe-bind-address 127.0.0.1:8081 \
+  --metrics-bind-address 127.0.0.1:8080 --metrics-secure=false --health-probe-bind-address 127.0.0.1:8081 \
   >"$state/operator.log" 2>&1 &
 op_pid=$!
 
