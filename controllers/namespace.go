@@ -58,7 +58,7 @@ func (e errNamespaceConflict) Error() string {
 
 // ensureNamespace creates the tenant's namespace, or repairs its labels with server-side apply.
 // A namespace that exists but was not made for this tenant is never touched: a new namespace is
-// created with Create, so one that appeared since the read is a conflict, not adopted. It reports
+// created with Create, so one that appeared since the read is never taken over by the write. It reports
 // whether it wrote anything, so that events describe real changes only.
 func (r *SecureTextTenantReconciler) ensureNamespace(ctx context.Context, tenant *securetextv1alpha1.SecureTextTenant) (changed, created bool, err error) {
 	name := tenant.TargetNamespace()
@@ -76,7 +76,9 @@ func (r *SecureTextTenantReconciler) ensureNamespace(ctx context.Context, tenant
 		ns = corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: want}}
 		err := r.Create(ctx, &ns, client.FieldOwner(FieldManager))
 		if apierrors.IsAlreadyExists(err) {
-			return false, false, errNamespaceConflict{namespace: name}
+			// It appeared since the read: retry, so that the next pass reads it and decides
+			// ownership from its labels (it is adopted only if it is ours).
+			return false, false, fmt.Errorf("namespace %s appeared while being created; reading it again: %w", name, err)
 		}
 		if err != nil {
 			return false, false, fmt.Errorf("create namespace %s: %w", name, err)
