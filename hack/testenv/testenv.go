@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // ModulePath is the project's Go module path; RepoRoot looks for the go.mod that declares it.
@@ -129,4 +130,21 @@ func (l *logTail) Last(n int) string {
 	}
 	lines := strings.Split(text, "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// Eventually polls check until it returns nil, or fails t with what and check's last error
+// after 30 s. It waits for something to converge; it asserts nothing about how fast.
+func Eventually(t testing.TB, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

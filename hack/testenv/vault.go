@@ -163,3 +163,10 @@ func (w *vaultReadyLine) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// Pause stops the server's process (SIGSTOP) without closing its sockets: connections hang, as
+// with a Vault that is overloaded or cut off by the network. Resume continues it.
+func (v *Vault) Pause() error { return v.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT).
+func (v *Vault) Resume() error { return v.cmd.Process.Signal(syscall.SIGCONT) }

@@ -1,0 +1,298 @@
+package keystore
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/securetext/securetext/workloads/audit"
+	"github.com/securetext/securetext/workloads/envelope"
+)
+
+const (
+	// clientMaxConns is how many keep-alive connections a Client keeps to the keystore: enough
+	// for hundreds of concurrent SMTP sessions and page views without new handshakes.
+	clientMaxConns = 256
+	// maxResponseBody caps what a Client reads from the keystore.
+	maxResponseBody = 64 << 10
+)
+
+// ClientConfig configures a Client.
+type ClientConfig struct {
+	// URL is the keystore's base URL, for example "https://keystore.tenant-acme.svc:8443".
+	URL string
+	// Certificate is this component's client certificate (CA.IssueClient).
+	Certificate tls.Certificate
+	// RootCAs holds the tenant CA that issued the keystore's server certificate. The system
+	// roots are never used.
+	RootCAs *x509.CertPool
+	// Timeout bounds every call, connecting included. Default 5 s.
+	Timeout time.Duration
+}
+
+// Client is a Service that calls a keystore Server over mutually authenticated TLS 1.3. It is
+// safe for concurrent use; share one per process.
+//
+// A keystore that cannot be reached, is too slow, or answers 429, 502, 503 or 504 gives an error
+// wrapping ErrUnavailable (IsTemporary). 401 and a handshake the keystore refused give
+// ErrUnauthenticated, 403 gives ErrForbidden, 422 gives ErrInvalidWrappedKey.
+type Client struct {
+	base      string
+	http      *http.Client
+	transport *http.Transport
+	timeout   time.Duration
+}
+
+// NewClient returns a Client for cfg. It does not connect.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	u, err := url.Parse(cfg.URL)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("keystore: new client: URL: %w", err)
+	case u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "":
+		return nil, fmt.Errorf("keystore: new client: URL %q must be https://host[:port][/path] without user, query or fragment", cfg.URL)
+	case len(cfg.Certificate.Certificate) == 0 || cfg.Certificate.PrivateKey == nil:
+		return nil, errors.New("keystore: new client: ClientConfig.Certificate needs a client certificate and its private key")
+	case cfg.RootCAs == nil:
+		return nil, errors.New("keystore: new client: ClientConfig.RootCAs (the tenant CA) is required")
+	case cfg.Timeout < 0:
+		return nil, fmt.Errorf("keystore: new client: Timeout %v is negative", cfg.Timeout)
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	t := &http.Transport{
+		Proxy: nil, // the keystore is in the tenant's namespace; never send keys through a proxy
+		DialContext: (&net.Dialer{
+			Timeout:   cfg.Timeout,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		TLSClientConfig: &tls.Config{
+			MinVersion:   tls.VersionTLS13,
+			Certificates: []tls.Certificate{cfg.Certificate},
+			RootCAs:      cfg.RootCAs,
+		},
+		TLSHandshakeTimeout:    cfg.Timeout,
+		ResponseHeaderTimeout:  cfg.Timeout,
+		MaxIdleConns:           clientMaxConns,
+		MaxIdleConnsPerHost:    clientMaxConns,
+		IdleConnTimeout:        90 * time.Second,
+		MaxResponseHeaderBytes: 16 << 10,
+	}
+	return &Client{
+		base: strings.TrimSuffix(u.String(), "/"),
+		http: &http.Client{
+			Transport: t,
+			// A keystore never redirects; following one would send the request elsewhere.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		transport: t,
+		timeout:   cfg.Timeout,
+	}, nil
+}
+
+// CloseIdleConnections closes the Client's idle keep-alive connections.
+func (c *Client) CloseIdleConnections() { c.transport.CloseIdleConnections() }
+
+// WrapNewKey implements Service.
+func (c *Client) WrapNewKey(ctx context.Context) (DataKey, error) {
+	var resp struct {
+		Plaintext []byte `json:"plaintext"`
+		Wrapped   string `json:"wrapped"`
+	}
+	if err := c.call(ctx, "wrap-new", http.MethodPost, "/v1/keys/wrap-new", []byte(`{}`), &resp); err != nil {
+		return DataKey{}, err
+	}
+	if len(resp.Plaintext) != DataKeySize || resp.Wrapped == "" {
+		envelope.Zero(resp.Plaintext)
+		return DataKey{}, fmt.Errorf("keystore: wrap-new: keystore answered a %d-byte data key (want %d) and a %d-byte wrapped key",
+			len(resp.Plaintext), DataKeySize, len(resp.Wrapped))
+	}
+	return DataKey{Plaintext: resp.Plaintext, Wrapped: resp.Wrapped}, nil
+}
+
+// Unwrap implements Service.
+func (c *Client) Unwrap(ctx context.Context, wrapped string) ([]byte, error) {
+	req, err := json.Marshal(struct {
+		Wrapped string `json:"wrapped"`
+	}{wrapped})
+	if err != nil {
+		return nil, fmt.Errorf("keystore: unwrap: encode request: %w", err)
+	}
+	var resp struct {
+		Plaintext []byte `json:"plaintext"`
+	}
+	if err := c.call(ctx, "unwrap", http.MethodPost, "/v1/keys/unwrap", req, &resp); err != nil {
+		return nil, err
+	}
+	if len(resp.Plaintext) != DataKeySize {
+		envelope.Zero(resp.Plaintext)
+		return nil, fmt.Errorf("keystore: unwrap: keystore answered a %d-byte data key, want %d", len(resp.Plaintext), DataKeySize)
+	}
+	return resp.Plaintext, nil
+}
+
+// Sign implements Service and audit.Signer.
+func (c *Client) Sign(ctx context.Context, msg []byte) ([]byte, string, error) {
+	req, err := json.Marshal(struct {
+		Message []byte `json:"message"`
+	}{msg})
+	if err != nil {
+		return nil, "", fmt.Errorf("keystore: sign: encode request: %w", err)
+	}
+	var resp struct {
+		Signature []byte `json:"signature"`
+		KeyID     string `json:"key_id"`
+	}
+	if err := c.call(ctx, "sign", http.MethodPost, "/v1/sign", req, &resp); err != nil {
+		return nil, "", err
+	}
+	if len(resp.Signature) != ed25519.SignatureSize || resp.KeyID == "" {
+		return nil, "", fmt.Errorf("keystore: sign: keystore answered a %d-byte signature (want %d) and key id %q",
+			len(resp.Signature), ed25519.SignatureSize, resp.KeyID)
+	}
+	return resp.Signature, resp.KeyID, nil
+}
+
+// PublicKey implements Service.
+func (c *Client) PublicKey(ctx context.Context) (ed25519.PublicKey, error) {
+	var resp struct {
+		PublicKey []byte `json:"public_key"`
+		KeyID     string `json:"key_id"`
+	}
+	if err := c.call(ctx, "public-key", http.MethodGet, "/v1/public-key", nil, &resp); err != nil {
+		return nil, err
+	}
+	if len(resp.PublicKey) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("keystore: public-key: keystore answered a %d-byte public key, want %d", len(resp.PublicKey), ed25519.PublicKeySize)
+	}
+	pub := ed25519.PublicKey(resp.PublicKey)
+	if id := audit.KeyID(pub); id != resp.KeyID {
+		return nil, fmt.Errorf("keystore: public-key: keystore named the key %q but it is %q", resp.KeyID, id)
+	}
+	return pub, nil
+}
+
+// Health implements Service: the keystore accepts this client and its key holder can serve.
+func (c *Client) Health(ctx context.Context) error {
+	return c.call(ctx, "health", http.MethodGet, "/v1/health", nil, nil)
+}
+
+// call sends one request and decodes a 200 answer into out (unless out is nil). Every other
+// outcome becomes an error as described on Client. The response body, which may hold a data
+// key, is zeroed after decoding.
+func (c *Client) call(ctx context.Context, op, method, path string, body []byte, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return fmt.Errorf("keystore: %s: build request: %w", op, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json, application/problem+json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return transportError(op, c.base, err)
+	}
+	defer resp.Body.Close()
+	raw, err := readResponse(resp)
+	defer envelope.Zero(raw)
+	if err != nil {
+		return fmt.Errorf("keystore: %s: read answer from %s: %w: %w", op, c.base, ErrUnavailable, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return statusError(op, resp, raw)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		// The body may hold a data key: say what failed, never quote it.
+		return fmt.Errorf("keystore: %s: answer from %s is not the expected JSON", op, c.base)
+	}
+	return nil
+}
+
+// readResponse reads the whole body into one buffer, so that a body holding a key leaves a
+// single copy that the caller zeroes.
+func readResponse(resp *http.Response) ([]byte, error) {
+	if n := resp.ContentLength; n >= 0 && n <= maxResponseBody {
+		buf := make([]byte, n)
+		_, err := io.ReadFull(resp.Body, buf)
+		return buf, err
+	}
+	buf, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody+1))
+	if err == nil && len(buf) > maxResponseBody {
+		err = fmt.Errorf("answer is larger than %d bytes", maxResponseBody)
+	}
+	return buf, err
+}
+
+// refusedCertificateAlerts are the TLS alerts (RFC 8446 §6.2) with which a server refuses a
+// client certificate. crypto/tls reports a received alert as a *net.OpError with Op
+// "remote error" whose unexported error prints as below.
+var refusedCertificateAlerts = []string{
+	"tls: bad certificate", "tls: unsupported certificate", "tls: revoked certificate",
+	"tls: expired certificate", "tls: unknown certificate", "tls: unknown certificate authority",
+	"tls: certificate required", "tls: access denied",
+}
+
+// transportError classifies a failure to get an answer at all.
+func transportError(op, base string, err error) error {
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "remote error" && opErr.Err != nil {
+		for _, a := range refusedCertificateAlerts {
+			if opErr.Err.Error() == a {
+				return fmt.Errorf("keystore: %s: %s refused this client's certificate (%v); check that it was issued by the tenant's keystore CA and has not expired: %w",
+					op, base, opErr.Err, ErrUnauthenticated)
+			}
+		}
+	}
+	var verifyErr *tls.CertificateVerificationError
+	if errors.As(err, &verifyErr) {
+		// Not temporary: the server is not the tenant's keystore, or our roots are wrong.
+		return fmt.Errorf("keystore: %s: the server at %s is not trusted: its certificate does not verify against the tenant CA: %w",
+			op, base, verifyErr)
+	}
+	return fmt.Errorf("keystore: %s: %w: %w", op, ErrUnavailable, err)
+}
+
+// statusError turns a non-200 answer into an error, quoting the problem's detail.
+func statusError(op string, resp *http.Response, raw []byte) error {
+	detail := resp.Status
+	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt == "application/problem+json" {
+		var p problem
+		if json.Unmarshal(raw, &p) == nil && p.Detail != "" {
+			detail = resp.Status + ": " + p.Detail
+		}
+	}
+	switch resp.StatusCode {
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return fmt.Errorf("keystore: %s: %q: %w", op, detail, ErrUnavailable)
+	case http.StatusUnauthorized:
+		return fmt.Errorf("keystore: %s: %q: %w", op, detail, ErrUnauthenticated)
+	case http.StatusForbidden:
+		return fmt.Errorf("keystore: %s: %q: %w", op, detail, ErrForbidden)
+	case http.StatusUnprocessableEntity:
+		return fmt.Errorf("keystore: %s: %q: %w", op, detail, ErrInvalidWrappedKey)
+	}
+	return fmt.Errorf("keystore: %s: keystore answered %q", op, detail)
+}

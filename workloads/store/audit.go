@@ -1,0 +1,314 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/securetext/securetext/workloads/audit"
+)
+
+// How the audit trail is written without a queue on its head. Every transaction that has
+// something to audit inserts an unchained row into audit_pending, which takes no lock that
+// another writer waits for. The sequencer (SequenceAudit) then, in one transaction, locks the
+// single audit_head row, takes pending rows in id order, links them onto the chain with
+// audit.Chain, inserts them into audit_events, deletes them from audit_pending and moves the
+// head. The head lock makes sequencers of several replicas take turns, so the chain never
+// forks; pending rows are taken with SKIP LOCKED and deleted by the same statement, so no row
+// is chained twice or lost.
+//
+// An event's hash covers its time formatted to the nanosecond, and PostgreSQL stores
+// microseconds: event times are truncated to microseconds before they are stored, and the
+// sequencer hashes the values as read back, so a stored event always re-hashes to its hash.
+
+// sequenceBatch is how many pending events RunAuditSequencer links per transaction.
+const sequenceBatch = 1000
+
+// pending returns the step that inserts ev, unchained, for the sequencer.
+func (s *Store) pending(ev audit.Event) (step, error) {
+	if !ev.Kind.IsValid() {
+		return step{}, errInvalid("unknown audit event kind %q", ev.Kind)
+	}
+	if ev.Actor == "" {
+		return step{}, errInvalid("audit event %s has no actor", ev.Kind)
+	}
+	if ev.Time.IsZero() {
+		ev.Time = s.now()
+	}
+	detail, err := encodeDetail(ev.Detail)
+	if err != nil {
+		return step{}, err
+	}
+	return step{
+		sql:  `INSERT INTO audit_pending (occurred_at, kind, actor, message_id, detail) VALUES ($1, $2, $3, $4, $5)`,
+		args: []any{at(ev.Time), string(ev.Kind), ev.Actor, nullString(ev.MessageID), detail},
+	}, nil
+}
+
+func encodeDetail(d map[string]string) (string, error) {
+	if len(d) == 0 {
+		return "{}", nil
+	}
+	b, err := json.Marshal(d)
+	if err != nil {
+		return "", fmt.Errorf("encode audit detail: %w", err)
+	}
+	return string(b), nil
+}
+
+func decodeDetail(s string) (map[string]string, error) {
+	var d map[string]string
+	if err := json.Unmarshal([]byte(s), &d); err != nil {
+		return nil, fmt.Errorf("decode audit detail: %w", err)
+	}
+	if len(d) == 0 {
+		return nil, nil
+	}
+	return d, nil
+}
+
+// AppendAudit records events that belong to no other write (a failed login, an operator's
+// action), in one transaction. They join the chain when the sequencer next runs. Seq, Tenant,
+// PrevHash and Hash are ignored; a zero Time is now. An event of unknown kind is refused.
+func (s *Store) AppendAudit(ctx context.Context, events ...audit.Event) error {
+	steps := make([]step, 0, len(events))
+	for _, ev := range events {
+		st, err := s.pending(ev)
+		if err != nil {
+			return fmt.Errorf("append audit events: %w", err)
+		}
+		steps = append(steps, st)
+	}
+	if len(steps) == 0 {
+		return nil
+	}
+	if err := s.db.transact(ctx, steps); err != nil {
+		return failed("append audit events", err)
+	}
+	return nil
+}
+
+// SequenceAudit links up to max pending events onto the chain, in one transaction, and
+// returns how many it linked. Concurrent calls, also from other replicas, take turns.
+func (s *Store) SequenceAudit(ctx context.Context, max int) (int, error) {
+	if max <= 0 {
+		return 0, fmt.Errorf("sequence audit events: %w: max must be positive", ErrInvalid)
+	}
+	var n int
+	err := s.db.inTx(ctx, func(q querier) error {
+		var (
+			seq  int64
+			head [32]byte
+		)
+		err := q.queryRow(ctx, `SELECT seq, hash FROM audit_head`+s.db.lockRow()).Scan(&seq, hashDest{&head})
+		if err != nil {
+			return fmt.Errorf("lock chain head: %w", err)
+		}
+		events, err := takePending(ctx, q, max, s.db.lockSkipLocked())
+		if err != nil || len(events) == 0 {
+			return err
+		}
+		chain := audit.NewChain(s.tenant, uint64(seq), head)
+		chained := make([]chainedEvent, len(events))
+		for i, ev := range events {
+			e := chain.Append(ev)
+			detail, err := encodeDetail(e.Detail)
+			if err != nil {
+				return err
+			}
+			chained[i] = chainedEvent{
+				seq: int64(e.Seq), time: e.Time, kind: string(e.Kind), actor: e.Actor, tenant: e.Tenant,
+				messageID: e.MessageID, detail: detail, prevHash: e.PrevHash[:], hash: e.Hash[:],
+			}
+		}
+		if err := s.db.insertChained(ctx, q, chained); err != nil {
+			return fmt.Errorf("insert chained events: %w", err)
+		}
+		last, hash := chain.Head()
+		if _, err := q.exec(ctx, `UPDATE audit_head SET seq = $1, hash = $2`, int64(last), hash[:]); err != nil {
+			return fmt.Errorf("move chain head: %w", err)
+		}
+		n = len(events)
+		return nil
+	})
+	if err != nil {
+		return 0, failed("sequence audit events", err)
+	}
+	return n, nil
+}
+
+// takePending deletes up to max pending events and returns them in id order.
+func takePending(ctx context.Context, q querier, max int, skipLocked string) ([]audit.Event, error) {
+	rows, err := q.query(ctx,
+		`DELETE FROM audit_pending WHERE id IN (SELECT id FROM audit_pending ORDER BY id LIMIT $1`+skipLocked+`)
+		RETURNING id, occurred_at, kind, actor, message_id, detail`, max)
+	if err != nil {
+		return nil, fmt.Errorf("take pending events: %w", err)
+	}
+	defer rows.Close()
+	type pendingEvent struct {
+		id int64
+		ev audit.Event
+	}
+	var taken []pendingEvent
+	for rows.Next() {
+		var (
+			p      pendingEvent
+			detail string
+		)
+		if err := rows.Scan(&p.id, timeDest{&p.ev.Time}, &p.ev.Kind, &p.ev.Actor, stringDest{&p.ev.MessageID}, &detail); err != nil {
+			return nil, fmt.Errorf("take pending events: %w", err)
+		}
+		if p.ev.Detail, err = decodeDetail(detail); err != nil {
+			return nil, err
+		}
+		taken = append(taken, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("take pending events: %w", err)
+	}
+	// RETURNING has no order.
+	slices.SortFunc(taken, func(a, b pendingEvent) int { return cmp.Compare(a.id, b.id) })
+	events := make([]audit.Event, len(taken))
+	for i, p := range taken {
+		events[i] = p.ev
+	}
+	return events, nil
+}
+
+// RunAuditSequencer links pending events until ctx is done: it drains them, then waits
+// interval. Failures are logged and retried after interval. Each replica may run one.
+func (s *Store) RunAuditSequencer(ctx context.Context, interval time.Duration) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for {
+			n, err := s.SequenceAudit(ctx, sequenceBatch)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.log.ErrorContext(ctx, "audit sequencer failed; retrying", "tenant", s.tenant, "err", err, "temporary", IsTemporary(err))
+				}
+				break
+			}
+			if n < sequenceBatch {
+				break
+			}
+		}
+		t.Reset(interval)
+	}
+}
+
+// AuditHead returns the sequence number and hash of the last chained event (0 and all zeros
+// for an empty chain).
+func (s *Store) AuditHead(ctx context.Context) (seq uint64, hash [32]byte, err error) {
+	var n int64
+	if err := s.db.queryRow(ctx, `SELECT seq, hash FROM audit_head`).Scan(&n, hashDest{&hash}); err != nil {
+		return 0, [32]byte{}, failed("read audit chain head", err)
+	}
+	return uint64(n), hash, nil
+}
+
+// AuditEvents returns up to limit chained events with sequence numbers above afterSeq, in
+// order: page through the chain with the last Seq returned.
+func (s *Store) AuditEvents(ctx context.Context, afterSeq uint64, limit int) ([]audit.Event, error) {
+	rows, err := s.db.query(ctx,
+		`SELECT seq, occurred_at, kind, actor, tenant, message_id, detail, prev_hash, hash
+		FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2`, int64(afterSeq), limit)
+	if err != nil {
+		return nil, failed("read audit events", err)
+	}
+	defer rows.Close()
+	var events []audit.Event
+	for rows.Next() {
+		var (
+			e      audit.Event
+			seq    int64
+			detail string
+		)
+		if err := rows.Scan(&seq, timeDest{&e.Time}, &e.Kind, &e.Actor, &e.Tenant, stringDest{&e.MessageID}, &detail,
+			hashDest{&e.PrevHash}, hashDest{&e.Hash}); err != nil {
+			return nil, failed("read audit events", err)
+		}
+		e.Seq = uint64(seq)
+		if e.Detail, err = decodeDetail(detail); err != nil {
+			return nil, failed(fmt.Sprintf("read audit event %d", seq), err)
+		}
+		events = append(events, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, failed("read audit events", err)
+	}
+	return events, nil
+}
+
+// checkpointTime is the layout of a stored checkpoint time: nanoseconds, as signed, and
+// fixed width, so that the text sorts in time order.
+const checkpointTime = "2006-01-02T15:04:05.000000000Z"
+
+// SaveCheckpoint stores a signed checkpoint of this tenant's chain. Its head must be the hash
+// of the chained event at its size: a checkpoint that matches no stored chain is refused with
+// ErrConflict. The signature is not checked here; audit.Verify does that.
+func (s *Store) SaveCheckpoint(ctx context.Context, c audit.Checkpoint) error {
+	if c.Tenant != s.tenant {
+		return fmt.Errorf("save audit checkpoint: %w: checkpoint is for tenant %s", ErrInvalid, c.Tenant)
+	}
+	err := s.db.inTx(ctx, func(q querier) error {
+		if c.Size > 0 {
+			var hash [32]byte
+			err := q.queryRow(ctx, `SELECT hash FROM audit_events WHERE seq = $1`, int64(c.Size)).Scan(hashDest{&hash})
+			if err != nil {
+				return fmt.Errorf("read event %d: %w", c.Size, noRows(err))
+			}
+			if hash != c.Head {
+				return fmt.Errorf("%w: head differs from the hash of event %d", ErrConflict, c.Size)
+			}
+		} else if c.Head != ([32]byte{}) {
+			return fmt.Errorf("%w: an empty chain has an all-zero head", ErrConflict)
+		}
+		_, err := q.exec(ctx,
+			`INSERT INTO audit_checkpoints (tenant, size, head, signed_at, key_id, signature) VALUES ($1, $2, $3, $4, $5, $6)`,
+			c.Tenant, int64(c.Size), c.Head[:], c.Time.UTC().Format(checkpointTime), c.KeyID, c.Signature)
+		return err
+	})
+	if err != nil {
+		return failed(fmt.Sprintf("save audit checkpoint at size %d", c.Size), err)
+	}
+	return nil
+}
+
+// Checkpoints returns the stored checkpoints by size, oldest first among equal sizes.
+func (s *Store) Checkpoints(ctx context.Context) ([]audit.Checkpoint, error) {
+	rows, err := s.db.query(ctx, `SELECT tenant, size, head, signed_at, key_id, signature FROM audit_checkpoints ORDER BY size, id`)
+	if err != nil {
+		return nil, failed("read audit checkpoints", err)
+	}
+	defer rows.Close()
+	var cps []audit.Checkpoint
+	for rows.Next() {
+		var (
+			c        audit.Checkpoint
+			size     int64
+			signedAt string
+		)
+		if err := rows.Scan(&c.Tenant, &size, hashDest{&c.Head}, &signedAt, &c.KeyID, &c.Signature); err != nil {
+			return nil, failed("read audit checkpoints", err)
+		}
+		c.Size = uint64(size)
+		if c.Time, err = time.Parse(checkpointTime, signedAt); err != nil {
+			return nil, failed(fmt.Sprintf("read audit checkpoint at size %d", size), err)
+		}
+		cps = append(cps, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, failed("read audit checkpoints", err)
+	}
+	return cps, nil
+}

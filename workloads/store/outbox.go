@@ -1,0 +1,197 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/securetext/securetext/workloads/audit"
+)
+
+// The outbox holds notifications to send, written in the transaction that accepts the
+// message. Relays claim due rows for a lease, send, and mark them sent, failed or due again.
+// Delivery is at least once: a relay that dies after sending but before MarkSent leaves a row
+// that is claimed again when its lease ends.
+
+// OutboxEntry is a claimed notification.
+type OutboxEntry struct {
+	ID           int64
+	MessageID    string
+	Kind         string // "notify"
+	Attempts     int    // claims so far, this one included
+	Payload      []byte // AcceptRequest.NotifyPayload
+	RecipientID  string
+	Phone        string // where to send the SMS
+	OptedOut     bool   // the recipient opted out after the message was accepted: do not send
+	ClaimedUntil time.Time
+}
+
+// errorCode is what last_error may hold: a short code, never a provider's free text, which
+// could quote a phone number or content.
+var errorCode = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
+
+// ClaimOutbox claims up to limit notifications due at now for lease, and returns them. Rows
+// another relay holds are skipped, so concurrent relays, also in other replicas, never get the
+// same row while its lease holds; a row whose lease ran out is claimed again.
+func (s *Store) ClaimOutbox(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]OutboxEntry, error) {
+	if limit <= 0 || lease <= 0 {
+		return nil, fmt.Errorf("claim outbox: %w: need a positive limit and lease", ErrInvalid)
+	}
+	now = at(now)
+	until := at(now.Add(lease))
+	var entries []OutboxEntry
+	err := s.db.inTx(ctx, func(q querier) error {
+		entries = entries[:0]
+		rows, err := q.query(ctx,
+			`UPDATE outbox SET claimed_until = $2, attempts = attempts + 1
+			WHERE id IN (
+				SELECT id FROM outbox
+				WHERE sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $1
+					AND (claimed_until IS NULL OR claimed_until <= $1)
+				ORDER BY next_attempt_at, id LIMIT $3`+s.db.lockSkipLocked()+`)
+			RETURNING id, message_id, kind, attempts, payload,
+				(SELECT r.id FROM messages m JOIN recipients r ON r.id = m.recipient_id WHERE m.id = outbox.message_id),
+				(SELECT r.phone FROM messages m JOIN recipients r ON r.id = m.recipient_id WHERE m.id = outbox.message_id),
+				(SELECT r.opted_out FROM messages m JOIN recipients r ON r.id = m.recipient_id WHERE m.id = outbox.message_id)`,
+			now, until, limit)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			e := OutboxEntry{ClaimedUntil: until}
+			if err := rows.Scan(&e.ID, &e.MessageID, &e.Kind, &e.Attempts, &e.Payload, &e.RecipientID, &e.Phone, &e.OptedOut); err != nil {
+				return err
+			}
+			entries = append(entries, e)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, failed("claim outbox", err)
+	}
+	return entries, nil
+}
+
+// MarkSent records that notification id was handed to the SMS provider, which calls it
+// providerMessageID: the message's status becomes notified (unless it has moved on), and ev
+// is audited, in one transaction. A notification no longer pending is ErrConflict.
+func (s *Store) MarkSent(ctx context.Context, id int64, providerMessageID string, ev audit.Event) error {
+	err := s.finishOutbox(ctx, id, ev, func(q querier, messageID string, now time.Time) error {
+		_, err := q.exec(ctx,
+			`UPDATE outbox SET sent_at = $2, claimed_until = NULL, payload = NULL WHERE id = $1`, id, now)
+		if err != nil {
+			return err
+		}
+		_, err = q.exec(ctx,
+			`UPDATE messages SET provider_message_id = $2,
+				status = CASE WHEN status = 'accepted' THEN 'notified' ELSE status END,
+				status_changed_at = CASE WHEN status = 'accepted' THEN $3 ELSE status_changed_at END
+			WHERE id = $1`, messageID, nullString(providerMessageID), now)
+		return err
+	})
+	if err != nil {
+		return failed(fmt.Sprintf("mark notification %d sent", id), err)
+	}
+	return nil
+}
+
+// MarkFailed records that notification id will not be sent (the provider refused it for
+// good, or it ran out of attempts), with a short error code: the message's status becomes
+// failed unless it has moved on, and ev is audited, in one transaction.
+func (s *Store) MarkFailed(ctx context.Context, id int64, errCode string, ev audit.Event) error {
+	if !errorCode.MatchString(errCode) {
+		return fmt.Errorf("mark notification %d failed: %w: error code must be a short code", id, ErrInvalid)
+	}
+	err := s.finishOutbox(ctx, id, ev, func(q querier, messageID string, now time.Time) error {
+		_, err := q.exec(ctx,
+			`UPDATE outbox SET failed_at = $2, last_error = $3, claimed_until = NULL, payload = NULL WHERE id = $1`,
+			id, now, errCode)
+		if err != nil {
+			return err
+		}
+		var from Status
+		if err := q.queryRow(ctx, `SELECT status FROM messages WHERE id = $1`+s.db.lockRow(), messageID).Scan(&from); err != nil {
+			return err
+		}
+		next, err := nextStatus(from, StatusFailed)
+		if err != nil || next == from {
+			return nil // the message went on without its SMS; the failure is still audited
+		}
+		return q.batch(ctx, s.setStatus(messageID, next, now))
+	})
+	if err != nil {
+		return failed(fmt.Sprintf("mark notification %d failed", id), err)
+	}
+	return nil
+}
+
+// finishOutbox locks pending notification id and runs finish on it and its message, with ev
+// audited for that message.
+func (s *Store) finishOutbox(ctx context.Context, id int64, ev audit.Event, finish func(q querier, messageID string, now time.Time) error) error {
+	now := s.clock()
+	return s.db.inTx(ctx, func(q querier) error {
+		var messageID string
+		var sentAt, failedAt time.Time
+		err := q.queryRow(ctx, `SELECT message_id, sent_at, failed_at FROM outbox WHERE id = $1`+s.db.lockRow(), id).
+			Scan(&messageID, timeDest{&sentAt}, timeDest{&failedAt})
+		if err != nil {
+			return noRows(err)
+		}
+		if !sentAt.IsZero() || !failedAt.IsZero() {
+			return fmt.Errorf("%w: notification is no longer pending", ErrConflict)
+		}
+		if ev.MessageID == "" {
+			ev.MessageID = messageID
+		}
+		if ev.MessageID != messageID {
+			return errInvalid("audit event names message %s, not the notification's message %s", ev.MessageID, messageID)
+		}
+		if ev.Time.IsZero() {
+			ev.Time = now
+		}
+		insertEvent, err := s.pending(ev)
+		if err != nil {
+			return err
+		}
+		if err := finish(q, messageID, now); err != nil {
+			return err
+		}
+		return q.batch(ctx, []step{insertEvent})
+	})
+}
+
+// RetryLater releases claimed notification id to be tried again at next, recording a short
+// error code for the failed attempt.
+func (s *Store) RetryLater(ctx context.Context, id int64, next time.Time, errCode string) error {
+	if !errorCode.MatchString(errCode) {
+		return fmt.Errorf("retry notification %d: %w: error code must be a short code", id, ErrInvalid)
+	}
+	err := s.db.transact(ctx, []step{{
+		sql: `UPDATE outbox SET next_attempt_at = $2, last_error = $3, claimed_until = NULL
+			WHERE id = $1 AND sent_at IS NULL AND failed_at IS NULL`,
+		args:     []any{id, at(next), errCode},
+		affected: requireRow,
+	}})
+	if err != nil {
+		return failed(fmt.Sprintf("retry notification %d", id), err)
+	}
+	return nil
+}
+
+// OutboxStats returns how many notifications are pending (claimed or not) and how long the
+// oldest has waited at now, for metrics and readiness.
+func (s *Store) OutboxStats(ctx context.Context, now time.Time) (depth int, oldest time.Duration, err error) {
+	var first time.Time
+	err = s.db.queryRow(ctx,
+		`SELECT count(*), min(created_at) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL`,
+	).Scan(&depth, timeDest{&first})
+	if err != nil {
+		return 0, 0, failed("read outbox stats", err)
+	}
+	if depth > 0 && now.After(first) {
+		oldest = now.Sub(first)
+	}
+	return depth, oldest, nil
+}

@@ -1,0 +1,136 @@
+// Package store keeps one tenant's data: messages and their encrypted parts, recipients,
+// viewer sessions, the notification outbox, idempotency keys and the hash-chained audit trail.
+// PostgreSQL serves production (one database per tenant); SQLite serves the embedded
+// single-process mode. Both are one type, Store, and pass one conformance suite (storetest).
+//
+// Guarantees:
+//   - A method that writes returns only after a durable commit, and does all it says in one
+//     transaction: AcceptMessage stores the message, its parts, its recipient, its idempotency
+//     key, its audit event and its outbox row together or not at all.
+//   - A temporary database failure (unreachable, connection lost, timeout, overload, lock or
+//     serialization conflict) is an error for which IsTemporary reports true, so the gateway
+//     answers SMTP 451 / HTTP 503 and nothing accepted is ever lost.
+//   - The store keeps only hashes of link tokens and session ids, and no plaintext content.
+//     Errors name ids, never phone numbers or content; audit events carry short codes only.
+//   - Audit events are linked into a single chain by the sequencer (SequenceAudit) under a
+//     lock on the chain head, so concurrent writers and sequencers never fork it, and writers
+//     never wait for each other on the head.
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Store is one tenant's database. It is safe for concurrent use.
+type Store struct {
+	db     database
+	tenant string
+	log    *slog.Logger
+	now    func() time.Time
+}
+
+// Option configures Open.
+type Option func(*Store)
+
+// WithLogger sets where the audit sequencer reports failures (default slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.log = l } }
+
+// Open connects to the tenant's database and applies any pending schema migrations.
+//
+// dsn is a PostgreSQL URL (postgres://… or postgresql://…; pool_max_conns and the other pgx
+// parameters apply) or sqlite:PATH for a SQLite file. tenant names the tenant whose data the
+// database holds; the first Open records it, and opening the database for another tenant is
+// refused, so one tenant's audit chain can never continue another's.
+func Open(ctx context.Context, dsn, tenant string, opts ...Option) (*Store, error) {
+	if tenant == "" || strings.ContainsAny(tenant, "\r\n") {
+		return nil, fmt.Errorf("open store: %w: tenant name must be non-empty and a single line", ErrInvalid)
+	}
+	s := &Store{tenant: tenant, log: slog.Default(), now: time.Now}
+	for _, opt := range opts {
+		opt(s)
+	}
+	var err error
+	switch {
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		s.db, err = openPostgres(ctx, dsn)
+	case strings.HasPrefix(dsn, "sqlite:"):
+		s.db, err = openSQLite(ctx, strings.TrimPrefix(dsn, "sqlite:"))
+	default:
+		err = fmt.Errorf("%w: DSN must start with postgres://, postgresql:// or sqlite:", ErrInvalid)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store for tenant %s: %w", tenant, err)
+	}
+	if err := s.claimTenant(ctx); err != nil {
+		s.db.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// claimTenant records the tenant in a new database (the genesis chain head) and checks it in
+// an existing one.
+func (s *Store) claimTenant(ctx context.Context) error {
+	var stored string
+	err := s.db.transact(ctx, []step{
+		{
+			sql:  `INSERT INTO audit_head (singleton, tenant, seq, hash) VALUES (true, $1, 0, $2) ON CONFLICT DO NOTHING`,
+			args: []any{s.tenant, make([]byte, 32)},
+		},
+		{
+			sql: `SELECT tenant FROM audit_head`,
+			row: func(scan func(...any) error) error { return scan(&stored) },
+		},
+	})
+	if err != nil {
+		return failed("record tenant of the database", err)
+	}
+	if stored != s.tenant {
+		return fmt.Errorf("open store for tenant %s: %w: the database belongs to tenant %s", s.tenant, ErrConflict, stored)
+	}
+	return nil
+}
+
+// Close releases the database connections.
+func (s *Store) Close() { s.db.close() }
+
+// Tenant returns the tenant whose data the store holds.
+func (s *Store) Tenant() string { return s.tenant }
+
+// clock returns the current time as stored.
+func (s *Store) clock() time.Time { return at(s.now()) }
+
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// NewID returns a new random id: 128 bits from crypto/rand as 26 characters of lowercase
+// base32 without padding, safe in URLs, file names and email addresses.
+func NewID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return idEncoding.EncodeToString(b[:])
+}
+
+// validID reports whether a caller-supplied id is usable: 1 to 128 printable ASCII
+// characters.
+func validID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] <= ' ' || id[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// errInvalid returns an ErrInvalid error saying what is wrong.
+func errInvalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,131 @@
+package storetest
+
+import (
+	"context"
+	"crypto/sha256"
+	"testing"
+	"time"
+
+	"github.com/securetext/securetext/workloads/store"
+)
+
+func testLoginFailures(t *testing.T, h harness) {
+	ctx := context.Background()
+	s, _ := h.open(t)
+	res := accept(t, s, NewRequest(newPhone()))
+	id := res.RecipientID
+
+	const phc = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
+	must(t, "set password", s.SetPassword(ctx, id, phc))
+	rc, err := s.Recipient(ctx, id)
+	must(t, "read recipient", err)
+	if rc.PasswordHash != phc {
+		t.Errorf("password hash = %q, want %q", rc.PasswordHash, phc)
+	}
+
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	const maxFailures, lockFor = 3, 15 * time.Minute
+	for i := 1; i < maxFailures; i++ {
+		st, err := s.RecordLoginFailure(ctx, id, now, maxFailures, lockFor)
+		must(t, "record failure", err)
+		if st.FailedLogins != i || st.Locked(now) {
+			t.Fatalf("after %d failures: %+v, want count %d and not locked", i, st, i)
+		}
+	}
+	st, err := s.RecordLoginFailure(ctx, id, now, maxFailures, lockFor)
+	must(t, "record failure", err)
+	if st.FailedLogins != maxFailures || !st.Locked(now) || !st.LockedUntil.Equal(now.Add(lockFor)) {
+		t.Fatalf("after %d failures: %+v, want locked until %v", maxFailures, st, now.Add(lockFor))
+	}
+	if st.Locked(now.Add(lockFor)) {
+		t.Errorf("still locked when the lock ends")
+	}
+	rc, err = s.Recipient(ctx, id)
+	must(t, "read recipient", err)
+	if rc.FailedLogins != maxFailures || !rc.LockedUntil.Equal(st.LockedUntil) {
+		t.Errorf("stored %d failures, locked until %v; want %d, %v", rc.FailedLogins, rc.LockedUntil, maxFailures, st.LockedUntil)
+	}
+
+	// After the lock ends, one more failure locks again at once.
+	later := now.Add(lockFor + time.Minute)
+	st, err = s.RecordLoginFailure(ctx, id, later, maxFailures, lockFor)
+	must(t, "record failure after the lock", err)
+	if !st.Locked(later) {
+		t.Errorf("a failure right after the lock did not lock again: %+v", st)
+	}
+
+	must(t, "reset", s.ResetLoginFailures(ctx, id))
+	rc, err = s.Recipient(ctx, id)
+	must(t, "read recipient", err)
+	if rc.FailedLogins != 0 || !rc.LockedUntil.IsZero() {
+		t.Errorf("after reset: %d failures, locked until %v", rc.FailedLogins, rc.LockedUntil)
+	}
+
+	_, err = s.RecordLoginFailure(ctx, "missing", now, maxFailures, lockFor)
+	wantErr(t, "failure of a missing recipient", err, store.ErrNotFound)
+	wantErr(t, "password of a missing recipient", s.SetPassword(ctx, "missing", phc), store.ErrNotFound)
+	wantErr(t, "reset of a missing recipient", s.ResetLoginFailures(ctx, "missing"), store.ErrNotFound)
+}
+
+func testSessions(t *testing.T, h harness) {
+	ctx := context.Background()
+	s, _ := h.open(t)
+	recipient := accept(t, s, NewRequest(newPhone())).RecipientID
+	now := time.Date(2025, 3, 1, 12, 0, 0, 123456000, time.UTC)
+	const idle, absolute = 15 * time.Minute, 12 * time.Hour
+
+	sess := store.Session{
+		IDHash: sha256.Sum256([]byte("session 1")), RecipientID: recipient,
+		CreatedAt: now, LastSeenAt: now, ExpiresAt: now.Add(absolute),
+	}
+	must(t, "create session", s.CreateSession(ctx, sess))
+	wantErr(t, "create it again", s.CreateSession(ctx, sess), store.ErrConflict)
+	got, err := s.Session(ctx, sess.IDHash)
+	must(t, "read session", err)
+	if got != sess {
+		t.Errorf("session = %+v, want %+v", got, sess)
+	}
+	if !got.Valid(now.Add(idle-time.Second), idle) || got.Valid(now.Add(idle), idle) {
+		t.Errorf("idle timeout not applied at %v", idle)
+	}
+
+	seen := now.Add(10 * time.Minute)
+	must(t, "touch", s.TouchSession(ctx, sess.IDHash, seen))
+	got, err = s.Session(ctx, sess.IDHash)
+	must(t, "read session", err)
+	if !got.LastSeenAt.Equal(seen) || !got.Valid(now.Add(idle), idle) {
+		t.Errorf("after touch: %+v, want last seen %v and valid", got, seen)
+	}
+	if got.Valid(now.Add(absolute), time.Duration(1<<62)) {
+		t.Errorf("valid past the absolute timeout")
+	}
+	wantErr(t, "touch a missing session", s.TouchSession(ctx, sha256.Sum256([]byte("missing")), seen), store.ErrNotFound)
+
+	// Three more: one idle too long, one past its absolute timeout, one fresh.
+	idleSess := store.Session{IDHash: sha256.Sum256([]byte("idle")), RecipientID: recipient,
+		CreatedAt: now.Add(-time.Hour), LastSeenAt: now.Add(-time.Hour), ExpiresAt: now.Add(absolute)}
+	oldSess := store.Session{IDHash: sha256.Sum256([]byte("old")), RecipientID: recipient,
+		CreatedAt: now.Add(-absolute), LastSeenAt: now, ExpiresAt: now}
+	fresh := store.Session{IDHash: sha256.Sum256([]byte("fresh")), RecipientID: recipient,
+		CreatedAt: now, LastSeenAt: now, ExpiresAt: now.Add(absolute)}
+	for _, x := range []store.Session{idleSess, oldSess, fresh} {
+		must(t, "create session", s.CreateSession(ctx, x))
+	}
+	n, err := s.DeleteExpiredSessions(ctx, now, idle)
+	if err != nil || n != 2 {
+		t.Fatalf("deleted %d expired sessions (%v), want 2", n, err)
+	}
+	for _, gone := range []store.Session{idleSess, oldSess} {
+		_, err := s.Session(ctx, gone.IDHash)
+		wantErr(t, "read expired session", err, store.ErrNotFound)
+	}
+	for _, kept := range []store.Session{sess, fresh} {
+		_, err := s.Session(ctx, kept.IDHash)
+		must(t, "read live session", err)
+	}
+
+	must(t, "delete session", s.DeleteSession(ctx, sess.IDHash))
+	_, err = s.Session(ctx, sess.IDHash)
+	wantErr(t, "read deleted session", err, store.ErrNotFound)
+	must(t, "delete a deleted session", s.DeleteSession(ctx, sess.IDHash))
+}
