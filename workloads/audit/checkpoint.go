@@ -33,11 +33,15 @@ var ErrBadSignature = errors.New("audit: checkpoint signature does not verify")
 // time, so that "the trail had N events at time T" is itself signed. The tenant is part of the
 // origin, so a checkpoint cannot be replayed for another tenant.
 func CheckpointBody(tenant string, size uint64, head [32]byte, at time.Time) []byte {
-	return []byte("securetext.io/audit/" + tenant + "\n" +
+	return []byte(CheckpointOrigin(tenant) +
 		strconv.FormatUint(size, 10) + "\n" +
 		base64.StdEncoding.EncodeToString(head[:]) + "\n" +
 		"time " + at.UTC().Format(time.RFC3339Nano) + "\n")
 }
+
+// CheckpointOrigin is the first line of every checkpoint body of tenant, newline included. A
+// signer that signs only bodies starting with it cannot be used to sign anything else.
+func CheckpointOrigin(tenant string) string { return "securetext.io/audit/" + tenant + "\n" }
 
 // Signer signs checkpoint bodies. The keystore implements it with a Vault Transit ed25519 key
 // (POST transit/sign/:name), so the database never holds the signing key.

@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -448,6 +449,13 @@ func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
 	msg, err := base64.StdEncoding.DecodeString(*req.Message)
 	if err != nil {
 		badRequest(w, "field message is not standard base64 (RFC 4648 §4, with padding)")
+		return
+	}
+	// The signing key vouches for the tenant's audit trail and nothing else: a caller that is
+	// taken over must not get arbitrary statements signed with it.
+	if !bytes.HasPrefix(msg, []byte(audit.CheckpointOrigin(s.tenant))) {
+		badRequest(w, "only audit checkpoint bodies of tenant "+s.tenant+" are signed: the message must start with "+
+			strconv.Quote(audit.CheckpointOrigin(s.tenant)))
 		return
 	}
 	sig, keyID, err := s.svc.Sign(r.Context(), msg)

@@ -297,6 +297,16 @@ func TestClientSignVerifies(t *testing.T) {
 	if err := audit.VerifyCheckpoint(pub, cp); err != nil {
 		t.Errorf("checkpoint signed through the client does not verify: %v", err)
 	}
+	// Nothing but this tenant's checkpoints is signed.
+	for name, msg := range map[string][]byte{
+		"arbitrary text":            []byte("I owe you 1000 dollars"),
+		"another tenant's body":     audit.CheckpointBody("other-clinic", 7, [32]byte{9}, time.Now()),
+		"origin without line break": []byte("securetext.io/audit/" + testTenant),
+	} {
+		if sig, _, err := gw.Sign(ctx, msg); err == nil || sig != nil {
+			t.Errorf("signed %s", name)
+		}
+	}
 }
 
 func TestClientUnwrapRefusesBadWrappedKeys(t *testing.T) {

@@ -312,3 +312,45 @@ func (s *Store) Checkpoints(ctx context.Context) ([]audit.Checkpoint, error) {
 	}
 	return cps, nil
 }
+
+// CheckpointAudit signs the current chain head with signer (the keystore) and stores the
+// checkpoint, unless the newest stored checkpoint already covers the head. It returns the new
+// checkpoint and true when it signed one.
+func (s *Store) CheckpointAudit(ctx context.Context, signer audit.Signer) (audit.Checkpoint, bool, error) {
+	seq, head, err := s.AuditHead(ctx)
+	if err != nil {
+		return audit.Checkpoint{}, false, err
+	}
+	var covered int64
+	if err := s.db.queryRow(ctx, `SELECT COALESCE(MAX(size), -1) FROM audit_checkpoints`).Scan(&covered); err != nil {
+		return audit.Checkpoint{}, false, failed("read newest audit checkpoint", err)
+	}
+	if seq == 0 || covered >= int64(seq) {
+		return audit.Checkpoint{}, false, nil
+	}
+	cp, err := audit.SignCheckpoint(ctx, signer, s.tenant, seq, head, s.clock())
+	if err != nil {
+		return audit.Checkpoint{}, false, err
+	}
+	if err := s.SaveCheckpoint(ctx, cp); err != nil {
+		return audit.Checkpoint{}, false, err
+	}
+	return cp, true, nil
+}
+
+// RunAuditCheckpoints signs a checkpoint of the chain every interval while it grows, until
+// ctx is done. Failures (the keystore is down) are logged and retried at the next tick.
+func (s *Store) RunAuditCheckpoints(ctx context.Context, signer audit.Signer, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, _, err := s.CheckpointAudit(ctx, signer); err != nil && ctx.Err() == nil {
+			s.log.ErrorContext(ctx, "audit checkpoint failed; retrying", "tenant", s.tenant, "err", err, "temporary", IsTemporary(err))
+		}
+	}
+}

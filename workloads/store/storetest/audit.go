@@ -275,3 +275,31 @@ func testOtherTenantRefused(t *testing.T, h harness) {
 	}
 	wantErr(t, "open another tenant's database", err, store.ErrConflict)
 }
+
+// testAuditCheckpointHead: CheckpointAudit signs the head once, and again only after the
+// chain grows; the signature verifies.
+func testAuditCheckpointHead(t *testing.T, h harness) {
+	ctx := context.Background()
+	s, _ := h.open(t)
+	signer := audit.NewEd25519Signer(signingKey)
+	pub := signingKey.Public().(ed25519.PublicKey)
+	if _, signed, err := s.CheckpointAudit(ctx, signer); err != nil || signed {
+		t.Fatalf("checkpoint of an empty chain: signed=%v err=%v; want nothing to sign", signed, err)
+	}
+	must(t, "append", s.AppendAudit(ctx, event(audit.KindAdminAction), event(audit.KindAdminAction)))
+	events := sequenceAll(t, s)
+	cp, signed, err := s.CheckpointAudit(ctx, signer)
+	must(t, "checkpoint", err)
+	if !signed || cp.Size != 2 || cp.Head != events[1].Hash {
+		t.Fatalf("checkpoint = size %d signed=%v, want size 2 at the head", cp.Size, signed)
+	}
+	must(t, "verify checkpoint", audit.VerifyCheckpoint(pub, cp))
+	if _, signed, err := s.CheckpointAudit(ctx, signer); err != nil || signed {
+		t.Fatalf("second checkpoint of an unchanged head: signed=%v err=%v", signed, err)
+	}
+	must(t, "append", s.AppendAudit(ctx, event(audit.KindAdminAction)))
+	sequenceAll(t, s)
+	if cp, signed, err := s.CheckpointAudit(ctx, signer); err != nil || !signed || cp.Size != 3 {
+		t.Fatalf("checkpoint after growth: size %d signed=%v err=%v; want size 3", cp.Size, signed, err)
+	}
+}

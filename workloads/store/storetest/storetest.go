@@ -48,6 +48,7 @@ func Run(t *testing.T, newDatabase func(t *testing.T) string) {
 		{"AuditRefusesInvalid", testAuditRefusesInvalid},
 		{"AuditConcurrentSequencers", testAuditConcurrentSequencers},
 		{"AuditCheckpoints", testAuditCheckpoints},
+		{"AuditCheckpointHead", testAuditCheckpointHead},
 		{"ReopenIsNoOp", testReopenIsNoOp},
 		{"OtherTenantRefused", testOtherTenantRefused},
 	} {

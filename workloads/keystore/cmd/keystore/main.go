@@ -1,0 +1,328 @@
+// Command keystore serves the keystore HTTP API of one tenant over mutual TLS (see the
+// keystore package README), backed by Vault Transit (production) or a local key file
+// (development only).
+//
+//	keystore -tenant acme -tls-cert tls.crt -tls-key tls.key -client-ca ca.crt \
+//	    -vault-addr https://vault:8200 -vault-role keystore-acme \
+//	    -transit-mount transit-acme -wrapping-key messages -signing-key audit
+//
+// Every flag can also be given as the environment variable SECURETEXT_KEYSTORE_<FLAG>, upper
+// case with '-' as '_' (SECURETEXT_KEYSTORE_VAULT_ADDR for -vault-addr); a flag on the command
+// line wins. Logs are JSON lines on stderr. SIGINT or SIGTERM stops accepting connections,
+// lets running requests finish (up to shutdownTimeout) and exits 0.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+
+	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/securetext/securetext/workloads/keystore"
+)
+
+// envPrefix is the prefix of the environment variable that stands in for each flag.
+const envPrefix = "SECURETEXT_KEYSTORE_"
+
+// shutdownTimeout bounds how long running requests may take to finish after a stop signal.
+const shutdownTimeout = 10 * time.Second
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "keystore:", err)
+		os.Exit(1)
+	}
+}
+
+// run parses args, builds the backend and the server and serves until ctx is cancelled.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return serve(ctx, args, os.LookupEnv, stdout, stderr, nil)
+}
+
+// config is what the flags say.
+type config struct {
+	listen, tenant, tlsCert, tlsKey, clientCA string
+
+	backend          string
+	localKeyFile     string
+	generateLocalKey bool
+
+	vaultAddr, vaultCACert                string
+	vaultAuth, vaultAuthMount, vaultRole  string
+	vaultTokenFile, vaultToken            string
+	transitMount, wrappingKey, signingKey string
+	vaultTimeout                          time.Duration
+	batch                                 keystore.BatchConfig
+}
+
+// parseFlags reads args, with the environment (lookupEnv) filling in flags not given.
+func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (*config, error) {
+	getenv := func(k string) string { v, _ := lookupEnv(k); return v }
+	c := &config{}
+	fs := flag.NewFlagSet("keystore", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.listen, "listen", ":8443", "address to serve HTTPS on")
+	fs.StringVar(&c.tenant, "tenant", "", "tenant whose keys this keystore holds (required)")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM file of the server certificate (required)")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM file of the server certificate's private key (required)")
+	fs.StringVar(&c.clientCA, "client-ca", "", "PEM file of the tenant CA that client certificates chain to (required)")
+	fs.StringVar(&c.backend, "backend", "vault", "key holder: vault or local (local is for development only)")
+	fs.StringVar(&c.localKeyFile, "local-key-file", "", "key file of the local backend")
+	fs.BoolVar(&c.generateLocalKey, "generate-local-key", false, "create -local-key-file with new keys if it does not exist")
+	fs.StringVar(&c.vaultAddr, "vault-addr", getenv("VAULT_ADDR"), "Vault address (default $VAULT_ADDR)")
+	fs.StringVar(&c.vaultCACert, "vault-ca-cert", "", "PEM file of the CA that Vault's certificate chains to (default: system roots)")
+	fs.StringVar(&c.vaultAuth, "vault-auth", "kubernetes", "Vault auth method: kubernetes or token (token is for development)")
+	fs.StringVar(&c.vaultAuthMount, "vault-auth-mount", "kubernetes", "mount path of Vault's Kubernetes auth method")
+	fs.StringVar(&c.vaultRole, "vault-role", "", "Vault role to log in as (kubernetes auth)")
+	fs.StringVar(&c.vaultTokenFile, "vault-token-file", "", "file holding the Vault token (token auth; default $VAULT_TOKEN)")
+	fs.StringVar(&c.transitMount, "transit-mount", "", "path of the tenant's Transit mount")
+	fs.StringVar(&c.wrappingKey, "wrapping-key", "", "Transit aes256-gcm96 key that wraps data keys")
+	fs.StringVar(&c.signingKey, "signing-key", "", "Transit ed25519 key that signs audit checkpoints")
+	fs.DurationVar(&c.vaultTimeout, "vault-timeout", 5*time.Second, "bound on each Vault call")
+	fs.BoolVar(&c.batch.Disabled, "batch-disabled", false, "send every wrap and unwrap as its own Vault call")
+	fs.IntVar(&c.batch.MaxItems, "batch-max-items", 256, "most items in one Vault batch call")
+	fs.IntVar(&c.batch.MaxInFlight, "batch-max-in-flight", 4, "most Vault batch calls in progress at once")
+	fs.DurationVar(&c.batch.Window, "batch-window", 0, "how long a batch waits for more requests after its first")
+
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := lookupEnv(name); ok && envErr == nil {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("%s: invalid value %q for -%s: %w", name, v, f.Name, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q: keystore takes flags only", fs.Arg(0))
+	}
+	if c.vaultTokenFile == "" {
+		c.vaultToken = getenv("VAULT_TOKEN")
+	}
+	return c, c.validate()
+}
+
+// dnsLabel is what keystore.Identity accepts as a tenant (RFC 1123 label).
+var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+func (c *config) validate() error {
+	switch {
+	case c.tenant == "":
+		return errors.New("-tenant is required")
+	case !dnsLabel.MatchString(c.tenant):
+		return fmt.Errorf("-tenant %q is not a DNS label (a-z, 0-9 and '-', 1-63 characters, no leading or trailing '-')", c.tenant)
+	case c.listen == "":
+		return errors.New("-listen is required")
+	case c.tlsCert == "":
+		return errors.New("-tls-cert is required (PEM file of the server certificate)")
+	case c.tlsKey == "":
+		return errors.New("-tls-key is required (PEM file of the server certificate's key)")
+	case c.clientCA == "":
+		return errors.New("-client-ca is required (PEM file of the tenant CA)")
+	}
+	switch c.backend {
+	case "local":
+		if c.localKeyFile == "" {
+			return errors.New("-local-key-file is required with -backend local")
+		}
+		return nil
+	case "vault":
+	default:
+		return fmt.Errorf("-backend %q is unknown: use vault or local", c.backend)
+	}
+	switch {
+	case c.generateLocalKey:
+		return errors.New("-generate-local-key only applies to -backend local")
+	case c.vaultAddr == "":
+		return errors.New("-vault-addr is required with -backend vault (or set VAULT_ADDR)")
+	case c.transitMount == "":
+		return errors.New("-transit-mount is required with -backend vault")
+	case c.wrappingKey == "":
+		return errors.New("-wrapping-key is required with -backend vault")
+	case c.signingKey == "":
+		return errors.New("-signing-key is required with -backend vault")
+	case c.vaultTimeout <= 0:
+		return fmt.Errorf("-vault-timeout must be positive, not %s", c.vaultTimeout)
+	case c.batch.MaxItems < 1:
+		return fmt.Errorf("-batch-max-items must be at least 1, not %d", c.batch.MaxItems)
+	case c.batch.MaxInFlight < 1:
+		return fmt.Errorf("-batch-max-in-flight must be at least 1, not %d", c.batch.MaxInFlight)
+	case c.batch.Window < 0:
+		return fmt.Errorf("-batch-window must not be negative, not %s", c.batch.Window)
+	}
+	switch c.vaultAuth {
+	case "kubernetes":
+		if c.vaultRole == "" {
+			return errors.New("-vault-role is required with -vault-auth kubernetes")
+		}
+		if c.vaultAuthMount == "" {
+			return errors.New("-vault-auth-mount must not be empty with -vault-auth kubernetes")
+		}
+	case "token":
+		if c.vaultTokenFile == "" && c.vaultToken == "" {
+			return errors.New("-vault-token-file is required with -vault-auth token (or set VAULT_TOKEN)")
+		}
+	default:
+		return fmt.Errorf("-vault-auth %q is unknown: use kubernetes or token", c.vaultAuth)
+	}
+	return nil
+}
+
+// serve is run with the environment and a hook, called with the listening address once the
+// server accepts connections, given by the caller (tests).
+func serve(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer, ready func(addr string)) error {
+	c, err := parseFlags(args, lookupEnv, stderr)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, nil))
+
+	cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
+	if err != nil {
+		return fmt.Errorf("-tls-cert/-tls-key: load server certificate: %w", err)
+	}
+	caPEM, err := os.ReadFile(c.clientCA)
+	if err != nil {
+		return fmt.Errorf("-client-ca: %w", err)
+	}
+	clientCAs, err := keystore.CertPoolFromPEM(caPEM)
+	if err != nil {
+		return fmt.Errorf("-client-ca %s: %w", c.clientCA, err)
+	}
+
+	var svc keystore.Service
+	switch c.backend {
+	case "local":
+		l, err := openLocal(c, log)
+		if err != nil {
+			return err
+		}
+		svc = l
+	case "vault":
+		t, err := newTransit(c, log)
+		if err != nil {
+			return err
+		}
+		defer t.Close()
+		go func() {
+			if t.WaitReady(ctx) == nil {
+				log.Info("logged in to Vault", slog.String("vault_addr", c.vaultAddr))
+			}
+		}()
+		svc = t
+	}
+
+	srv, err := keystore.NewServer(svc, keystore.ServerConfig{
+		Tenant: c.tenant, Certificate: cert, ClientCAs: clientCAs, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return fmt.Errorf("-listen: %w", err)
+	}
+	addr := ln.Addr().String()
+	hs := srv.HTTPServer(addr)
+	served := make(chan error, 1)
+	go func() { served <- hs.ServeTLS(ln, "", "") }()
+	log.Info("keystore listening on "+addr, slog.String("addr", addr),
+		slog.String("tenant", c.tenant), slog.String("backend", c.backend))
+	if ready != nil {
+		ready(addr)
+	}
+
+	select {
+	case err := <-served: // ServeTLS returns only on failure here: nobody called Shutdown
+		return fmt.Errorf("serve on %s: %w", addr, err)
+	case <-ctx.Done():
+	}
+	log.Info("keystore shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		hs.Close()
+		return fmt.Errorf("shut down: %w", err)
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve on %s: %w", addr, err)
+	}
+	log.Info("keystore stopped")
+	return nil
+}
+
+// openLocal loads the local key file, creating it first when asked to.
+func openLocal(c *config, log *slog.Logger) (*keystore.Local, error) {
+	if c.generateLocalKey {
+		_, err := os.Stat(c.localKeyFile)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			if err := keystore.GenerateLocalKeyFile(c.localKeyFile); err != nil {
+				return nil, fmt.Errorf("-local-key-file: %w", err)
+			}
+			log.Warn("generated a new local key file", slog.String("key_file", c.localKeyFile))
+		case err != nil:
+			return nil, fmt.Errorf("-local-key-file: %w", err)
+		}
+	}
+	l, err := keystore.NewLocal(c.localKeyFile, log)
+	if err != nil {
+		return nil, fmt.Errorf("-local-key-file: %w", err)
+	}
+	return l, nil
+}
+
+// newTransit starts the Vault Transit backend; it logs in in the background.
+func newTransit(c *config, log *slog.Logger) (*keystore.Transit, error) {
+	vc := vaultapi.DefaultConfig()
+	if vc.Error != nil {
+		return nil, fmt.Errorf("vault client configuration: %w", vc.Error)
+	}
+	vc.Address = c.vaultAddr
+	if c.vaultCACert != "" {
+		if err := vc.ConfigureTLS(&vaultapi.TLSConfig{CACert: c.vaultCACert}); err != nil {
+			return nil, fmt.Errorf("-vault-ca-cert: %w", err)
+		}
+	}
+	client, err := vaultapi.NewClient(vc)
+	if err != nil {
+		return nil, fmt.Errorf("-vault-addr: %w", err)
+	}
+	var auth keystore.Auth
+	if c.vaultAuth == "token" {
+		auth = keystore.TokenAuth{Token: c.vaultToken, TokenPath: c.vaultTokenFile}
+	} else {
+		auth = keystore.KubernetesAuth{Mount: c.vaultAuthMount, Role: c.vaultRole}
+	}
+	return keystore.NewTransit(keystore.TransitConfig{
+		Client: client, Auth: auth, Mount: c.transitMount,
+		WrappingKey: c.wrappingKey, SigningKey: c.signingKey,
+		Timeout: c.vaultTimeout, Batch: c.batch, Logger: log,
+	})
+}
