@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"sync"
 	"syscall"
@@ -166,7 +167,25 @@ func (w *vaultReadyLine) Write(p []byte) (int, error) {
 
 // Pause stops the server's process (SIGSTOP) without closing its sockets: connections hang, as
 // with a Vault that is overloaded or cut off by the network. Resume continues it.
-func (v *Vault) Pause() error { return v.cmd.Process.Signal(syscall.SIGSTOP) }
+// Pause returns once the kernel reports the process stopped, so that no request sent after it
+// can still be answered.
+func (v *Vault) Pause() error {
+	if err := v.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		return fmt.Errorf("pause %s: %w", vaultBinary, err)
+	}
+	stat := fmt.Sprintf("/proc/%d/stat", v.cmd.Process.Pid)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			return fmt.Errorf("pause %s: %w", vaultBinary, err)
+		}
+		// The state follows the command name in parentheses: "pid (comm) T ...".
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 && len(b) > i+2 && b[i+2] == 'T' {
+			return nil
+		}
+	}
+	return fmt.Errorf("pause %s: process %d not stopped 5s after SIGSTOP", vaultBinary, v.cmd.Process.Pid)
+}
 
 // Resume continues a paused server (SIGCONT).
 func (v *Vault) Resume() error { return v.cmd.Process.Signal(syscall.SIGCONT) }

@@ -514,6 +514,8 @@ func TestTransitCloseAnswersWaiters(t *testing.T) {
 		wg.Go(func() {
 			if _, err := ks.WrapNewKey(context.Background()); IsTemporary(err) {
 				failed.Add(1)
+			} else {
+				t.Errorf("queued caller: %v", err)
 			}
 		})
 	}

@@ -230,11 +230,6 @@ func serve(ctx context.Context, args []string, lookupEnv func(string) (string, b
 			return err
 		}
 		defer t.Close()
-		go func() {
-			if t.WaitReady(ctx) == nil {
-				log.Info("logged in to Vault", slog.String("vault_addr", c.vaultAddr))
-			}
-		}()
 		svc = t
 	}
 

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/securetext/securetext/workloads/audit"
+	"github.com/securetext/securetext/workloads/keystore"
+	"github.com/securetext/securetext/workloads/store"
+)
+
+// exportPage is how many events are read per query.
+const exportPage = 10_000
+
+func exportCommand(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("audit export", flag.ContinueOnError)
+	var (
+		dsn        = fs.String("dsn", "", "tenant database: postgres://… or sqlite:PATH")
+		tenant     = fs.String("tenant", "", "tenant name")
+		localKey   = fs.String("local-key-file", "", "local keystore key file (development mode)")
+		url        = fs.String("keystore-url", "", "keystore URL, e.g. https://keystore:8443")
+		certFile   = fs.String("cert", "", "client certificate PEM for the keystore")
+		keyFile    = fs.String("key", "", "client key PEM for the keystore")
+		caFile     = fs.String("ca", "", "tenant CA PEM that signed the keystore's certificate")
+		out        = fs.String("o", "", "write the export to FILE instead of stdout")
+		checkpoint = fs.Bool("checkpoint", true, "sign a checkpoint of the current head first, so the export covers every event")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *dsn == "" || *tenant == "" {
+		return errors.New("audit export: -dsn and -tenant are required")
+	}
+	var keys keystore.Service
+	switch {
+	case *localKey != "" && *url != "":
+		return errors.New("audit export: give -local-key-file or -keystore-url, not both")
+	case *localKey != "":
+		l, err := keystore.NewLocal(*localKey, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			return fmt.Errorf("audit export: %w", err)
+		}
+		keys = l
+	case *url != "":
+		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			return fmt.Errorf("audit export: load -cert and -key: %w", err)
+		}
+		caPEM, err := os.ReadFile(*caFile)
+		if err != nil {
+			return fmt.Errorf("audit export: read -ca: %w", err)
+		}
+		roots, err := keystore.CertPoolFromPEM(caPEM)
+		if err != nil {
+			return fmt.Errorf("audit export: -ca: %w", err)
+		}
+		c, err := keystore.NewClient(keystore.ClientConfig{URL: *url, Certificate: cert, RootCAs: roots, Timeout: 10 * time.Second})
+		if err != nil {
+			return fmt.Errorf("audit export: %w", err)
+		}
+		keys = c
+	default:
+		return errors.New("audit export: the signing key's public half comes from the keystore: give -keystore-url (with -cert, -key, -ca) or -local-key-file")
+	}
+
+	st, err := store.Open(ctx, *dsn, *tenant)
+	if err != nil {
+		return fmt.Errorf("audit export: %w", err)
+	}
+	defer st.Close()
+	if *checkpoint {
+		if _, _, err := st.CheckpointAudit(ctx, keys); err != nil {
+			return fmt.Errorf("audit export: sign a checkpoint of the current head: %w", err)
+		}
+	}
+	pub, err := keys.PublicKey(ctx)
+	if err != nil {
+		return fmt.Errorf("audit export: %w", err)
+	}
+	checkpoints, err := st.Checkpoints(ctx)
+	if err != nil {
+		return fmt.Errorf("audit export: %w", err)
+	}
+	// Read events only up to the newest checkpoint: later ones would be unprotected, and
+	// verify refuses an export whose tail no checkpoint covers.
+	var upTo uint64
+	for _, c := range checkpoints {
+		upTo = max(upTo, c.Size)
+	}
+	var events []audit.Event
+	for uint64(len(events)) < upTo {
+		page, err := st.AuditEvents(ctx, uint64(len(events)), min(exportPage, int(upTo)-len(events)))
+		if err != nil {
+			return fmt.Errorf("audit export: %w", err)
+		}
+		if len(page) == 0 {
+			return fmt.Errorf("audit export: the chain ends at %d events but a checkpoint covers %d", len(events), upTo)
+		}
+		events = append(events, page...)
+	}
+
+	w := stdout
+	if *out != "" {
+		f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return fmt.Errorf("audit export: %w", err)
+		}
+		defer f.Close()
+		w = f
+	}
+	if err := audit.Export(w, pub, events, checkpoints); err != nil {
+		return fmt.Errorf("audit export: %w", err)
+	}
+	if f, ok := w.(*os.File); ok && f != os.Stdout {
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("audit export: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,287 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/securetext/securetext/hack/testenv"
+	"github.com/securetext/securetext/workloads/audit"
+	"github.com/securetext/securetext/workloads/keystore"
+)
+
+const tenant = "acme"
+
+// envMap is an environment for serve that ignores the test process's own.
+func envMap(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+// pki is a tenant CA with the keystore's server certificate, written as PEM files.
+type pki struct {
+	ca                     *keystore.CA
+	certFile, keyFile, crt string
+}
+
+func newPKI(t *testing.T) *pki {
+	t.Helper()
+	now := time.Now()
+	ca, err := keystore.NewCA(tenant, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ca.IssueServer([]string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, now, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := keystore.KeyPEM(srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	p := &pki{ca: ca, certFile: filepath.Join(dir, "tls.crt"), keyFile: filepath.Join(dir, "tls.key"), crt: filepath.Join(dir, "ca.crt")}
+	writeFile(t, p.certFile, keystore.CertPEM(srv))
+	writeFile(t, p.keyFile, keyPEM)
+	writeFile(t, p.crt, ca.CertPEM())
+	return p
+}
+
+func (p *pki) args() []string {
+	return []string{"-tenant", tenant, "-tls-cert", p.certFile, "-tls-key", p.keyFile, "-client-ca", p.crt}
+}
+
+func writeFile(t *testing.T, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// syncBuffer collects the server's logs, written from several goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// running is a keystore started by start.
+type running struct {
+	addr string
+	logs *syncBuffer
+	stop func() error // cancels the context and returns what serve returned
+}
+
+// start runs serve in the background until it listens; the test stops it (and fails if serve
+// did not return nil) unless it called stop itself.
+func start(t *testing.T, args []string, env map[string]string) *running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{logs: &syncBuffer{}}
+	addrc := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, args, envMap(env), io.Discard, r.logs, func(addr string) { addrc <- addr })
+	}()
+	select {
+	case r.addr = <-addrc:
+	case err := <-done:
+		cancel()
+		t.Fatalf("keystore exited before listening: %v\nlogs:\n%s", err, r.logs)
+	}
+	var once sync.Once
+	var err error
+	r.stop = func() error {
+		once.Do(func() { cancel(); err = <-done })
+		return err
+	}
+	t.Cleanup(func() {
+		if err := r.stop(); err != nil {
+			t.Errorf("keystore returned %v after its context was cancelled", err)
+		}
+		if t.Failed() {
+			t.Logf("keystore logs:\n%s", r.logs)
+		}
+	})
+	return r
+}
+
+// gateway returns a Client of the tenant's gateway for the keystore at addr.
+func (p *pki) gateway(t *testing.T, addr string) *keystore.Client {
+	t.Helper()
+	cert, err := p.ca.IssueClient(tenant, keystore.ComponentGateway, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := keystore.NewClient(keystore.ClientConfig{URL: "https://" + addr, Certificate: cert, RootCAs: p.ca.CertPool()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.CloseIdleConnections)
+	return c
+}
+
+func TestFlagValidation(t *testing.T) {
+	dir := t.TempDir()
+	tls := []string{"-tls-cert", "c", "-tls-key", "k", "-client-ca", "ca"}
+	missing := filepath.Join(dir, "missing.pem")
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string // the error must contain it
+	}{
+		{"no tenant", tls, nil, "-tenant is required"},
+		{"bad tenant", append([]string{"-tenant", "Acme_Corp"}, tls...), nil, "-tenant"},
+		{"unknown backend", append([]string{"-tenant", tenant, "-backend", "hsm"}, tls...), nil, `-backend "hsm" is unknown`},
+		{"no tls cert", []string{"-tenant", tenant, "-tls-key", "k", "-client-ca", "ca"}, nil, "-tls-cert is required"},
+		{"no tls key", []string{"-tenant", tenant, "-tls-cert", "c", "-client-ca", "ca"}, nil, "-tls-key is required"},
+		{"no client ca", []string{"-tenant", tenant, "-tls-cert", "c", "-tls-key", "k"}, nil, "-client-ca is required"},
+		{"unreadable tls files", []string{"-tenant", tenant, "-backend", "local", "-local-key-file", "x",
+			"-tls-cert", missing, "-tls-key", missing, "-client-ca", missing}, nil, "-tls-cert/-tls-key"},
+		{"local without key file", append([]string{"-tenant", tenant, "-backend", "local"}, tls...), nil, "-local-key-file is required"},
+		{"vault without address", append([]string{"-tenant", tenant}, tls...), nil, "-vault-addr is required"},
+		{"vault without mount", append([]string{"-tenant", tenant, "-vault-addr", "http://127.0.0.1:1"}, tls...), nil, "-transit-mount is required"},
+		{"unknown vault auth", append([]string{"-tenant", tenant, "-transit-mount", "transit", "-wrapping-key", "w",
+			"-signing-key", "s", "-vault-auth", "ldap"}, tls...), map[string]string{"VAULT_ADDR": "http://127.0.0.1:1"}, `-vault-auth "ldap" is unknown`},
+		{"kubernetes without role", append([]string{"-tenant", tenant, "-vault-addr", "http://127.0.0.1:1",
+			"-transit-mount", "transit", "-wrapping-key", "w", "-signing-key", "s"}, tls...), nil, "-vault-role is required"},
+		{"token without token", append([]string{"-tenant", tenant, "-vault-addr", "http://127.0.0.1:1", "-vault-auth", "token",
+			"-transit-mount", "transit", "-wrapping-key", "w", "-signing-key", "s"}, tls...), nil, "-vault-token-file is required"},
+		{"bad batch", append([]string{"-tenant", tenant, "-vault-addr", "http://127.0.0.1:1", "-batch-max-items", "0",
+			"-transit-mount", "transit", "-wrapping-key", "w", "-signing-key", "s"}, tls...), nil, "-batch-max-items"},
+		{"positional argument", append([]string{"-tenant", tenant, "extra"}, tls...), nil, `unexpected argument "extra"`},
+		{"tenant from env", tls, map[string]string{"SECURETEXT_KEYSTORE_TENANT": tenant, "SECURETEXT_KEYSTORE_BACKEND": "hsm"}, `-backend "hsm" is unknown`},
+		{"flag beats env", append([]string{"-backend", "local"}, tls...), map[string]string{"SECURETEXT_KEYSTORE_TENANT": tenant, "SECURETEXT_KEYSTORE_BACKEND": "hsm"}, "-local-key-file is required"},
+		{"bad env value", tls, map[string]string{"SECURETEXT_KEYSTORE_VAULT_TIMEOUT": "soon"}, "SECURETEXT_KEYSTORE_VAULT_TIMEOUT"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := serve(t.Context(), tc.args, envMap(tc.env), io.Discard, io.Discard, func(string) {
+				t.Error("keystore started listening")
+			})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error = %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLocalBackendEndToEnd(t *testing.T) {
+	p := newPKI(t)
+	keyFile := filepath.Join(t.TempDir(), "keys.json")
+	args := append(p.args(), "-listen", "127.0.0.1:0", "-backend", "local", "-local-key-file", keyFile, "-generate-local-key")
+	r := start(t, args, nil)
+	if _, err := os.Stat(keyFile); err != nil {
+		t.Fatalf("-generate-local-key did not create the key file: %v", err)
+	}
+	if !strings.Contains(r.logs.String(), "keystore listening on "+r.addr) {
+		t.Errorf("logs do not say where the keystore listens:\n%s", r.logs)
+	}
+	c := p.gateway(t, r.addr)
+	ctx := t.Context()
+	dk, err := c.WrapNewKey(ctx)
+	if err != nil {
+		t.Fatalf("WrapNewKey: %v", err)
+	}
+	if !strings.HasPrefix(dk.Wrapped, "local:v1:") {
+		t.Errorf("wrapped key %q is not from the local backend", dk.Wrapped)
+	}
+	got, err := c.Unwrap(ctx, dk.Wrapped)
+	if err != nil {
+		t.Fatalf("Unwrap: %v", err)
+	}
+	if !bytes.Equal(got, dk.Plaintext) {
+		t.Fatal("Unwrap returned another key than WrapNewKey")
+	}
+	c.CloseIdleConnections()
+	if err := r.stop(); err != nil {
+		t.Fatalf("run returned %v after its context was cancelled, want nil", err)
+	}
+
+	// A second start reuses the generated file: keys wrapped before still unwrap.
+	r2 := start(t, args, nil)
+	got, err = p.gateway(t, r2.addr).Unwrap(ctx, dk.Wrapped)
+	if err != nil || !bytes.Equal(got, dk.Plaintext) {
+		t.Fatalf("after restart, Unwrap = %v, want the same key", err)
+	}
+}
+
+func TestVaultBackendEndToEnd(t *testing.T) {
+	v := testenv.StartVault(t)
+	root := v.Client(t)
+	ctx := t.Context()
+	if err := root.Sys().MountWithContext(ctx, "transit", &vaultapi.MountInput{Type: "transit"}); err != nil {
+		t.Fatalf("mount transit: %v", err)
+	}
+	for name, typ := range map[string]string{"messages": "aes256-gcm96", "audit": "ed25519"} {
+		if _, err := root.Logical().WriteWithContext(ctx, "transit/keys/"+name, map[string]any{"type": typ}); err != nil {
+			t.Fatalf("create key %s: %v", name, err)
+		}
+	}
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	writeFile(t, tokenFile, []byte(v.RootToken+"\n"))
+
+	p := newPKI(t)
+	args := append(p.args(), "-listen", "127.0.0.1:0", "-vault-addr", v.Addr,
+		"-vault-auth", "token", "-vault-token-file", tokenFile,
+		"-transit-mount", "transit", "-wrapping-key", "messages", "-signing-key", "audit")
+	r := start(t, args, map[string]string{"VAULT_TOKEN": "not-this-one"})
+	c := p.gateway(t, r.addr)
+	// The keystore logs in in the background; wait for it, asserting nothing about how fast.
+	testenv.Eventually(t, "keystore ready", func() error { return c.Health(ctx) })
+
+	dk, err := c.WrapNewKey(ctx)
+	if err != nil {
+		t.Fatalf("WrapNewKey: %v", err)
+	}
+	if !strings.HasPrefix(dk.Wrapped, "vault:v1:") {
+		t.Errorf("wrapped key %q is not from Vault Transit", dk.Wrapped)
+	}
+	got, err := c.Unwrap(ctx, dk.Wrapped)
+	if err != nil {
+		t.Fatalf("Unwrap: %v", err)
+	}
+	if !bytes.Equal(got, dk.Plaintext) {
+		t.Fatal("Unwrap returned another key than WrapNewKey")
+	}
+
+	msg := []byte(audit.CheckpointOrigin(tenant) + "1\n")
+	sig, keyID, err := c.Sign(ctx, msg)
+	if err != nil {
+		t.Fatalf("Sign: %v", err)
+	}
+	pub, err := c.PublicKey(ctx)
+	if err != nil {
+		t.Fatalf("PublicKey: %v", err)
+	}
+	if !ed25519.Verify(pub, msg, sig) {
+		t.Fatal("signature does not verify under the public key")
+	}
+	if keyID != audit.KeyID(pub) {
+		t.Errorf("key id %q, want %q", keyID, audit.KeyID(pub))
+	}
+	c.CloseIdleConnections()
+	if err := r.stop(); err != nil {
+		t.Fatalf("run returned %v after its context was cancelled, want nil", err)
+	}
+}
