@@ -43,12 +43,14 @@ const (
 	KindHoldReleased Kind = "hold-released"
 	KindKeyRotated   Kind = "key-rotated"
 	KindAdminAction  Kind = "admin-action"
+	KindOptedOut     Kind = "opted-out" // the recipient replied STOP (or similar)
+	KindOptedIn      Kind = "opted-in"  // the recipient replied START
 )
 
 var kinds = []Kind{
 	KindAccepted, KindNotified, KindDelivered, KindFailed, KindLinkOpened, KindRevealed,
 	KindAuthFailed, KindLocked, KindRevoked, KindExpired, KindPurged, KindHoldApplied,
-	KindHoldReleased, KindKeyRotated, KindAdminAction,
+	KindHoldReleased, KindKeyRotated, KindAdminAction, KindOptedOut, KindOptedIn,
 }
 
 // IsValid reports whether k is one of the kinds above.

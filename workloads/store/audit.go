@@ -225,6 +225,16 @@ func (s *Store) AuditEvents(ctx context.Context, afterSeq uint64, limit int) ([]
 	if err != nil {
 		return nil, failed("read audit events", err)
 	}
+	events, err := scanEvents(rows)
+	if err != nil {
+		return nil, failed("read audit events", err)
+	}
+	return events, nil
+}
+
+// scanEvents reads and closes rows of seq, occurred_at, kind, actor, tenant, message_id,
+// detail, prev_hash, hash.
+func scanEvents(rows rows) ([]audit.Event, error) {
 	defer rows.Close()
 	var events []audit.Event
 	for rows.Next() {
@@ -235,16 +245,47 @@ func (s *Store) AuditEvents(ctx context.Context, afterSeq uint64, limit int) ([]
 		)
 		if err := rows.Scan(&seq, timeDest{&e.Time}, &e.Kind, &e.Actor, &e.Tenant, stringDest{&e.MessageID}, &detail,
 			hashDest{&e.PrevHash}, hashDest{&e.Hash}); err != nil {
-			return nil, failed("read audit events", err)
+			return nil, err
 		}
 		e.Seq = uint64(seq)
+		var err error
 		if e.Detail, err = decodeDetail(detail); err != nil {
-			return nil, failed(fmt.Sprintf("read audit event %d", seq), err)
+			return nil, fmt.Errorf("audit event %d: %w", seq, err)
 		}
 		events = append(events, e)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, failed("read audit events", err)
+	return events, rows.Err()
+}
+
+// MessageEvents returns the audit events of one message in the order they happened: the
+// chained ones, then those the sequencer has not linked yet (Seq 0, no hashes).
+func (s *Store) MessageEvents(ctx context.Context, messageID string) ([]audit.Event, error) {
+	var events []audit.Event
+	err := s.db.inTx(ctx, func(q querier) error {
+		events = events[:0]
+		for _, sql := range []string{
+			`SELECT seq, occurred_at, kind, actor, tenant, message_id, detail, prev_hash, hash
+			FROM audit_events WHERE message_id = $1 ORDER BY seq`,
+			`SELECT 0, occurred_at, kind, actor, '', message_id, detail, NULL, NULL
+			FROM audit_pending WHERE message_id = $1 ORDER BY id`,
+		} {
+			rows, err := q.query(ctx, sql, messageID)
+			if err != nil {
+				return err
+			}
+			more, err := scanEvents(rows)
+			if err != nil {
+				return err
+			}
+			for i := range more {
+				more[i].Tenant = s.tenant
+			}
+			events = append(events, more...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, failed("read audit events of message "+messageID, err)
 	}
 	return events, nil
 }

@@ -105,10 +105,14 @@ func (d timeDest) Scan(src any) error {
 	return nil
 }
 
-// hashDest scans a 32-byte bytea/BLOB column into *h.
+// hashDest scans a 32-byte bytea/BLOB column into *h, NULL (an unchained event) as zeros.
 type hashDest struct{ h *[32]byte }
 
 func (d hashDest) Scan(src any) error {
+	if src == nil {
+		*d.h = [32]byte{}
+		return nil
+	}
 	b, ok := src.([]byte)
 	if !ok || len(b) != len(d.h) {
 		return fmt.Errorf("scan hash: want 32 bytes, got %T of length %d", src, len(b))

@@ -24,6 +24,10 @@ type OutboxEntry struct {
 	RecipientID  string
 	Phone        string // where to send the SMS
 	OptedOut     bool   // the recipient opted out after the message was accepted: do not send
+	// MessageStatus and WrappedKey are the message's, as claimed: a message revoked or purged
+	// before its SMS went out has no wrapped key and must not be announced.
+	MessageStatus Status
+	WrappedKey    string
 	ClaimedUntil time.Time
 }
 
@@ -53,7 +57,9 @@ func (s *Store) ClaimOutbox(ctx context.Context, now time.Time, limit int, lease
 			RETURNING id, message_id, kind, attempts, payload,
 				(SELECT r.id FROM messages m JOIN recipients r ON r.id = m.recipient_id WHERE m.id = outbox.message_id),
 				(SELECT r.phone FROM messages m JOIN recipients r ON r.id = m.recipient_id WHERE m.id = outbox.message_id),
-				(SELECT r.opted_out FROM messages m JOIN recipients r ON r.id = m.recipient_id WHERE m.id = outbox.message_id)`,
+				(SELECT r.opted_out FROM messages m JOIN recipients r ON r.id = m.recipient_id WHERE m.id = outbox.message_id),
+				(SELECT m.status FROM messages m WHERE m.id = outbox.message_id),
+				(SELECT m.wrapped_key FROM messages m WHERE m.id = outbox.message_id)`,
 			now, until, limit)
 		if err != nil {
 			return err
@@ -61,7 +67,8 @@ func (s *Store) ClaimOutbox(ctx context.Context, now time.Time, limit int, lease
 		defer rows.Close()
 		for rows.Next() {
 			e := OutboxEntry{ClaimedUntil: until}
-			if err := rows.Scan(&e.ID, &e.MessageID, &e.Kind, &e.Attempts, &e.Payload, &e.RecipientID, &e.Phone, &e.OptedOut); err != nil {
+			if err := rows.Scan(&e.ID, &e.MessageID, &e.Kind, &e.Attempts, &e.Payload, &e.RecipientID, &e.Phone, &e.OptedOut,
+				&e.MessageStatus, stringDest{&e.WrappedKey}); err != nil {
 				return err
 			}
 			entries = append(entries, e)

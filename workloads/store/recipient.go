@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"github.com/securetext/securetext/workloads/audit"
 	"time"
 )
 
@@ -99,19 +100,34 @@ func (s *Store) ResetLoginFailures(ctx context.Context, id string) error {
 }
 
 // SetOptOut records that the owner of phone opted out of (STOP) or back into (START)
-// messages, creating the recipient if the number is new, and returns the recipient's id.
+// messages, creating the recipient if the number is new, and returns the recipient's id. The
+// change is audited (opted-out / opted-in, actor "recipient", the recipient's id as detail) in
+// the same transaction.
 func (s *Store) SetOptOut(ctx context.Context, phone string, optedOut bool) (string, error) {
 	if !e164.MatchString(phone) {
 		return "", fmt.Errorf("set opt-out: %w: phone number is not in E.164 form", ErrInvalid)
 	}
+	kind := audit.KindOptedIn
+	if optedOut {
+		kind = audit.KindOptedOut
+	}
+	now := s.clock()
 	var id string
-	err := s.db.transact(ctx, []step{{
-		sql: `INSERT INTO recipients (id, phone, opted_out, created_at) VALUES ($1, $2, $3, $4)
+	err := s.db.inTx(ctx, func(q querier) error {
+		err := q.queryRow(ctx,
+			`INSERT INTO recipients (id, phone, opted_out, created_at) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (phone) DO UPDATE SET opted_out = excluded.opted_out
-			RETURNING id`,
-		args: []any{NewID(), phone, optedOut, s.clock()},
-		row:  func(scan func(...any) error) error { return scan(&id) },
-	}})
+			RETURNING id`, NewID(), phone, optedOut, now).Scan(&id)
+		if err != nil {
+			return err
+		}
+		ev, err := s.pending(audit.Event{Time: now, Kind: kind, Actor: "recipient", Detail: map[string]string{"recipient": id}})
+		if err != nil {
+			return err
+		}
+		_, err = q.exec(ctx, ev.sql, ev.args...)
+		return err
+	})
 	if err != nil {
 		return "", failed("set opt-out", err)
 	}

@@ -305,6 +305,12 @@ func testOptedOut(t *testing.T, h harness) {
 	if rc.ID != id || !rc.OptedOut {
 		t.Fatalf("recipient = %+v, want %s opted out", rc, id)
 	}
+	optOut := sequenceAll(t, s)
+	if len(optOut) != 1 || optOut[0].Kind != audit.KindOptedOut || optOut[0].Actor != "recipient" ||
+		optOut[0].MessageID != "" || optOut[0].Detail["recipient"] != id {
+		t.Fatalf("opting out audited %+v, want one opted-out event naming recipient %s", optOut, id)
+	}
+	assertNoPHI(t, optOut, phone)
 
 	r := NewRequest(phone)
 	_, err = s.AcceptMessage(ctx, r)
@@ -323,6 +329,9 @@ func testOptedOut(t *testing.T, h harness) {
 
 	again, err := s.SetOptOut(ctx, phone, false)
 	must(t, "opt back in", err)
+	if in := sequenceAll(t, s); len(in) != 1 || in[0].Kind != audit.KindOptedIn || in[0].Detail["recipient"] != id {
+		t.Errorf("opting back in audited %+v, want one opted-in event", in)
+	}
 	if again != id {
 		t.Errorf("opting back in made recipient %s, want %s", again, id)
 	}
@@ -337,6 +346,35 @@ func testOptedOut(t *testing.T, h harness) {
 	must(t, "claim", err)
 	if len(entries) != 1 || !entries[0].OptedOut {
 		t.Errorf("claimed %+v, want one entry marked opted out", entries)
+	}
+}
+
+// testMessageEvents: a message's audit trail is readable at once, before and after the
+// sequencer links it, and holds only that message's events.
+func testMessageEvents(t *testing.T, h harness) {
+	ctx := context.Background()
+	s, _ := h.open(t)
+	r := NewRequest(newPhone())
+	accept(t, s, r)
+	other := NewRequest(newPhone())
+	accept(t, s, other)
+
+	events, err := s.MessageEvents(ctx, r.MessageID)
+	must(t, "read events before sequencing", err)
+	if len(events) != 1 || events[0].Kind != audit.KindAccepted || events[0].Seq != 0 ||
+		events[0].MessageID != r.MessageID || events[0].Tenant != Tenant || events[0].Actor != r.Sender {
+		t.Fatalf("events before sequencing = %+v, want the pending accepted event", events)
+	}
+	sequenceAll(t, s)
+	must(t, "notified", s.Transition(ctx, r.MessageID, store.StatusNotified, event(audit.KindNotified)))
+	events, err = s.MessageEvents(ctx, r.MessageID)
+	must(t, "read events", err)
+	if len(events) != 2 || events[0].Seq == 0 || events[0].Hash == [32]byte{} || events[0].Kind != audit.KindAccepted ||
+		events[1].Seq != 0 || events[1].Kind != audit.KindNotified {
+		t.Fatalf("events = %+v, want chained accepted then pending notified", events)
+	}
+	if none, err := s.MessageEvents(ctx, "no-such-message"); err != nil || len(none) != 0 {
+		t.Errorf("events of an unknown message = %v, %v; want none", none, err)
 	}
 }
 

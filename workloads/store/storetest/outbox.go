@@ -23,6 +23,10 @@ func testOutboxClaimAndLease(t *testing.T, h harness) {
 	if len(first) != 1 || first[0].Attempts != 1 || !first[0].ClaimedUntil.Equal(now.Add(lease).UTC().Truncate(time.Microsecond)) {
 		t.Fatalf("claimed %+v, want one entry on its first attempt, leased for %v", first, lease)
 	}
+	if e := first[0]; e.MessageID != r.MessageID || e.WrappedKey != r.WrappedKey || e.MessageStatus != store.StatusAccepted ||
+		string(e.Payload) != string(r.NotifyPayload) {
+		t.Fatalf("claimed %+v, want message %s with its wrapped key, status and payload", e, r.MessageID)
+	}
 	none, err := s.ClaimOutbox(ctx, now.Add(lease/2), 10, lease)
 	must(t, "claim during the lease", err)
 	if len(none) != 0 {

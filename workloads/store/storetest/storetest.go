@@ -34,6 +34,7 @@ func Run(t *testing.T, newDatabase func(t *testing.T) string) {
 		{"IdempotencyConflict", testIdempotencyConflict},
 		{"IdempotencyPurge", testIdempotencyPurge},
 		{"OptedOut", testOptedOut},
+		{"MessageEvents", testMessageEvents},
 		{"Transitions", testTransitions},
 		{"FinalStatusRefusesChange", testFinalStatusRefusesChange},
 		{"Purge", testPurge},
