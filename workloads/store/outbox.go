@@ -16,19 +16,19 @@ import (
 
 // OutboxEntry is a claimed notification.
 type OutboxEntry struct {
-	ID           int64
-	MessageID    string
-	Kind         string // "notify"
-	Attempts     int    // claims so far, this one included
-	Payload      []byte // AcceptRequest.NotifyPayload
-	RecipientID  string
-	Phone        string // where to send the SMS
-	OptedOut     bool   // the recipient opted out after the message was accepted: do not send
+	ID          int64
+	MessageID   string
+	Kind        string // "notify"
+	Attempts    int    // claims so far, this one included
+	Payload     []byte // AcceptRequest.NotifyPayload
+	RecipientID string
+	Phone       string // where to send the SMS
+	OptedOut    bool   // the recipient opted out after the message was accepted: do not send
 	// MessageStatus and WrappedKey are the message's, as claimed: a message revoked or purged
 	// before its SMS went out has no wrapped key and must not be announced.
 	MessageStatus Status
 	WrappedKey    string
-	ClaimedUntil time.Time
+	ClaimedUntil  time.Time
 }
 
 // errorCode is what last_error may hold: a short code, never a provider's free text, which
