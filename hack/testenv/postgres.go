@@ -365,3 +365,38 @@ func pgRandomHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// CutDatabase makes the database of dsn (from PostgresDatabase) refuse connections and closes
+// the open ones, as an outage would; the returned function restores it. The server itself
+// keeps running, so other tests are not disturbed.
+func CutDatabase(t testing.TB, dsn string) (restore func()) {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil || pgShared == nil {
+		t.Fatalf("cut database: %q is not a database from PostgresDatabase (%v)", dsn, err)
+	}
+	name := pgx.Identifier{strings.TrimPrefix(u.Path, "/")}.Sanitize()
+	lit := "'" + strings.TrimPrefix(u.Path, "/") + "'"
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, sql := range []string{
+		"ALTER DATABASE " + name + " ALLOW_CONNECTIONS false",
+		"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = " + lit + " AND pid <> pg_backend_pid()",
+	} {
+		if err := pgShared.exec(ctx, sql); err != nil {
+			t.Fatalf("cut database: %v", err)
+		}
+	}
+	var once sync.Once
+	restore = func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := pgShared.exec(ctx, "ALTER DATABASE "+name+" ALLOW_CONNECTIONS true"); err != nil {
+				t.Errorf("restore database: %v", err)
+			}
+		})
+	}
+	t.Cleanup(restore)
+	return restore
+}

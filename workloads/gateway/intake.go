@@ -1,0 +1,226 @@
+// Package gateway is the sender's side of SecureText: the SMTP submission server and the REST
+// API take messages in, Intake stores them encrypted, and the Notifier texts each patient a
+// link.
+//
+// Guarantees:
+//   - A message is acknowledged (SMTP 250, HTTP 201) only after its ciphertext, wrapped data
+//     key, audit event and outbox row have committed in one transaction.
+//   - A keystore or database outage is a temporary failure (SMTP 451 4.3.0, HTTP 503 with
+//     Retry-After) so that the sender retries; nothing half-stored is ever acknowledged.
+//   - The SMS holds the tenant's name, a link and the opt-out text, never the subject or body.
+//   - Logs, errors and metric labels carry message ids and short codes, never phone numbers
+//     or content.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/securetext/securetext/workloads/content"
+	"github.com/securetext/securetext/workloads/envelope"
+	"github.com/securetext/securetext/workloads/keystore"
+	"github.com/securetext/securetext/workloads/store"
+	"github.com/securetext/securetext/workloads/token"
+)
+
+// KeyWrapper makes data keys: the keystore client (or, embedded, a keystore backend).
+type KeyWrapper interface {
+	WrapNewKey(ctx context.Context) (keystore.DataKey, error)
+}
+
+// Submission is one message to one recipient, as a front end (SMTP, REST) parsed it.
+type Submission struct {
+	Sender  string // the authenticated sender's account id
+	Channel store.Channel
+	To      string // the recipient, E.164
+	Content content.Message
+	// ExpiresIn is how long the link works; 0 is the intake's default.
+	ExpiresIn time.Duration
+	// IdempotencyKey makes a retried submission return the first result; RequestHash is the
+	// SHA-256 of the request's canonical form, so a key reused for another request is refused.
+	IdempotencyKey string
+	RequestHash    [32]byte
+}
+
+// Accepted is a stored message.
+type Accepted struct {
+	MessageID string
+	ExpiresAt time.Time
+	// Replayed means an earlier submission with the same idempotency key stored it.
+	Replayed bool
+}
+
+// Intake encrypts and stores submissions.
+type Intake struct {
+	Tenant        string
+	Store         *store.Store
+	Keys          KeyWrapper
+	DefaultExpiry time.Duration // default 7 days
+	MaxExpiry     time.Duration // default 30 days
+	Now           func() time.Time
+}
+
+// Refusal reasons: short codes for metrics, audit and problem types.
+const (
+	ReasonInvalidRecipient    = "invalid-recipient"
+	ReasonOptedOut            = "opted-out"
+	ReasonTooLarge            = "too-large"
+	ReasonInvalid             = "invalid"
+	ReasonIdempotencyConflict = "idempotency-conflict"
+	ReasonWrongDomain         = "wrong-domain"
+	ReasonUnauthenticated     = "unauthenticated"
+	ReasonRateLimited         = "rate-limited"
+	ReasonUnavailable         = "unavailable"
+	ReasonInternal            = "internal"
+)
+
+// RefusedError is a submission refused for good: the sender must change something.
+type RefusedError struct {
+	Reason string // one of the Reason constants
+	Field  string // the request field at fault, when there is one ("to", "expires_in", …)
+	Detail string // what to fix, for the sender; never PHI beyond the sender's own input
+}
+
+func (e *RefusedError) Error() string { return e.Detail }
+
+// Refused returns a RefusedError.
+func Refused(reason, field, format string, args ...any) error {
+	return &RefusedError{Reason: reason, Field: field, Detail: fmt.Sprintf(format, args...)}
+}
+
+// ErrUnavailable means a dependency (keystore, database) cannot serve now: answer SMTP 451 or
+// HTTP 503 so that the sender retries.
+var ErrUnavailable = errors.New("temporarily unable to store messages; retry later")
+
+// Temporary reports whether err is a failure the sender should retry.
+func Temporary(err error) bool { return errors.Is(err, ErrUnavailable) }
+
+// Reason returns the refusal reason code of err, for metrics.
+func Reason(err error) string {
+	var r *RefusedError
+	switch {
+	case errors.As(err, &r):
+		return r.Reason
+	case Temporary(err):
+		return ReasonUnavailable
+	default:
+		return ReasonInternal
+	}
+}
+
+const (
+	defaultExpiry = 7 * 24 * time.Hour
+	maxExpiry     = 30 * 24 * time.Hour
+)
+
+// linkPart is the associated-data part name of the sealed link token in the outbox payload.
+const linkPart = "notify-link"
+
+// Accept encrypts s under a fresh data key and stores it with its audit event and outbox row.
+// It returns a *RefusedError when the sender must change something, an error matching
+// ErrUnavailable when a dependency is down, and otherwise only after a durable commit.
+func (in *Intake) Accept(ctx context.Context, s Submission) (Accepted, error) {
+	now := time.Now
+	if in.Now != nil {
+		now = in.Now
+	}
+	expiresIn, err := in.expiry(s.ExpiresIn)
+	if err != nil {
+		return Accepted{}, err
+	}
+	parts, err := s.Content.Parts()
+	if err != nil {
+		return Accepted{}, Refused(ReasonInvalid, "", "message cannot be encoded: %v", err)
+	}
+	dk, err := in.Keys.WrapNewKey(ctx)
+	if err != nil {
+		return Accepted{}, unavailable("wrap a data key", err)
+	}
+	defer envelope.Zero(dk.Plaintext)
+
+	id := store.NewID()
+	link := token.New()
+	req := store.AcceptRequest{
+		MessageID:      id,
+		Sender:         s.Sender,
+		Phone:          s.To,
+		Channel:        s.Channel,
+		WrappedKey:     dk.Wrapped,
+		LinkTokenHash:  token.Hash(link),
+		ExpiresAt:      now().Add(expiresIn),
+		IdempotencyKey: s.IdempotencyKey,
+		RequestHash:    s.RequestHash,
+	}
+	for _, p := range parts {
+		sealed, err := envelope.Seal(dk.Plaintext, envelope.AssociatedData{Tenant: in.Tenant, MessageID: id, Part: p.Name}, p.Plaintext)
+		if err != nil {
+			return Accepted{}, fmt.Errorf("seal part %s of message %s: %w", p.Name, id, err)
+		}
+		req.Parts = append(req.Parts, store.Part{Name: p.Name, Ciphertext: sealed})
+	}
+	// The notifier needs the link token, which the store keeps only as a hash: it travels in
+	// the outbox row sealed under the message's own data key, and is deleted once sent.
+	req.NotifyPayload, err = envelope.Seal(dk.Plaintext, envelope.AssociatedData{Tenant: in.Tenant, MessageID: id, Part: linkPart}, []byte(link))
+	if err != nil {
+		return Accepted{}, fmt.Errorf("seal link of message %s: %w", id, err)
+	}
+
+	res, err := in.Store.AcceptMessage(ctx, req)
+	switch {
+	case err == nil:
+		acc := Accepted{MessageID: res.MessageID, ExpiresAt: req.ExpiresAt, Replayed: res.Replayed}
+		if res.Replayed {
+			if m, err := in.Store.Message(ctx, res.MessageID); err == nil {
+				acc.ExpiresAt = m.ExpiresAt
+			}
+		}
+		return acc, nil
+	case errors.Is(err, store.ErrOptedOut):
+		return Accepted{}, Refused(ReasonOptedOut, "to",
+			"the recipient has opted out of text messages (replied STOP); they must reply START to receive messages again")
+	case errors.Is(err, store.ErrIdempotencyConflict):
+		return Accepted{}, Refused(ReasonIdempotencyConflict, "idempotency_key",
+			"this idempotency key was already used for a different request; use a new key for a new message")
+	case store.IsTemporary(err), errors.Is(err, context.DeadlineExceeded):
+		return Accepted{}, unavailable("store the message", err)
+	default:
+		return Accepted{}, fmt.Errorf("store message %s: %w", id, err)
+	}
+}
+
+func (in *Intake) expiry(d time.Duration) (time.Duration, error) {
+	def, limit := in.DefaultExpiry, in.MaxExpiry
+	if def <= 0 {
+		def = defaultExpiry
+	}
+	if limit <= 0 {
+		limit = maxExpiry
+	}
+	switch {
+	case d == 0:
+		return def, nil
+	case d < time.Minute:
+		return 0, Refused(ReasonInvalid, "expires_in", "expiry must be at least one minute")
+	case d > limit:
+		return 0, Refused(ReasonInvalid, "expires_in", "expiry must be at most %s", limit)
+	}
+	return d, nil
+}
+
+// unavailable wraps a dependency failure as ErrUnavailable; a permanent keystore refusal
+// (this gateway is not allowed to use the keys) is still temporary for the sender, since
+// only an operator can fix it and the message must not be lost meanwhile.
+func unavailable(what string, err error) error {
+	return fmt.Errorf("%s: %w (%w)", what, ErrUnavailable, err)
+}
+
+// OpenLink returns the link token sealed in an outbox payload, given the message's data key.
+func OpenLink(dataKey []byte, tenant, messageID string, payload []byte) (string, error) {
+	b, err := envelope.Open(dataKey, envelope.AssociatedData{Tenant: tenant, MessageID: messageID, Part: linkPart}, payload)
+	if err != nil {
+		return "", fmt.Errorf("open link of message %s: %w", messageID, err)
+	}
+	return string(b), nil
+}
