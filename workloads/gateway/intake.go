@@ -60,6 +60,8 @@ type Intake struct {
 	DefaultExpiry time.Duration // default 7 days
 	MaxExpiry     time.Duration // default 30 days
 	Now           func() time.Time
+	// Accepted, if set, is called after each new message is stored (the notifier's Wake).
+	Accepted func()
 }
 
 // Refusal reasons: short codes for metrics, audit and problem types.
@@ -171,6 +173,9 @@ func (in *Intake) Accept(ctx context.Context, s Submission) (Accepted, error) {
 	switch {
 	case err == nil:
 		acc := Accepted{MessageID: res.MessageID, ExpiresAt: req.ExpiresAt, Replayed: res.Replayed}
+		if !res.Replayed && in.Accepted != nil {
+			in.Accepted()
+		}
 		if res.Replayed {
 			if m, err := in.Store.Message(ctx, res.MessageID); err == nil {
 				acc.ExpiresAt = m.ExpiresAt

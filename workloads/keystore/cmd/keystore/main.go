@@ -26,12 +26,12 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
-	"strings"
 	"syscall"
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
 
+	"github.com/securetext/securetext/workloads/internal/flagenv"
 	"github.com/securetext/securetext/workloads/keystore"
 )
 
@@ -104,17 +104,8 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	fs.IntVar(&c.batch.MaxInFlight, "batch-max-in-flight", 4, "most Vault batch calls in progress at once")
 	fs.DurationVar(&c.batch.Window, "batch-window", 0, "how long a batch waits for more requests after its first")
 
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := lookupEnv(name); ok && envErr == nil {
-			if err := fs.Set(f.Name, v); err != nil {
-				envErr = fmt.Errorf("%s: invalid value %q for -%s: %w", name, v, f.Name, err)
-			}
-		}
-	})
-	if envErr != nil {
-		return nil, envErr
+	if err := flagenv.Apply(fs, envPrefix, lookupEnv); err != nil {
+		return nil, err
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
