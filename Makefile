@@ -58,8 +58,9 @@ lint: ## Fail if gofmt, go mod tidy, generate or manifests would change the tree
 ##@ Build
 
 .PHONY: build
-build: ## Build the operator into bin/securetext-operator.
+build: ## Build the operator into bin/securetext-operator and the workloads into bin/securetext.
 	go build -o $(BIN)/securetext-operator .
+	go build -o $(BIN)/securetext ./workloads/cmd/securetext
 
 ##@ Test
 
@@ -79,6 +80,11 @@ test: test-binaries ## Run every test against the real API server, Vault and Pos
 	go test $(GO_TEST_FLAGS) ./...
 
 ##@ Run
+
+.PHONY: demo
+demo: ## The product on loopback with embedded defaults: gateway, local keystore, SQLite, console SMS (data in securetext-dev-data/).
+	go build -o $(BIN)/securetext ./workloads/cmd/securetext
+	$(BIN)/securetext dev $(DEMO_FLAGS)
 
 .PHONY: run
 run: build kube-binaries ## Local control plane from bin/, CRDs and samples installed, operator running against it.
