@@ -56,6 +56,12 @@ func temporary(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return false
 	}
+	// A failed connect is temporary whatever the server said (it wraps the server's error, e.g.
+	// 55000 "not currently accepting connections"): only an operator can fix it, and the
+	// sender must retry rather than lose the message.
+	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
+		return true
+	}
 	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
 		return temporarySQLState(pgErr.Code)
 	}
@@ -65,9 +71,6 @@ func temporary(err error) bool {
 			return true
 		}
 		return false
-	}
-	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
-		return true
 	}
 	if _, ok := errors.AsType[net.Error](err); ok {
 		return true

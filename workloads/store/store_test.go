@@ -147,3 +147,23 @@ func TestOpenRefusesBadDSN(t *testing.T) {
 		t.Errorf("open with a two-line tenant: %v, want ErrInvalid", err)
 	}
 }
+
+// TestPostgresRefusingConnectionsIsTemporary: while the database refuses connections (an
+// outage, a failover), every call is temporary, not only the first one that finds its pooled
+// connection killed.
+func TestPostgresRefusingConnectionsIsTemporary(t *testing.T) {
+	ctx := context.Background()
+	dsn := testenv.PostgresDatabase(t)
+	s := storetest.Open(t, dsn)
+	restore := testenv.CutDatabase(t, dsn)
+	for i := range 3 {
+		_, err := s.AcceptMessage(ctx, storetest.NewRequest("+12025550143"))
+		if !store.IsTemporary(err) {
+			t.Fatalf("accept %d while the database refuses connections: %v, want a temporary error", i+1, err)
+		}
+	}
+	restore()
+	if _, err := s.AcceptMessage(ctx, storetest.NewRequest("+12025550143")); err != nil {
+		t.Fatalf("after the outage: %v", err)
+	}
+}

@@ -1,0 +1,64 @@
+// Command securetext runs SecureText's workloads.
+//
+//	securetext dev       everything on loopback with embedded defaults, for trying it out
+//	securetext gateway   one tenant's gateway: SMTP submission, REST API, SMS notifier
+//	securetext sender    make a sender's credentials and the hashes for the senders file
+//
+// Every flag of gateway can also be set as SECURETEXT_GATEWAY_<FLAG> (upper case, '-' as '_'),
+// as the operator does in the tenant's Deployment; a flag on the command line wins.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "securetext:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: securetext <command> [flags]
+
+commands:
+  dev       run gateway, keystore (local key file), SQLite and the console SMS provider on
+            loopback, and print how to send a first message
+  gateway   run one tenant's gateway (SMTP submission, REST API, SMS notifier)
+  sender    make a sender's SMTP password and API key, and the entry for the senders file
+
+"securetext <command> -h" lists the command's flags.
+`
+
+func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command given")
+	}
+	switch args[0] {
+	case "dev":
+		return runDev(ctx, args[1:], stdout, stderr, nil)
+	case "gateway":
+		return runGateway(ctx, args[1:], lookupEnv, stderr, nil)
+	case "sender":
+		return runSender(ctx, args[1:], stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
