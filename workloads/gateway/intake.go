@@ -47,7 +47,8 @@ type Submission struct {
 // Accepted is a stored message.
 type Accepted struct {
 	MessageID string
-	ExpiresAt time.Time
+	CreatedAt time.Time // as stored
+	ExpiresAt time.Time // as stored
 	// Replayed means an earlier submission with the same idempotency key stored it.
 	Replayed bool
 }
@@ -172,16 +173,10 @@ func (in *Intake) Accept(ctx context.Context, s Submission) (Accepted, error) {
 	res, err := in.Store.AcceptMessage(ctx, req)
 	switch {
 	case err == nil:
-		acc := Accepted{MessageID: res.MessageID, ExpiresAt: req.ExpiresAt, Replayed: res.Replayed}
 		if !res.Replayed && in.Accepted != nil {
 			in.Accepted()
 		}
-		if res.Replayed {
-			if m, err := in.Store.Message(ctx, res.MessageID); err == nil {
-				acc.ExpiresAt = m.ExpiresAt
-			}
-		}
-		return acc, nil
+		return Accepted{MessageID: res.MessageID, CreatedAt: res.CreatedAt, ExpiresAt: res.ExpiresAt, Replayed: res.Replayed}, nil
 	case errors.Is(err, store.ErrOptedOut):
 		return Accepted{}, Refused(ReasonOptedOut, "to",
 			"the recipient has opted out of text messages (replied STOP); they must reply START to receive messages again")

@@ -108,6 +108,8 @@ type AcceptRequest struct {
 type AcceptResult struct {
 	MessageID   string
 	RecipientID string
+	// CreatedAt and ExpiresAt are the stored message's, as stored (whole microseconds, UTC).
+	CreatedAt, ExpiresAt time.Time
 	// Replayed is true when the idempotency key had already accepted this request: nothing
 	// new was stored, and MessageID is the first request's message.
 	Replayed bool
@@ -193,7 +195,7 @@ func (s *Store) AcceptMessage(ctx context.Context, r AcceptRequest) (AcceptResul
 // every refusal is the database's: the idempotency key's primary key, the opted-out trigger
 // on messages, the unique message id and link token hash.
 func (s *Store) accept(ctx context.Context, r AcceptRequest, now time.Time) (AcceptResult, error) {
-	res := AcceptResult{MessageID: r.MessageID}
+	res := AcceptResult{MessageID: r.MessageID, CreatedAt: now, ExpiresAt: at(r.ExpiresAt)}
 	ev, err := s.pending(audit.Event{
 		Time: now, Kind: audit.KindAccepted, Actor: r.Sender, MessageID: r.MessageID,
 		Detail: map[string]string{"channel": string(r.Channel), "parts": strconv.Itoa(len(r.Parts))},
@@ -266,11 +268,11 @@ func (s *Store) replay(ctx context.Context, r AcceptRequest) (AcceptResult, erro
 		res  = AcceptResult{Replayed: true}
 	)
 	err := s.db.queryRow(ctx,
-		`SELECT k.request_hash, k.message_id, m.recipient_id
+		`SELECT k.request_hash, k.message_id, m.recipient_id, m.created_at, m.expires_at
 		FROM idempotency_keys k JOIN messages m ON m.id = k.message_id
 		WHERE k.scope = $1 AND k.key = $2`,
 		r.Sender, r.IdempotencyKey,
-	).Scan(hashDest{&hash}, &res.MessageID, &res.RecipientID)
+	).Scan(hashDest{&hash}, &res.MessageID, &res.RecipientID, timeDest{&res.CreatedAt}, timeDest{&res.ExpiresAt})
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return AcceptResult{}, ErrNotFound

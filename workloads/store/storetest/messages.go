@@ -28,6 +28,9 @@ func testAcceptAndRead(t *testing.T, h harness) {
 
 	m, err := s.Message(ctx, r.MessageID)
 	must(t, "read message", err)
+	if !res.CreatedAt.Equal(m.CreatedAt) || !res.ExpiresAt.Equal(m.ExpiresAt) {
+		t.Errorf("result times %v, %v differ from the stored %v, %v", res.CreatedAt, res.ExpiresAt, m.CreatedAt, m.ExpiresAt)
+	}
 	want := store.Message{
 		ID: r.MessageID, Sender: r.Sender, RecipientID: res.RecipientID, Status: store.StatusAccepted,
 		WrappedKey: r.WrappedKey, LinkTokenHash: r.LinkTokenHash, Channel: store.ChannelSMTP,
@@ -228,7 +231,8 @@ func testIdempotencyReplay(t *testing.T, h harness) {
 	retry.MessageID = store.NewID()
 	retry.LinkTokenHash = sha256.Sum256([]byte(store.NewID()))
 	res := accept(t, s, retry)
-	if !res.Replayed || res.MessageID != first.MessageID || res.RecipientID != first.RecipientID {
+	if !res.Replayed || res.MessageID != first.MessageID || res.RecipientID != first.RecipientID ||
+		!res.CreatedAt.Equal(first.CreatedAt) || !res.ExpiresAt.Equal(first.ExpiresAt) || first.CreatedAt.IsZero() {
 		t.Fatalf("replay = %+v, want the first result %+v replayed", res, first)
 	}
 	_, err := s.Message(ctx, retry.MessageID)
