@@ -93,7 +93,7 @@ func (b *batcher[In, Out]) do(ctx context.Context, in In) (Out, error) {
 	select {
 	case b.queue <- call:
 	case <-ctx.Done():
-		return zero, unavailable("wait for a Vault call slot", context.Cause(ctx))
+		return zero, unavailable("wait for a call slot", context.Cause(ctx))
 	case <-b.stop:
 		return zero, unavailable("submit", errBatcherClosed)
 	}
@@ -107,7 +107,7 @@ func (b *batcher[In, Out]) do(ctx context.Context, in In) (Out, error) {
 				b.discard(r.out)
 			}
 		}()
-		return zero, unavailable("wait for Vault", context.Cause(ctx))
+		return zero, unavailable("wait for the key holder", context.Cause(ctx))
 	case <-b.stop:
 		// Queued behind the stop, or in flight while shutting down: either way, not ours.
 		go func() {
@@ -115,7 +115,7 @@ func (b *batcher[In, Out]) do(ctx context.Context, in In) (Out, error) {
 				b.discard(r.out)
 			}
 		}()
-		return zero, unavailable("wait for Vault", errBatcherClosed)
+		return zero, unavailable("wait for the key holder", errBatcherClosed)
 	}
 }
 
@@ -190,7 +190,7 @@ func (b *batcher[In, Out]) send(batch []*batchCall[In, Out]) {
 	}
 	outs, errs, err := b.flush(ctx, in)
 	if err == nil && (len(outs) != len(batch) || len(errs) != len(batch)) {
-		err = unavailable("read Vault's batch results", errors.New("result count does not match the request"))
+		err = unavailable("read batch results", errors.New("result count does not match the request"))
 	}
 	for i, c := range batch {
 		if err != nil {
@@ -212,6 +212,9 @@ func (b *batcher[In, Out]) failQueued() {
 		}
 	}
 }
+
+// queued reports how many requests wait for a batch (tests).
+func (b *batcher[In, Out]) queued() int { return len(b.queue) }
 
 // close stops taking requests, answers the queued ones with a temporary error and waits for
 // the Vault calls in flight.

@@ -31,6 +31,10 @@ const (
 
 // ClientConfig configures a Client.
 type ClientConfig struct {
+	// Batch coalesces concurrent WrapNewKey calls into one keystore request (wrap-new with a
+	// count), as the keystore coalesces them into one Vault call. Defaults: 64 keys per
+	// request, 8 requests in flight, no window. Batch.Disabled sends one request per key.
+	Batch BatchConfig
 	// URL is the keystore's base URL, for example "https://keystore.tenant-acme.svc:8443".
 	URL string
 	// Certificate is this component's client certificate (CA.IssueClient).
@@ -49,6 +53,7 @@ type ClientConfig struct {
 // wrapping ErrUnavailable (IsTemporary). 401 and a handshake the keystore refused give
 // ErrUnauthenticated, 403 gives ErrForbidden, 422 gives ErrInvalidWrappedKey.
 type Client struct {
+	wrap      *batcher[struct{}, DataKey]
 	base      string
 	http      *http.Client
 	transport *http.Transport
@@ -91,7 +96,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		IdleConnTimeout:        90 * time.Second,
 		MaxResponseHeaderBytes: 16 << 10,
 	}
-	return &Client{
+	c := &Client{
 		base: strings.TrimSuffix(u.String(), "/"),
 		http: &http.Client{
 			Transport: t,
@@ -100,27 +105,67 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		},
 		transport: t,
 		timeout:   cfg.Timeout,
-	}, nil
+	}
+	batch := cfg.Batch
+	if batch.MaxItems <= 0 {
+		batch.MaxItems = 64
+	}
+	batch.MaxItems = min(batch.MaxItems, maxWrapCount)
+	if batch.MaxInFlight <= 0 {
+		batch.MaxInFlight = 8
+	}
+	c.wrap = newBatcher(batch, cfg.Timeout, c.wrapNewBatch, func(k DataKey) { envelope.Zero(k.Plaintext) })
+	return c, nil
+}
+
+// Close stops the Client's batcher: calls waiting in it fail with a temporary error.
+func (c *Client) Close() {
+	c.wrap.close()
+	c.transport.CloseIdleConnections()
 }
 
 // CloseIdleConnections closes the Client's idle keep-alive connections.
 func (c *Client) CloseIdleConnections() { c.transport.CloseIdleConnections() }
 
-// WrapNewKey implements Service.
+// WrapNewKey implements Service. Concurrent calls share keystore requests (ClientConfig.Batch).
 func (c *Client) WrapNewKey(ctx context.Context) (DataKey, error) {
+	return c.wrap.do(ctx, struct{}{})
+}
+
+type wrappedKeyJSON struct {
+	Plaintext []byte `json:"plaintext"`
+	Wrapped   string `json:"wrapped"`
+}
+
+// wrapNewBatch asks the keystore for len(in) data keys in one request.
+func (c *Client) wrapNewBatch(ctx context.Context, in []struct{}) ([]DataKey, []error, error) {
 	var resp struct {
-		Plaintext []byte `json:"plaintext"`
-		Wrapped   string `json:"wrapped"`
+		Keys []wrappedKeyJSON `json:"keys"`
 	}
-	if err := c.call(ctx, "wrap-new", http.MethodPost, "/v1/keys/wrap-new", []byte(`{}`), &resp); err != nil {
-		return DataKey{}, err
+	zero := func() {
+		for _, k := range resp.Keys {
+			envelope.Zero(k.Plaintext)
+		}
 	}
-	if len(resp.Plaintext) != DataKeySize || resp.Wrapped == "" {
-		envelope.Zero(resp.Plaintext)
-		return DataKey{}, fmt.Errorf("keystore: wrap-new: keystore answered a %d-byte data key (want %d) and a %d-byte wrapped key",
-			len(resp.Plaintext), DataKeySize, len(resp.Wrapped))
+	body := fmt.Appendf(nil, `{"count":%d}`, len(in))
+	if err := c.call(ctx, "wrap-new", http.MethodPost, "/v1/keys/wrap-new", body, &resp); err != nil {
+		zero()
+		return nil, nil, err
 	}
-	return DataKey{Plaintext: resp.Plaintext, Wrapped: resp.Wrapped}, nil
+	if len(resp.Keys) != len(in) {
+		zero()
+		return nil, nil, fmt.Errorf("keystore: wrap-new: keystore answered %d keys for %d: %w", len(resp.Keys), len(in), ErrUnavailable)
+	}
+	keys := make([]DataKey, len(in))
+	for i, k := range resp.Keys {
+		if len(k.Plaintext) != DataKeySize || k.Wrapped == "" {
+			zero()
+			return nil, nil, fmt.Errorf("keystore: wrap-new: keystore answered a %d-byte data key (want %d) and a %d-byte wrapped key",
+				len(k.Plaintext), DataKeySize, len(k.Wrapped))
+		}
+		keys[i] = DataKey{Plaintext: k.Plaintext, Wrapped: k.Wrapped}
+	}
+	return keys, make([]error, len(in)), nil
 }
 
 // Unwrap implements Service.

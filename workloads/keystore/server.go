@@ -377,33 +377,72 @@ func (s *Server) authorized(op string, next http.HandlerFunc) http.Handler {
 	})
 }
 
+// maxWrapCount bounds the data keys one wrap-new call may ask for.
+const maxWrapCount = 256
+
 func (s *Server) wrapNew(w http.ResponseWriter, r *http.Request) {
-	var req struct{}
-	if !decodeRequest(w, r, &req, true, `{}`) {
+	var req struct {
+		Count *int `json:"count"`
+	}
+	if !decodeRequest(w, r, &req, true, `{} or {"count": 16}`) {
 		return
 	}
-	dk, err := s.svc.WrapNewKey(r.Context())
-	if err != nil {
-		s.fail(w, r, "wrap-new", err)
+	if req.Count != nil && (*req.Count < 1 || *req.Count > maxWrapCount) {
+		badRequest(w, fmt.Sprintf("count must be 1 to %d", maxWrapCount))
 		return
 	}
-	defer envelope.Zero(dk.Plaintext)
-	if len(dk.Plaintext) != DataKeySize {
-		s.fail(w, r, "wrap-new", fmt.Errorf("backend returned a %d-byte data key", len(dk.Plaintext)))
-		return
+	n := 1
+	if req.Count != nil {
+		n = *req.Count
 	}
-	wrapped, err := json.Marshal(dk.Wrapped)
-	if err != nil {
-		s.fail(w, r, "wrap-new", fmt.Errorf("encode wrapped key: %w", err))
-		return
+	// Concurrent calls, so that a batching backend (Transit) wraps them in one Vault call.
+	keys := make([]DataKey, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { keys[i], errs[i] = s.svc.WrapNewKey(r.Context()) })
 	}
-	// Built by hand, not with json.Marshal, so that every copy of the key can be zeroed.
-	body := make([]byte, 0, 40+base64.StdEncoding.EncodedLen(len(dk.Plaintext))+len(wrapped))
-	body = append(body, `{"plaintext":"`...)
-	body = base64.StdEncoding.AppendEncode(body, dk.Plaintext)
-	body = append(body, `","wrapped":`...)
-	body = append(body, wrapped...)
-	body = append(body, '}')
+	wg.Wait()
+	defer func() {
+		for _, k := range keys {
+			envelope.Zero(k.Plaintext)
+		}
+	}()
+	for i, k := range keys {
+		err := errs[i]
+		if err == nil && len(k.Plaintext) != DataKeySize {
+			err = fmt.Errorf("backend returned a %d-byte data key", len(k.Plaintext))
+		}
+		if err != nil {
+			s.fail(w, r, "wrap-new", err)
+			return
+		}
+	}
+	// Built by hand, not with json.Marshal, so that every copy of the keys can be zeroed.
+	// Without count the answer is one key object; with count it is {"keys": [...]}.
+	body := make([]byte, 0, 16+n*(40+base64.StdEncoding.EncodedLen(DataKeySize)+len(keys[0].Wrapped)+8))
+	if req.Count != nil {
+		body = append(body, `{"keys":[`...)
+	}
+	for i, k := range keys {
+		wrapped, err := json.Marshal(k.Wrapped)
+		if err != nil {
+			envelope.Zero(body)
+			s.fail(w, r, "wrap-new", fmt.Errorf("encode wrapped key: %w", err))
+			return
+		}
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, `{"plaintext":"`...)
+		body = base64.StdEncoding.AppendEncode(body, k.Plaintext)
+		body = append(body, `","wrapped":`...)
+		body = append(body, wrapped...)
+		body = append(body, '}')
+	}
+	if req.Count != nil {
+		body = append(body, "]}"...)
+	}
 	writeJSON(w, http.StatusOK, body)
 	envelope.Zero(body)
 }

@@ -164,6 +164,7 @@ func runGateway(ctx context.Context, args []string, lookupEnv func(string) (stri
 	if err != nil {
 		return err
 	}
+	defer keys.Close()
 	senders, err := gateway.LoadSenders(f.sendersFile)
 	if err != nil {
 		return err

@@ -65,6 +65,7 @@ func exportCommand(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("audit export: %w", err)
 		}
+		defer c.Close()
 		keys = c
 	default:
 		return errors.New("audit export: the signing key's public half comes from the keystore: give -keystore-url (with -cert, -key, -ca) or -local-key-file")
