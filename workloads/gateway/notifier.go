@@ -122,6 +122,9 @@ type Notifier struct {
 	wake    chan struct{}
 }
 
+// minLease is the shortest NotifierConfig.Lease: a send and its record must fit in it.
+const minLease = 10 * time.Second
+
 // NewNotifier checks cfg and returns a Notifier.
 func NewNotifier(cfg NotifierConfig) (*Notifier, error) {
 	switch {
@@ -132,6 +135,8 @@ func NewNotifier(cfg NotifierConfig) (*Notifier, error) {
 	case !strings.HasPrefix(cfg.ViewerURL, "https://") && !strings.HasPrefix(cfg.ViewerURL, "http://127.0.0.1") &&
 		!strings.HasPrefix(cfg.ViewerURL, "http://localhost"):
 		return nil, fmt.Errorf("notifier: viewer URL %q must be https:// (plain http only on loopback, for development)", cfg.ViewerURL)
+	case cfg.Lease < 0 || (cfg.Lease > 0 && cfg.Lease < minLease):
+		return nil, fmt.Errorf("notifier: lease %s is too short: an SMS send must fit in it with room to record it; use at least %s", cfg.Lease, minLease)
 	}
 	cfg.ViewerURL = strings.TrimRight(cfg.ViewerURL, "/")
 	if _, err := sms.Compose(cfg.TenantName, cfg.ViewerURL+"/m/"+strings.Repeat("a", 26)); err != nil {

@@ -428,6 +428,7 @@ func TestNewNotifierRefusesBadConfig(t *testing.T) {
 		"no provider": func(c *NotifierConfig) { c.Provider = nil },
 		"no name":     func(c *NotifierConfig) { c.TenantName = "" },
 		"huge viewer": func(c *NotifierConfig) { c.ViewerURL = "https://" + strings.Repeat("v", 150) + ".example" },
+		"short lease": func(c *NotifierConfig) { c.Lease = time.Second },
 	} {
 		c := base
 		mod(&c)

@@ -51,6 +51,8 @@ type Config struct {
 
 	TrustedNetworks []TrustedNetwork
 	MaxMessageBytes int64
+	// SMTPMaxConnections and SMTPMaxConnectionsPerIP bound SMTP connections (SMTPConfig).
+	SMTPMaxConnections, SMTPMaxConnectionsPerIP int
 
 	SMS          sms.Gateway
 	ProviderName string
@@ -58,6 +60,9 @@ type Config struct {
 	SMSRate      rate.Limit
 	SMSBurst     int
 	QuietHours   *QuietHours
+	// SMSLease is how long this gateway reserves an SMS it is sending; a killed gateway's
+	// SMS go out when their lease ends. Default 2 min.
+	SMSLease time.Duration
 
 	// AuditCheckpointInterval is how often the chain head is signed. Default 5 min.
 	AuditCheckpointInterval time.Duration
@@ -97,7 +102,7 @@ func Run(ctx context.Context, cfg Config) error {
 	notifier, err := NewNotifier(NotifierConfig{
 		Tenant: cfg.Tenant, TenantName: cfg.TenantName, ViewerURL: cfg.ViewerURL,
 		Store: cfg.Store, Keys: cfg.Keys, Provider: cfg.SMS, ProviderName: cfg.ProviderName,
-		Rate: cfg.SMSRate, Burst: cfg.SMSBurst, QuietHours: cfg.QuietHours,
+		Rate: cfg.SMSRate, Burst: cfg.SMSBurst, QuietHours: cfg.QuietHours, Lease: cfg.SMSLease,
 		Logger: log, Metrics: metrics,
 	})
 	if err != nil {
@@ -108,6 +113,7 @@ func Run(ctx context.Context, cfg Config) error {
 	smtpServer, err := NewSMTPServer(SMTPConfig{
 		Domain: cfg.TextDomain, Hostname: cfg.TextDomain, TLSConfig: cfg.TLS, Region: cfg.Region,
 		MaxMessageBytes: cfg.MaxMessageBytes, TrustedNetworks: cfg.TrustedNetworks,
+		MaxConnections: cfg.SMTPMaxConnections, MaxConnectionsPerIP: cfg.SMTPMaxConnectionsPerIP,
 		Logger: log, Metrics: metrics,
 	}, intake, cfg.Senders)
 	if err != nil {

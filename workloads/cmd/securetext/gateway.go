@@ -33,12 +33,14 @@ type gatewayFlags struct {
 	smtpAddr, smtpsAddr, apiAddr, metricsAddr string
 	trustedNetworks                           string
 	maxMessageBytes                           int64
+	smtpMaxConns, smtpMaxConnsPerIP           int
 	smsProvider, viewerURL, callbackBaseURL   string
 	twilioAccountSID, twilioAuthTokenFile     string
 	twilioFrom, twilioMessagingServiceSID     string
 	webhookURL, webhookSecretFile             string
 	smsRate                                   float64
 	smsBurst                                  int
+	smsLease                                  time.Duration
 	quietHours, quietHoursZone                string
 	checkpointInterval                        time.Duration
 }
@@ -66,6 +68,8 @@ func parseGatewayFlags(args []string, lookupEnv func(string) (string, bool), std
 	fs.StringVar(&f.metricsAddr, "metrics-addr", ":9464", "address of /metrics; empty: off")
 	fs.StringVar(&f.trustedNetworks, "trusted-networks", "", "comma-separated CIDR=sender pairs that may submit without TLS and AUTH, e.g. 10.1.2.0/24=ehr-relay")
 	fs.Int64Var(&f.maxMessageBytes, "max-message-bytes", 10<<20, "largest accepted message")
+	fs.IntVar(&f.smtpMaxConns, "smtp-max-connections", gateway.DefaultSMTPMaxConnections, "most SMTP connections at once; more get 421")
+	fs.IntVar(&f.smtpMaxConnsPerIP, "smtp-max-connections-per-ip", gateway.DefaultSMTPMaxConnectionsPerIP, "most SMTP connections from one address (a relay sends from one); more get 421")
 	fs.StringVar(&f.smsProvider, "sms-provider", "", "twilio, webhook or console (required)")
 	fs.StringVar(&f.viewerURL, "viewer-url", "", "public base URL of the viewer; links are <viewer-url>/m/<token> (required)")
 	fs.StringVar(&f.callbackBaseURL, "sms-callback-base-url", "", "public URL of this gateway's /sms/<provider> path, for delivery reports and replies")
@@ -77,6 +81,7 @@ func parseGatewayFlags(args []string, lookupEnv func(string) (string, bool), std
 	fs.StringVar(&f.webhookSecretFile, "webhook-secret-file", "", "file holding the webhook signing secret (32+ bytes)")
 	fs.Float64Var(&f.smsRate, "sms-rate", 10, "most SMS per second (10DLC throughput is limited per campaign)")
 	fs.IntVar(&f.smsBurst, "sms-burst", 0, "SMS that may go at once (default: the rate)")
+	fs.DurationVar(&f.smsLease, "sms-lease", 2*time.Minute, "how long a gateway reserves an SMS it is sending; after a crash its SMS go out when the lease ends (keep it well above the provider's timeout)")
 	fs.StringVar(&f.quietHours, "quiet-hours", "", "daily window without SMS, e.g. 21:00-08:00")
 	fs.StringVar(&f.quietHoursZone, "quiet-hours-zone", "America/New_York", "time zone of -quiet-hours")
 	fs.DurationVar(&f.checkpointInterval, "audit-checkpoint-interval", 5*time.Minute, "how often the audit chain head is signed")
@@ -208,8 +213,9 @@ func runGateway(ctx context.Context, args []string, lookupEnv func(string) (stri
 		TLS:      &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		SMTPAddr: f.smtpAddr, SMTPSAddr: f.smtpsAddr, APIAddr: f.apiAddr, MetricsAddr: f.metricsAddr,
 		TrustedNetworks: trusted, MaxMessageBytes: f.maxMessageBytes,
+		SMTPMaxConnections: f.smtpMaxConns, SMTPMaxConnectionsPerIP: f.smtpMaxConnsPerIP,
 		SMS: provider, ProviderName: f.smsProvider, ViewerURL: f.viewerURL,
-		SMSRate: rate.Limit(f.smsRate), SMSBurst: f.smsBurst, QuietHours: quiet,
+		SMSRate: rate.Limit(f.smsRate), SMSBurst: f.smsBurst, SMSLease: f.smsLease, QuietHours: quiet,
 		AuditCheckpointInterval: f.checkpointInterval,
 		Logger:                  log,
 		Started:                 started,
