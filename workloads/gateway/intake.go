@@ -61,8 +61,9 @@ type Intake struct {
 	DefaultExpiry time.Duration // default 7 days
 	MaxExpiry     time.Duration // default 30 days
 	Now           func() time.Time
-	// Accepted, if set, is called after each new message is stored (the notifier's Wake).
-	Accepted func()
+	// Accepted, if set, is called after each new message is stored, with its id and link
+	// token (the notifier's Handoff, which then need not unwrap the data key to read it).
+	Accepted func(messageID, link string)
 }
 
 // Refusal reasons: short codes for metrics, audit and problem types.
@@ -174,7 +175,7 @@ func (in *Intake) Accept(ctx context.Context, s Submission) (Accepted, error) {
 	switch {
 	case err == nil:
 		if !res.Replayed && in.Accepted != nil {
-			in.Accepted()
+			in.Accepted(res.MessageID, link)
 		}
 		return Accepted{MessageID: res.MessageID, CreatedAt: res.CreatedAt, ExpiresAt: res.ExpiresAt, Replayed: res.Replayed}, nil
 	case errors.Is(err, store.ErrOptedOut):

@@ -120,7 +120,19 @@ type Notifier struct {
 	limiter *rate.Limiter
 	log     *slog.Logger
 	wake    chan struct{}
+
+	linksMu sync.Mutex
+	links   map[string]handedLink // message id → link token, from this process's intake
 }
+
+// handedLink is a link token that the intake handed over with its message.
+type handedLink struct {
+	link string
+	at   time.Time
+}
+
+// maxHandedLinks bounds the tokens kept for Handoff; past it, the notifier unwraps instead.
+const maxHandedLinks = 8192
 
 // minLease is the shortest NotifierConfig.Lease: a send and its record must fit in it.
 const minLease = 10 * time.Second
@@ -186,6 +198,7 @@ func NewNotifier(cfg NotifierConfig) (*Notifier, error) {
 		limiter: rate.NewLimiter(cfg.Rate, cfg.Burst),
 		log:     cfg.Logger.With("component", "notifier"),
 		wake:    make(chan struct{}, 1),
+		links:   map[string]handedLink{},
 	}, nil
 }
 
@@ -195,6 +208,36 @@ func (n *Notifier) Wake() {
 	case n.wake <- struct{}{}:
 	default:
 	}
+}
+
+// Handoff gives the notifier the link token of a message this process just stored, and
+// wakes it. The outbox row holds the token sealed under the message's data key; with the
+// token at hand the notifier skips unwrapping that key, one keystore (and Vault) call per
+// SMS. A token not used within a lease is dropped: whoever claims the row then unwraps.
+func (n *Notifier) Handoff(messageID, link string) {
+	now := time.Now()
+	n.linksMu.Lock()
+	if len(n.links) >= maxHandedLinks {
+		for id, h := range n.links {
+			if now.Sub(h.at) > n.cfg.Lease {
+				delete(n.links, id)
+			}
+		}
+	}
+	if len(n.links) < maxHandedLinks {
+		n.links[messageID] = handedLink{link: link, at: now}
+	}
+	n.linksMu.Unlock()
+	n.Wake()
+}
+
+// takeLink returns and forgets the link token handed over for messageID.
+func (n *Notifier) takeLink(messageID string) (string, bool) {
+	n.linksMu.Lock()
+	defer n.linksMu.Unlock()
+	h, ok := n.links[messageID]
+	delete(n.links, messageID)
+	return h.link, ok && time.Since(h.at) <= n.cfg.Lease
 }
 
 // Run drains the outbox until ctx ends.
@@ -261,16 +304,19 @@ func (n *Notifier) handle(ctx context.Context, e store.OutboxEntry) {
 		n.retry(ctx, log, e, wait, "quiet_hours", false)
 		return
 	}
-	key, err := n.cfg.Keys.Unwrap(ctx, e.WrappedKey)
-	if err != nil {
-		n.retry(ctx, log, e, n.backoff(e.Attempts), "keystore_unavailable", true)
-		return
-	}
-	link, err := OpenLink(key, n.cfg.Tenant, e.MessageID, e.Payload)
-	envelope.Zero(key)
-	if err != nil {
-		n.fail(ctx, log, e, "bad_payload", "failed")
-		return
+	link, ok := n.takeLink(e.MessageID)
+	if !ok {
+		key, err := n.cfg.Keys.Unwrap(ctx, e.WrappedKey)
+		if err != nil {
+			n.retry(ctx, log, e, n.backoff(e.Attempts), "keystore_unavailable", true)
+			return
+		}
+		link, err = OpenLink(key, n.cfg.Tenant, e.MessageID, e.Payload)
+		envelope.Zero(key)
+		if err != nil {
+			n.fail(ctx, log, e, "bad_payload", "failed")
+			return
+		}
 	}
 	body, err := sms.Compose(n.cfg.TenantName, n.cfg.ViewerURL+"/m/"+link)
 	if err != nil {

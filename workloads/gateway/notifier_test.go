@@ -284,6 +284,33 @@ func TestNotifierKeystoreDownRetries(t *testing.T) {
 	}
 }
 
+// TestNotifierUsesHandedLink: a message whose link the intake handed over is texted without
+// unwrapping its data key, so even with the keystore down; one stored by another process
+// (no handoff) waits for the keystore.
+func TestNotifierUsesHandedLink(t *testing.T) {
+	f := newNotifierFixture(t, sqliteBackend, nil)
+	other := f.accept(t, "+12025550142") // stored before the handoff is wired: another gateway
+	f.Intake.Accepted = f.notifier.Handoff
+	handed := f.accept(t, "+12025550143")
+	f.KeystoreDown()
+	f.drain(t)
+	sent := f.provider.messages()
+	if len(sent) != 1 || sent[0].Reference != handed {
+		t.Fatalf("sent %+v, want only the handed-over message %s", sent, handed)
+	}
+	_, after, _ := strings.Cut(sent[0].Body, "/m/")
+	link, _, _ := strings.Cut(after, " ")
+	if token.Hash(link) != f.status(t, handed).LinkTokenHash {
+		t.Fatalf("handed-over link %q does not match the stored hash", link)
+	}
+	if st := f.status(t, other).Status; st != store.StatusAccepted {
+		t.Fatalf("message without a handoff is %s with the keystore down, want accepted (retry)", st)
+	}
+	if _, ok := f.notifier.takeLink(handed); ok {
+		t.Fatal("the handed-over link is kept after use")
+	}
+}
+
 func TestNotifierQuietHours(t *testing.T) {
 	ny, err := time.LoadLocation("America/New_York")
 	if err != nil {

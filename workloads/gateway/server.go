@@ -108,7 +108,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	intake := &Intake{Tenant: cfg.Tenant, Store: cfg.Store, Keys: cfg.Keys, Accepted: notifier.Wake}
+	intake := &Intake{Tenant: cfg.Tenant, Store: cfg.Store, Keys: cfg.Keys, Accepted: notifier.Handoff}
 
 	smtpServer, err := NewSMTPServer(SMTPConfig{
 		Domain: cfg.TextDomain, Hostname: cfg.TextDomain, TLSConfig: cfg.TLS, Region: cfg.Region,

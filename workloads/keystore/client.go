@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/securetext/securetext/workloads/internal/batch"
 	"io"
 	"mime"
 	"net"
@@ -53,7 +54,7 @@ type ClientConfig struct {
 // wrapping ErrUnavailable (IsTemporary). 401 and a handshake the keystore refused give
 // ErrUnauthenticated, 403 gives ErrForbidden, 422 gives ErrInvalidWrappedKey.
 type Client struct {
-	wrap      *batcher[struct{}, DataKey]
+	wrap      *batch.Batcher[struct{}, DataKey]
 	base      string
 	http      *http.Client
 	transport *http.Transport
@@ -106,21 +107,21 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		transport: t,
 		timeout:   cfg.Timeout,
 	}
-	batch := cfg.Batch
-	if batch.MaxItems <= 0 {
-		batch.MaxItems = 64
+	bc := cfg.Batch
+	if bc.MaxItems <= 0 {
+		bc.MaxItems = 64
 	}
-	batch.MaxItems = min(batch.MaxItems, maxWrapCount)
-	if batch.MaxInFlight <= 0 {
-		batch.MaxInFlight = 8
+	bc.MaxItems = min(bc.MaxItems, maxWrapCount)
+	if bc.MaxInFlight <= 0 {
+		bc.MaxInFlight = 8
 	}
-	c.wrap = newBatcher(batch, cfg.Timeout, c.wrapNewBatch, func(k DataKey) { envelope.Zero(k.Plaintext) })
+	c.wrap = batch.New(bc, cfg.Timeout, c.wrapNewBatch, func(k DataKey) { envelope.Zero(k.Plaintext) }, unavailable)
 	return c, nil
 }
 
 // Close stops the Client's batcher: calls waiting in it fail with a temporary error.
 func (c *Client) Close() {
-	c.wrap.close()
+	c.wrap.Close()
 	c.transport.CloseIdleConnections()
 }
 
@@ -129,7 +130,7 @@ func (c *Client) CloseIdleConnections() { c.transport.CloseIdleConnections() }
 
 // WrapNewKey implements Service. Concurrent calls share keystore requests (ClientConfig.Batch).
 func (c *Client) WrapNewKey(ctx context.Context) (DataKey, error) {
-	return c.wrap.do(ctx, struct{}{})
+	return c.wrap.Do(ctx, struct{}{})
 }
 
 type wrappedKeyJSON struct {

@@ -72,7 +72,7 @@ func TestClientCoalescesWrapNewKey(t *testing.T) {
 	}
 	// Let the 31 queue behind the held request before releasing it: the batcher holds the
 	// first of them while it waits for the slot, the other 30 wait in its queue.
-	for c.wrap.queued() < 30 {
+	for c.wrap.Queued() < 30 {
 		runtime.Gosched()
 	}
 	close(svc.gate)

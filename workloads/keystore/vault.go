@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/securetext/securetext/workloads/internal/batch"
 	"io"
 	"log/slog"
 	"net/http"
@@ -54,8 +55,8 @@ type Transit struct {
 	client *vaultapi.Client
 	log    *slog.Logger
 
-	wrap   *batcher[[]byte, string]
-	unwrap *batcher[string, []byte]
+	wrap   *batch.Batcher[[]byte, string]
+	unwrap *batch.Batcher[string, []byte]
 
 	auth *authState
 
@@ -102,8 +103,8 @@ func NewTransit(cfg TransitConfig) (*Transit, error) {
 		log:        cfg.Logger,
 		publicKeys: map[int]ed25519.PublicKey{},
 	}
-	t.wrap = newBatcher(cfg.Batch, cfg.Timeout, t.encryptBatch, func(k string) {})
-	t.unwrap = newBatcher(cfg.Batch, cfg.Timeout, t.decryptBatch, envelope.Zero)
+	t.wrap = batch.New(cfg.Batch, cfg.Timeout, t.encryptBatch, func(k string) {}, unavailable)
+	t.unwrap = batch.New(cfg.Batch, cfg.Timeout, t.decryptBatch, envelope.Zero, unavailable)
 	t.auth = startAuth(client, cfg.Auth, cfg.Logger)
 	return t, nil
 }
@@ -111,8 +112,8 @@ func NewTransit(cfg TransitConfig) (*Transit, error) {
 // Close stops logging in and renewing, and answers queued requests with a temporary error.
 func (t *Transit) Close() {
 	t.auth.stop()
-	t.wrap.close()
-	t.unwrap.close()
+	t.wrap.Close()
+	t.unwrap.Close()
 }
 
 // WaitReady waits until the first login has succeeded, for start-up and tests.
@@ -124,7 +125,7 @@ func (t *Transit) WrapNewKey(ctx context.Context) (DataKey, error) {
 	if _, err := rand.Read(key); err != nil { // never fails on Linux since Go 1.24; be explicit anyway
 		return DataKey{}, fmt.Errorf("keystore: generate data key: %w", err)
 	}
-	wrapped, err := t.wrap.do(ctx, key)
+	wrapped, err := t.wrap.Do(ctx, key)
 	if err != nil {
 		envelope.Zero(key)
 		return DataKey{}, fmt.Errorf("wrap new data key: %w", err)
@@ -137,7 +138,7 @@ func (t *Transit) Unwrap(ctx context.Context, wrapped string) ([]byte, error) {
 	if err := checkVaultCiphertext(wrapped); err != nil {
 		return nil, fmt.Errorf("unwrap data key: %w", err)
 	}
-	key, err := t.unwrap.do(ctx, wrapped)
+	key, err := t.unwrap.Do(ctx, wrapped)
 	if err != nil {
 		return nil, fmt.Errorf("unwrap data key: %w", err)
 	}
@@ -504,3 +505,8 @@ path "auth/token/lookup-self" { capabilities = ["read"] }
 path "auth/token/renew-self" { capabilities = ["update"] }
 `, mount, wrappingKey, signingKey)
 }
+
+// BatchConfig controls how concurrent requests are coalesced into one Vault call (Transit's
+// batch_input), so that Vault round trips grow with the number of batches, not with the
+// message rate; and in the Client, into one keystore request.
+type BatchConfig = batch.Config

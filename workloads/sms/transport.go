@@ -24,6 +24,16 @@ const maxResponseBody = 1 << 20
 // defaultTimeout bounds one request to a provider.
 const defaultTimeout = 10 * time.Second
 
+// sharedTransport is the providers' connection pool when the config gives no HTTP client.
+// http.DefaultTransport keeps only 2 idle connections per host, so a notifier sending with 8
+// workers would open a new TLS connection for most texts.
+var sharedTransport = sync.OnceValue(func() http.RoundTripper {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 64
+	t.ResponseHeaderTimeout = defaultTimeout
+	return t
+})
+
 // attempt is the http.RoundTripper of one provider call. It binds the caller's context to the
 // requests (twilio-go builds its requests with context.Background), sends them to base instead
 // of the host the library chose (tests and regional endpoints), and records what happened on the

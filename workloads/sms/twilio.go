@@ -46,7 +46,7 @@ type TwilioConfig struct {
 	// setting for it, so requests are redirected to it by the HTTP transport; tests point it at
 	// a local server (plain http is allowed only to loopback).
 	BaseURL string
-	// HTTPClient's Transport is used for REST calls (nil: http.DefaultTransport); its Timeout
+	// HTTPClient's Transport is used for REST calls (nil: a shared pool keeping up to 64 idle connections per host); its Timeout
 	// is not: see Timeout.
 	HTTPClient *http.Client
 	// Timeout bounds each REST call, default 10s.
@@ -145,7 +145,7 @@ func NewTwilio(cfg TwilioConfig) (*Twilio, error) {
 	if t.timeout <= 0 {
 		t.timeout = defaultTimeout
 	}
-	t.transport = http.DefaultTransport
+	t.transport = sharedTransport()
 	if cfg.HTTPClient != nil && cfg.HTTPClient.Transport != nil {
 		t.transport = cfg.HTTPClient.Transport
 	}

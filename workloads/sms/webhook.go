@@ -53,7 +53,7 @@ type WebhookConfig struct {
 	URL string
 	// Secret signs both directions; at least 32 bytes (e.g. openssl rand -hex 32).
 	Secret []byte
-	// HTTPClient's Transport is used (nil: http.DefaultTransport); its Timeout is not: see Timeout.
+	// HTTPClient's Transport is used (nil: a shared pool keeping up to 64 idle connections per host); its Timeout is not: see Timeout.
 	HTTPClient *http.Client
 	// Timeout bounds each request, default 10s.
 	Timeout time.Duration
@@ -86,7 +86,7 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 	if w.timeout <= 0 {
 		w.timeout = defaultTimeout
 	}
-	w.transport = http.DefaultTransport
+	w.transport = sharedTransport()
 	if cfg.HTTPClient != nil && cfg.HTTPClient.Transport != nil {
 		w.transport = cfg.HTTPClient.Transport
 	}

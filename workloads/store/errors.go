@@ -82,6 +82,20 @@ func temporary(err error) bool {
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
+// refusedByDatabase reports whether err is the database's answer to a statement, so that the
+// transaction certainly rolled back (rather than a lost connection, after which a commit may
+// or may not have happened).
+func refusedByDatabase(err error) bool {
+	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
+		return false
+	}
+	if _, ok := errors.AsType[*pgconn.PgError](err); ok {
+		return true
+	}
+	_, ok := errors.AsType[*sqlite.Error](err)
+	return ok
+}
+
 // temporarySQLState: connection exceptions (08), insufficient resources (53, e.g. too many
 // connections or disk full), operator intervention (57P01–57P05: admin or crash shutdown,
 // cannot connect now, idle session timeout), a statement timeout or cancel (57014), and

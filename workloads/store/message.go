@@ -177,8 +177,16 @@ func (s *Store) AcceptMessage(ctx context.Context, r AcceptRequest) (AcceptResul
 	}
 	// A key can disappear between the failed insert and the lookup only if it was purged in
 	// between; then the second attempt stores the message.
-	for range 2 {
-		res, err := s.accept(ctx, r, now)
+	for attempt := range 2 {
+		var (
+			res AcceptResult
+			err error
+		)
+		if attempt == 0 && s.accepts != nil {
+			res, err = s.accepts.Do(ctx, acceptCall{r: r, now: now})
+		} else {
+			res, err = s.accept(ctx, r, now)
+		}
 		if !errors.Is(err, errKeyUsed) {
 			return res, err
 		}
@@ -190,18 +198,71 @@ func (s *Store) AcceptMessage(ctx context.Context, r AcceptRequest) (AcceptResul
 	return AcceptResult{}, fmt.Errorf("accept message %s: %w: idempotency key keeps changing", r.MessageID, ErrUnavailable)
 }
 
-// accept is one round trip to PostgreSQL: every statement goes in one pipeline that commits
-// as a whole or not at all. So nothing waits for an answer before the next statement, and
-// every refusal is the database's: the idempotency key's primary key, the opted-out trigger
-// on messages, the unique message id and link token hash.
+// accept stores r in a transaction of its own: one round trip to PostgreSQL, every statement
+// in one pipeline that commits as a whole or not at all. So nothing waits for an answer before
+// the next statement, and every refusal is the database's: the idempotency key's primary key,
+// the opted-out trigger on messages, the unique message id and link token hash.
 func (s *Store) accept(ctx context.Context, r AcceptRequest, now time.Time) (AcceptResult, error) {
-	res := AcceptResult{MessageID: r.MessageID, CreatedAt: now, ExpiresAt: at(r.ExpiresAt)}
+	steps, res, err := s.acceptSteps(r, now)
+	if err != nil {
+		return AcceptResult{}, err
+	}
+	return *res, acceptError(r, s.db.transact(ctx, steps))
+}
+
+// acceptGroup stores the requests of concurrent AcceptMessage calls in one transaction: one
+// commit, and one WAL flush, for the group. If the database refuses any statement the group
+// rolls back and each request is stored on its own, so that each gets its own answer (a
+// replay, an opted-out recipient, a conflict). A lost connection fails the whole group with
+// a temporary error, as it would fail a single accept.
+func (s *Store) acceptGroup(ctx context.Context, calls []acceptCall) ([]AcceptResult, []error, error) {
+	results := make([]AcceptResult, len(calls))
+	errs := make([]error, len(calls))
+	if len(calls) == 1 {
+		results[0], errs[0] = s.accept(ctx, calls[0].r, calls[0].now)
+		return results, errs, nil
+	}
+	var steps []step
+	res := make([]*AcceptResult, len(calls))
+	for i, c := range calls {
+		st, r, err := s.acceptSteps(c.r, c.now)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		steps, res[i] = append(steps, st...), r
+	}
+	err := s.db.transact(ctx, steps)
+	if err != nil && !refusedByDatabase(err) {
+		return nil, nil, failed("accept messages", err)
+	}
+	for i, c := range calls {
+		switch {
+		case errs[i] != nil:
+		case err != nil:
+			results[i], errs[i] = s.accept(ctx, c.r, c.now)
+		default:
+			results[i] = *res[i]
+		}
+	}
+	return results, errs, nil
+}
+
+// acceptCall is one AcceptMessage call waiting for its group.
+type acceptCall struct {
+	r   AcceptRequest
+	now time.Time
+}
+
+// acceptSteps returns the statements that store r, and the result they fill in.
+func (s *Store) acceptSteps(r AcceptRequest, now time.Time) ([]step, *AcceptResult, error) {
+	res := &AcceptResult{MessageID: r.MessageID, CreatedAt: now, ExpiresAt: at(r.ExpiresAt)}
 	ev, err := s.pending(audit.Event{
 		Time: now, Kind: audit.KindAccepted, Actor: r.Sender, MessageID: r.MessageID,
 		Detail: map[string]string{"channel": string(r.Channel), "parts": strconv.Itoa(len(r.Parts))},
 	})
 	if err != nil {
-		return res, fmt.Errorf("accept message %s: %w", r.MessageID, err)
+		return nil, nil, fmt.Errorf("accept message %s: %w", r.MessageID, err)
 	}
 
 	steps := make([]step, 0, 5+len(r.Parts))
@@ -245,20 +306,23 @@ func (s *Store) accept(ctx context.Context, r AcceptRequest, now time.Time) (Acc
 			args: []any{r.MessageID, r.NotifyPayload, now},
 		},
 	)
+	return steps, res, nil
+}
 
-	err = s.db.transact(ctx, steps)
+// acceptError turns the error of r's transaction into AcceptMessage's.
+func acceptError(r AcceptRequest, err error) error {
 	switch {
 	case err == nil:
-		return res, nil
+		return nil
 	case uniqueViolation(err, "idempotency_keys"):
-		return res, errKeyUsed
+		return errKeyUsed
 	case violates(err, "messages_recipient_opted_in"):
-		return AcceptResult{}, fmt.Errorf("accept message %s: %w", r.MessageID, ErrOptedOut)
+		return fmt.Errorf("accept message %s: %w", r.MessageID, ErrOptedOut)
 	case uniqueViolation(err, "messages"), uniqueViolation(err, "message_parts"):
 		// The driver's error can quote the conflicting key; it is not passed on.
-		return AcceptResult{}, fmt.Errorf("accept message %s: %w: message id or link token hash already stored", r.MessageID, ErrConflict)
+		return fmt.Errorf("accept message %s: %w: message id or link token hash already stored", r.MessageID, ErrConflict)
 	}
-	return AcceptResult{}, failed("accept message "+r.MessageID, err)
+	return failed("accept message "+r.MessageID, err)
 }
 
 // replay returns the first result of the request that stored r's idempotency key.

@@ -22,6 +22,7 @@ import (
 	"crypto/rand"
 	"encoding/base32"
 	"fmt"
+	"github.com/securetext/securetext/workloads/internal/batch"
 	"log/slog"
 	"strings"
 	"time"
@@ -33,6 +34,9 @@ type Store struct {
 	tenant string
 	log    *slog.Logger
 	now    func() time.Time
+
+	groups  batch.Config
+	accepts *batch.Batcher[acceptCall, AcceptResult] // nil: every accept commits on its own
 }
 
 // Option configures Open.
@@ -40,6 +44,19 @@ type Option func(*Store)
 
 // WithLogger sets where the audit sequencer reports failures (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.log = l } }
+
+// WithAcceptGroups sets how concurrent AcceptMessage calls share transactions: up to maxItems
+// messages per commit, and up to maxInFlight such commits at once (defaults 64 and 4; the
+// PostgreSQL pool must have connections to spare for them). maxItems 1 commits every message
+// on its own.
+func WithAcceptGroups(maxItems, maxInFlight int) Option {
+	return func(s *Store) { s.groups = batch.Config{MaxItems: maxItems, MaxInFlight: maxInFlight} }
+}
+
+// acceptGroupTimeout bounds one group's transaction. Callers still leave when their own
+// context ends; the group's outcome is then theirs only if they retry with the same
+// idempotency key.
+const acceptGroupTimeout = 30 * time.Second
 
 // Open connects to the tenant's database and applies any pending schema migrations.
 //
@@ -51,9 +68,12 @@ func Open(ctx context.Context, dsn, tenant string, opts ...Option) (*Store, erro
 	if tenant == "" || strings.ContainsAny(tenant, "\r\n") {
 		return nil, fmt.Errorf("open store: %w: tenant name must be non-empty and a single line", ErrInvalid)
 	}
-	s := &Store{tenant: tenant, log: slog.Default(), now: time.Now}
+	s := &Store{tenant: tenant, log: slog.Default(), now: time.Now, groups: batch.Config{MaxItems: 64, MaxInFlight: 4}}
 	for _, opt := range opts {
 		opt(s)
+	}
+	if s.groups.MaxItems < 0 || s.groups.MaxInFlight < 0 {
+		return nil, fmt.Errorf("open store: %w: accept groups need positive sizes", ErrInvalid)
 	}
 	var err error
 	switch {
@@ -70,6 +90,11 @@ func Open(ctx context.Context, dsn, tenant string, opts ...Option) (*Store, erro
 	if err := s.claimTenant(ctx); err != nil {
 		s.db.close()
 		return nil, err
+	}
+	if s.groups.MaxItems != 1 {
+		s.accepts = batch.New(s.groups, acceptGroupTimeout, s.acceptGroup, nil, func(what string, cause error) error {
+			return fmt.Errorf("accept message: %s: %w: %w", what, ErrUnavailable, cause)
+		})
 	}
 	return s, nil
 }
@@ -97,8 +122,14 @@ func (s *Store) claimTenant(ctx context.Context) error {
 	return nil
 }
 
-// Close releases the database connections.
-func (s *Store) Close() { s.db.close() }
+// Close releases the database connections. AcceptMessage calls still waiting for their group
+// fail with a temporary error.
+func (s *Store) Close() {
+	if s.accepts != nil {
+		s.accepts.Close()
+	}
+	s.db.close()
+}
 
 // Tenant returns the tenant whose data the store holds.
 func (s *Store) Tenant() string { return s.tenant }

@@ -86,6 +86,9 @@ func startStack(ctx context.Context, dir string, sessions int) (s *stack, err er
 	}
 	vcfg := vaultapi.DefaultConfig()
 	vcfg.Address = s.vault.Addr
+	if t, ok := vcfg.HttpClient.Transport.(*http.Transport); ok {
+		t.MaxIdleConnsPerHost = 64 // as the keystore command does
+	}
 	vclient, err := vaultapi.NewClient(vcfg)
 	if err != nil {
 		return s, err

@@ -30,6 +30,7 @@ func Run(t *testing.T, newDatabase func(t *testing.T) string) {
 		{"AcceptReusesRecipient", testAcceptReusesRecipient},
 		{"AcceptIsOneTransaction", testAcceptIsOneTransaction},
 		{"AcceptRefusesInvalid", testAcceptRefusesInvalid},
+		{"AcceptGroups", testAcceptGroups},
 		{"IdempotencyReplay", testIdempotencyReplay},
 		{"IdempotencyConflict", testIdempotencyConflict},
 		{"IdempotencyPurge", testIdempotencyPurge},

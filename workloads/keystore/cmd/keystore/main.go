@@ -291,6 +291,12 @@ func newTransit(c *config, log *slog.Logger) (*keystore.Transit, error) {
 		return nil, fmt.Errorf("vault client configuration: %w", vc.Error)
 	}
 	vc.Address = c.vaultAddr
+	// The batchers keep up to 2×MaxInFlight Transit calls going (plus logins and renewals);
+	// the default pool keeps GOMAXPROCS+1 idle connections, and every call past that would
+	// open and close a connection.
+	if t, ok := vc.HttpClient.Transport.(*http.Transport); ok {
+		t.MaxIdleConnsPerHost = 64
+	}
 	if c.vaultCACert != "" {
 		if err := vc.ConfigureTLS(&vaultapi.TLSConfig{CACert: c.vaultCACert}); err != nil {
 			return nil, fmt.Errorf("-vault-ca-cert: %w", err)

@@ -1,4 +1,11 @@
-package keystore
+// Package batch coalesces concurrent calls of one operation into batches: Transit's
+// batch_input in the keystore, one keystore request per group of data keys in its client, one
+// database transaction per group of accepted messages in the store.
+//
+// Batching is natural: a call goes out at once when a slot is free, and calls that arrive
+// while all MaxInFlight batches are busy wait and leave together in the next one. One caller
+// therefore pays no added latency, and many callers share round trips.
+package batch
 
 import (
 	"context"
@@ -7,28 +14,21 @@ import (
 	"time"
 )
 
-// BatchConfig controls how concurrent requests are coalesced into one Vault call
-// (Transit's batch_input), so that Vault round trips grow with the number of batches, not with
-// the message rate.
-//
-// Batching is natural: a request is sent at once when a Vault call slot is free, and requests
-// that arrive while all MaxInFlight calls are busy wait and leave together in the next call.
-// One caller therefore pays no added latency, and many callers share round trips. Window adds
-// an optional wait after the first request of a batch, to gather more per call at the cost of
-// that much latency.
-type BatchConfig struct {
-	// Disabled sends every request as its own Vault call without batch_input.
+// Config controls how concurrent calls are coalesced. Window adds an optional wait after the
+// first call of a batch, to gather more per batch at the cost of that much latency.
+type Config struct {
+	// Disabled sends every call on its own (a batch of one).
 	Disabled bool
-	// MaxItems caps the items in one Vault call. Default 256.
+	// MaxItems caps the calls in one batch. Default 256.
 	MaxItems int
-	// MaxInFlight caps the Vault calls in progress at once. Default 4.
+	// MaxInFlight caps the batches in progress at once. Default 4.
 	MaxInFlight int
 	// Window is how long a batch waits for more requests after its first one, unless it is
 	// full sooner. Default 0: take what is queued and go.
 	Window time.Duration
 }
 
-func (c BatchConfig) withDefaults() BatchConfig {
+func (c Config) withDefaults() Config {
 	if c.MaxItems <= 0 {
 		c.MaxItems = 256
 	}
@@ -41,16 +41,17 @@ func (c BatchConfig) withDefaults() BatchConfig {
 	return c
 }
 
-// errBatcherClosed is returned to requests submitted after Close.
-var errBatcherClosed = errors.New("keystore is shutting down")
+// ErrClosed is the cause given to calls submitted after Close, or still waiting then.
+var ErrClosed = errors.New("shutting down")
 
-// batcher coalesces concurrent calls of one operation. flush gets the inputs of one batch and
+// Batcher coalesces concurrent calls of one operation. flush gets the inputs of one batch and
 // must return exactly one result or error per input, or one error for the whole batch.
-type batcher[In, Out any] struct {
-	cfg     BatchConfig
+type Batcher[In, Out any] struct {
+	cfg     Config
 	flush   func(ctx context.Context, in []In) ([]Out, []error, error)
 	discard func(Out) // clears an output nobody waits for any more (a data key)
 	timeout time.Duration
+	fail    func(what string, cause error) error // the error a caller gets when it could not be served
 
 	queue    chan *batchCall[In, Out]
 	slots    chan struct{}
@@ -69,14 +70,20 @@ type batchResult[Out any] struct {
 	err error
 }
 
-func newBatcher[In, Out any](cfg BatchConfig, timeout time.Duration,
-	flush func(context.Context, []In) ([]Out, []error, error), discard func(Out)) *batcher[In, Out] {
+// New starts a Batcher. flush gets the inputs of one batch with a context bounded by timeout,
+// and must return exactly one result or error per input, or one error for the whole batch.
+// discard, if set, clears an output whose caller gave up. fail builds the error of a call that
+// was not served (ctx ended, Close, a malformed flush), from what failed and why: the caller's
+// package makes it temporary in its own terms.
+func New[In, Out any](cfg Config, timeout time.Duration, flush func(context.Context, []In) ([]Out, []error, error),
+	discard func(Out), fail func(what string, cause error) error) *Batcher[In, Out] {
 	cfg = cfg.withDefaults()
-	b := &batcher[In, Out]{
+	b := &Batcher[In, Out]{
 		cfg:     cfg,
 		flush:   flush,
 		discard: discard,
 		timeout: timeout,
+		fail:    fail,
 		queue:   make(chan *batchCall[In, Out], cfg.MaxItems*cfg.MaxInFlight),
 		slots:   make(chan struct{}, cfg.MaxInFlight),
 		stop:    make(chan struct{}),
@@ -86,16 +93,16 @@ func newBatcher[In, Out any](cfg BatchConfig, timeout time.Duration,
 	return b
 }
 
-// do submits in and waits for its result, ctx's end, or Close.
-func (b *batcher[In, Out]) do(ctx context.Context, in In) (Out, error) {
+// Do submits in and waits for its result, ctx's end, or Close.
+func (b *Batcher[In, Out]) Do(ctx context.Context, in In) (Out, error) {
 	var zero Out
 	call := &batchCall[In, Out]{in: in, result: make(chan batchResult[Out], 1)}
 	select {
 	case b.queue <- call:
 	case <-ctx.Done():
-		return zero, unavailable("wait for a call slot", context.Cause(ctx))
+		return zero, b.fail("wait for a call slot", context.Cause(ctx))
 	case <-b.stop:
-		return zero, unavailable("submit", errBatcherClosed)
+		return zero, b.fail("submit", ErrClosed)
 	}
 	select {
 	case r := <-call.result:
@@ -107,7 +114,7 @@ func (b *batcher[In, Out]) do(ctx context.Context, in In) (Out, error) {
 				b.discard(r.out)
 			}
 		}()
-		return zero, unavailable("wait for the key holder", context.Cause(ctx))
+		return zero, b.fail("wait for the batch", context.Cause(ctx))
 	case <-b.stop:
 		// Queued behind the stop, or in flight while shutting down: either way, not ours.
 		go func() {
@@ -115,11 +122,11 @@ func (b *batcher[In, Out]) do(ctx context.Context, in In) (Out, error) {
 				b.discard(r.out)
 			}
 		}()
-		return zero, unavailable("wait for the key holder", errBatcherClosed)
+		return zero, b.fail("wait for the batch", ErrClosed)
 	}
 }
 
-func (b *batcher[In, Out]) run() {
+func (b *Batcher[In, Out]) run() {
 	defer b.done.Done()
 	for {
 		var first *batchCall[In, Out]
@@ -129,11 +136,11 @@ func (b *batcher[In, Out]) run() {
 			b.failQueued()
 			return
 		}
-		// Waiting for a slot is what lets requests accumulate while Vault is busy.
+		// Waiting for a slot is what lets calls accumulate while the batches in flight run.
 		select {
 		case b.slots <- struct{}{}:
 		case <-b.stop:
-			first.result <- batchResult[Out]{err: unavailable("submit", errBatcherClosed)}
+			first.result <- batchResult[Out]{err: b.fail("submit", ErrClosed)}
 			b.failQueued()
 			return
 		}
@@ -148,7 +155,7 @@ func (b *batcher[In, Out]) run() {
 }
 
 // gather takes what is queued behind first, up to MaxItems, waiting up to Window for more.
-func (b *batcher[In, Out]) gather(first *batchCall[In, Out]) []*batchCall[In, Out] {
+func (b *Batcher[In, Out]) gather(first *batchCall[In, Out]) []*batchCall[In, Out] {
 	batch := []*batchCall[In, Out]{first}
 	if b.cfg.Disabled {
 		return batch
@@ -181,7 +188,7 @@ func (b *batcher[In, Out]) gather(first *batchCall[In, Out]) []*batchCall[In, Ou
 	return batch
 }
 
-func (b *batcher[In, Out]) send(batch []*batchCall[In, Out]) {
+func (b *Batcher[In, Out]) send(batch []*batchCall[In, Out]) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 	defer cancel()
 	in := make([]In, len(batch))
@@ -190,7 +197,7 @@ func (b *batcher[In, Out]) send(batch []*batchCall[In, Out]) {
 	}
 	outs, errs, err := b.flush(ctx, in)
 	if err == nil && (len(outs) != len(batch) || len(errs) != len(batch)) {
-		err = unavailable("read batch results", errors.New("result count does not match the request"))
+		err = b.fail("read batch results", errors.New("result count does not match the request"))
 	}
 	for i, c := range batch {
 		if err != nil {
@@ -202,23 +209,24 @@ func (b *batcher[In, Out]) send(batch []*batchCall[In, Out]) {
 }
 
 // failQueued answers every request still queued at Close.
-func (b *batcher[In, Out]) failQueued() {
+func (b *Batcher[In, Out]) failQueued() {
 	for {
 		select {
 		case c := <-b.queue:
-			c.result <- batchResult[Out]{err: unavailable("submit", errBatcherClosed)}
+			c.result <- batchResult[Out]{err: b.fail("submit", ErrClosed)}
 		default:
 			return
 		}
 	}
 }
 
-// queued reports how many requests wait for a batch (tests).
-func (b *batcher[In, Out]) queued() int { return len(b.queue) }
+// Queued reports how many calls wait in the queue (the one the batcher holds while it waits
+// for a slot is not counted).
+func (b *Batcher[In, Out]) Queued() int { return len(b.queue) }
 
-// close stops taking requests, answers the queued ones with a temporary error and waits for
-// the Vault calls in flight.
-func (b *batcher[In, Out]) close() {
+// Close stops taking requests, answers the queued ones with a temporary error and waits for
+// the batches in flight.
+func (b *Batcher[In, Out]) Close() {
 	b.stopOnce.Do(func() { close(b.stop) })
 	b.done.Wait()
 }
