@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"time"
@@ -85,9 +86,30 @@ func (s *Store) ClaimOutbox(ctx context.Context, now time.Time, limit int, lease
 // providerMessageID: the message's status becomes notified (unless it has moved on), and ev
 // is audited, in one transaction. A notification no longer pending is ErrConflict.
 func (s *Store) MarkSent(ctx context.Context, id int64, providerMessageID string, ev audit.Event) error {
-	err := s.finishOutbox(ctx, id, ev, func(q querier, messageID string, now time.Time) error {
+	c := sentCall{id: id, providerMessageID: providerMessageID, ev: ev}
+	var err error
+	if s.sents != nil {
+		_, err = s.sents.Do(ctx, c)
+	} else {
+		err = s.db.inTx(ctx, func(q querier) error { return s.markSent(ctx, q, c) })
+	}
+	if err != nil && !IsTemporary(err) {
+		return failed(fmt.Sprintf("mark notification %d sent", id), err)
+	}
+	return err
+}
+
+// sentCall is one MarkSent call waiting for its group.
+type sentCall struct {
+	id                int64
+	providerMessageID string
+	ev                audit.Event
+}
+
+func (s *Store) markSent(ctx context.Context, q querier, c sentCall) error {
+	return s.finishOutboxIn(ctx, q, c.id, c.ev, func(q querier, messageID string, now time.Time) error {
 		_, err := q.exec(ctx,
-			`UPDATE outbox SET sent_at = $2, claimed_until = NULL, payload = NULL WHERE id = $1`, id, now)
+			`UPDATE outbox SET sent_at = $2, claimed_until = NULL, payload = NULL WHERE id = $1`, c.id, now)
 		if err != nil {
 			return err
 		}
@@ -95,13 +117,39 @@ func (s *Store) MarkSent(ctx context.Context, id int64, providerMessageID string
 			`UPDATE messages SET provider_message_id = $2,
 				status = CASE WHEN status = 'accepted' THEN 'notified' ELSE status END,
 				status_changed_at = CASE WHEN status = 'accepted' THEN $3 ELSE status_changed_at END
-			WHERE id = $1`, messageID, nullString(providerMessageID), now)
+			WHERE id = $1`, messageID, nullString(c.providerMessageID), now)
 		return err
 	})
-	if err != nil {
-		return failed(fmt.Sprintf("mark notification %d sent", id), err)
+}
+
+// sentGroup records concurrent MarkSent calls in one transaction, as acceptGroup does for
+// accepts: a call whose notification is no longer pending gets ErrConflict and changes
+// nothing; if the database refuses a statement, each call runs on its own.
+func (s *Store) sentGroup(ctx context.Context, calls []sentCall) ([]struct{}, []error, error) {
+	errs := make([]error, len(calls))
+	err := s.db.inTx(ctx, func(q querier) error {
+		for i, c := range calls {
+			err := s.markSent(ctx, q, c)
+			if errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) {
+				errs[i] = err // decided before any write of this call
+				continue
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil && refusedByDatabase(err) && len(calls) > 1 {
+		for i, c := range calls {
+			errs[i] = s.db.inTx(ctx, func(q querier) error { return s.markSent(ctx, q, c) })
+		}
+		err = nil
 	}
-	return nil
+	if err != nil {
+		return nil, nil, failed("mark notifications sent", err)
+	}
+	return make([]struct{}, len(calls)), errs, nil
 }
 
 // MarkFailed records that notification id will not be sent (the provider refused it for
@@ -137,8 +185,14 @@ func (s *Store) MarkFailed(ctx context.Context, id int64, errCode string, ev aud
 // finishOutbox locks pending notification id and runs finish on it and its message, with ev
 // audited for that message.
 func (s *Store) finishOutbox(ctx context.Context, id int64, ev audit.Event, finish func(q querier, messageID string, now time.Time) error) error {
+	return s.db.inTx(ctx, func(q querier) error { return s.finishOutboxIn(ctx, q, id, ev, finish) })
+}
+
+// finishOutboxIn is finishOutbox within q's transaction. Its refusals (ErrConflict,
+// ErrNotFound, ErrInvalid) come before it writes anything.
+func (s *Store) finishOutboxIn(ctx context.Context, q querier, id int64, ev audit.Event, finish func(q querier, messageID string, now time.Time) error) error {
 	now := s.clock()
-	return s.db.inTx(ctx, func(q querier) error {
+	{
 		var messageID string
 		var sentAt, failedAt time.Time
 		err := q.queryRow(ctx, `SELECT message_id, sent_at, failed_at FROM outbox WHERE id = $1`+s.db.lockRow(), id).
@@ -166,7 +220,7 @@ func (s *Store) finishOutbox(ctx context.Context, id int64, ev audit.Event, fini
 			return err
 		}
 		return q.batch(ctx, []step{insertEvent})
-	})
+	}
 }
 
 // RetryLater releases claimed notification id to be tried again at next, recording a short

@@ -37,6 +37,7 @@ type Store struct {
 
 	groups  batch.Config
 	accepts *batch.Batcher[acceptCall, AcceptResult] // nil: every accept commits on its own
+	sents   *batch.Batcher[sentCall, struct{}]       // MarkSent's groups, as accepts
 }
 
 // Option configures Open.
@@ -45,7 +46,7 @@ type Option func(*Store)
 // WithLogger sets where the audit sequencer reports failures (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.log = l } }
 
-// WithAcceptGroups sets how concurrent AcceptMessage calls share transactions: up to maxItems
+// WithAcceptGroups sets how concurrent AcceptMessage (and MarkSent) calls share transactions: up to maxItems
 // messages per commit, and up to maxInFlight such commits at once (defaults 64 and 4; the
 // PostgreSQL pool must have connections to spare for them). maxItems 1 commits every message
 // on its own.
@@ -95,6 +96,9 @@ func Open(ctx context.Context, dsn, tenant string, opts ...Option) (*Store, erro
 		s.accepts = batch.New(s.groups, acceptGroupTimeout, s.acceptGroup, nil, func(what string, cause error) error {
 			return fmt.Errorf("accept message: %s: %w: %w", what, ErrUnavailable, cause)
 		})
+		s.sents = batch.New(s.groups, acceptGroupTimeout, s.sentGroup, nil, func(what string, cause error) error {
+			return fmt.Errorf("mark notification sent: %s: %w: %w", what, ErrUnavailable, cause)
+		})
 	}
 	return s, nil
 }
@@ -127,6 +131,7 @@ func (s *Store) claimTenant(ctx context.Context) error {
 func (s *Store) Close() {
 	if s.accepts != nil {
 		s.accepts.Close()
+		s.sents.Close()
 	}
 	s.db.close()
 }

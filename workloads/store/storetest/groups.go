@@ -3,9 +3,12 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/securetext/securetext/workloads/audit"
 	"github.com/securetext/securetext/workloads/store"
 )
 
@@ -75,5 +78,70 @@ func testAcceptGroups(t *testing.T, h harness) {
 	}
 	if depth, _, err := s.OutboxStats(ctx, earlier.ExpiresAt); err != nil || depth != plain+2 {
 		t.Errorf("outbox holds %d notifications (%v), want %d: one per stored message", depth, err, plain+2)
+	}
+}
+
+// testMarkSentGroups marks many notifications sent at once, so that they share transactions,
+// with a few that are no longer pending or do not exist among them: those get their own
+// refusal and change nothing, the others are recorded with their events.
+func testMarkSentGroups(t *testing.T, h harness) {
+	ctx := context.Background()
+	s, _ := h.open(t)
+	const n = 40
+	for range n {
+		accept(t, s, NewRequest(newPhone()))
+	}
+	sequenceAll(t, s)
+	entries, err := s.ClaimOutbox(ctx, time.Now(), n, time.Minute)
+	must(t, "claim", err)
+	if len(entries) != n {
+		t.Fatalf("claimed %d, want %d", len(entries), n)
+	}
+	done := entries[0]
+	must(t, "mark sent", s.MarkSent(ctx, done.ID, "SM-done", audit.Event{Kind: audit.KindNotified, Actor: "notifier"}))
+
+	type call struct {
+		id         int64
+		providerID string
+		want       error
+	}
+	calls := []call{{done.ID, "SM-again", store.ErrConflict}, {999999, "SM-missing", store.ErrNotFound}}
+	for i, e := range entries[1:] {
+		calls = append(calls, call{e.ID, fmt.Sprintf("SM-%d", i), nil})
+	}
+	errs := make([]error, len(calls))
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, c := range calls {
+		wg.Go(func() {
+			<-start
+			errs[i] = s.MarkSent(ctx, c.id, c.providerID, audit.Event{Kind: audit.KindNotified, Actor: "notifier"})
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, c := range calls {
+		if c.want == nil {
+			must(t, fmt.Sprintf("mark notification %d sent", c.id), errs[i])
+			continue
+		}
+		wantErr(t, fmt.Sprintf("mark notification %d sent", c.id), errs[i], c.want)
+	}
+	for i, e := range entries {
+		m, err := s.Message(ctx, e.MessageID)
+		must(t, "read", err)
+		want := fmt.Sprintf("SM-%d", i-1)
+		if i == 0 {
+			want = "SM-done"
+		}
+		if m.Status != store.StatusNotified || m.ProviderMessageID != want {
+			t.Errorf("message %d: %s, provider id %q; want notified, %s", i, m.Status, m.ProviderMessageID, want)
+		}
+	}
+	if events := sequenceAll(t, s); len(events) != n {
+		t.Errorf("audited %d notified events, want %d: one per notification marked sent", len(events), n)
+	}
+	if depth, _, err := s.OutboxStats(ctx, time.Now()); err != nil || depth != 0 {
+		t.Errorf("outbox depth %d (%v), want 0", depth, err)
 	}
 }

@@ -45,6 +45,7 @@ func Run(t *testing.T, newDatabase func(t *testing.T) string) {
 		{"OutboxClaimAndLease", testOutboxClaimAndLease},
 		{"OutboxConcurrentClaimers", testOutboxConcurrentClaimers},
 		{"OutboxRetryFailSent", testOutboxRetryFailSent},
+		{"MarkSentGroups", testMarkSentGroups},
 		{"OutboxStats", testOutboxStats},
 		{"AuditChainVerifies", testAuditChainVerifies},
 		{"AuditRefusesInvalid", testAuditRefusesInvalid},
