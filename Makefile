@@ -71,9 +71,10 @@ kube-binaries: ## Build (once, then cached) kube-apiserver, etcd and kubectl int
 	@hack/build-tool.sh kubectl hack/tools/kube ./kubectl $(KUBE_VERSION) "$(KUBE_LDFLAGS)"
 
 .PHONY: test-binaries
-test-binaries: kube-binaries ## kube-binaries, plus the Vault dev server; install PostgreSQL if missing.
+test-binaries: kube-binaries ## kube-binaries, plus the Vault dev server; install PostgreSQL, Chromium and axe-core if missing.
 	@hack/build-tool.sh vault-dev hack/tools/vault ./vault-dev $(VAULT_VERSION)
 	@hack/postgres.sh ensure
+	@hack/browser.sh ensure
 
 .PHONY: test
 test: test-binaries ## Run every test against the real API server, Vault and PostgreSQL.

@@ -28,29 +28,35 @@ type Kind string
 // The kinds of audit event. Opening a link and revealing a message are separate on purpose:
 // link previewers open links, only a person reveals.
 const (
-	KindAccepted     Kind = "accepted"
-	KindNotified     Kind = "notified"
-	KindDelivered    Kind = "delivered"
-	KindFailed       Kind = "failed"
-	KindLinkOpened   Kind = "link-opened"
-	KindRevealed     Kind = "revealed"
-	KindAuthFailed   Kind = "auth-failed"
-	KindLocked       Kind = "locked"
-	KindRevoked      Kind = "revoked"
-	KindExpired      Kind = "expired"
-	KindPurged       Kind = "purged"
-	KindHoldApplied  Kind = "hold-applied"
-	KindHoldReleased Kind = "hold-released"
-	KindKeyRotated   Kind = "key-rotated"
-	KindAdminAction  Kind = "admin-action"
-	KindOptedOut     Kind = "opted-out" // the recipient replied STOP (or similar)
-	KindOptedIn      Kind = "opted-in"  // the recipient replied START
+	KindAccepted      Kind = "accepted"
+	KindNotified      Kind = "notified"
+	KindDelivered     Kind = "delivered"
+	KindFailed        Kind = "failed"
+	KindLinkOpened    Kind = "link-opened"
+	KindRevealed      Kind = "revealed"
+	KindAuthFailed    Kind = "auth-failed"
+	KindLocked        Kind = "locked"
+	KindRevoked       Kind = "revoked"
+	KindExpired       Kind = "expired"
+	KindPurged        Kind = "purged"
+	KindHoldApplied   Kind = "hold-applied"
+	KindHoldReleased  Kind = "hold-released"
+	KindKeyRotated    Kind = "key-rotated"
+	KindAdminAction   Kind = "admin-action"
+	KindOptedOut      Kind = "opted-out"      // the recipient replied STOP (or similar)
+	KindOptedIn       Kind = "opted-in"       // the recipient replied START
+	KindPasswordSet   Kind = "password-set"   // the patient chose a first password in the viewer
+	KindPasswordReset Kind = "password-reset" // the patient replaced a password with a texted code
+	KindLogin         Kind = "login"          // the patient signed in; a new viewer session began
+	KindLogout        Kind = "logout"         // the patient ended a viewer session
+	KindCodeSent      Kind = "code-sent"      // a one-time code was texted to the patient
 )
 
 var kinds = []Kind{
 	KindAccepted, KindNotified, KindDelivered, KindFailed, KindLinkOpened, KindRevealed,
 	KindAuthFailed, KindLocked, KindRevoked, KindExpired, KindPurged, KindHoldApplied,
 	KindHoldReleased, KindKeyRotated, KindAdminAction, KindOptedOut, KindOptedIn,
+	KindPasswordSet, KindPasswordReset, KindLogin, KindLogout, KindCodeSent,
 }
 
 // IsValid reports whether k is one of the kinds above.

@@ -2,10 +2,12 @@
 //
 //	securetext dev       everything on loopback with embedded defaults, for trying it out
 //	securetext gateway   one tenant's gateway: SMTP submission, REST API, SMS notifier
+//	securetext viewer    one tenant's viewer: the patient's pages behind the texted link
 //	securetext sender    make a sender's credentials and the hashes for the senders file
 //
 // Every flag of gateway can also be set as SECURETEXT_GATEWAY_<FLAG> (upper case, '-' as '_'),
-// as the operator does in the tenant's Deployment; a flag on the command line wins.
+// and every flag of viewer as SECURETEXT_VIEWER_<FLAG>, as the operator does in the tenant's
+// Deployments; a flag on the command line wins.
 package main
 
 import (
@@ -38,6 +40,7 @@ commands:
   dev       run gateway, keystore (local key file), SQLite and the console SMS provider on
             loopback, and print how to send a first message
   gateway   run one tenant's gateway (SMTP submission, REST API, SMS notifier)
+  viewer    run one tenant's viewer (the patient's pages behind the texted link)
   sender    make a sender's SMTP password and API key, and the entry for the senders file
 
 "securetext <command> -h" lists the command's flags.
@@ -53,6 +56,8 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return runDev(ctx, args[1:], stdout, stderr, nil)
 	case "gateway":
 		return runGateway(ctx, args[1:], lookupEnv, stderr, nil)
+	case "viewer":
+		return runViewer(ctx, args[1:], lookupEnv, stderr, nil)
 	case "sender":
 		return runSender(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":

@@ -1,0 +1,150 @@
+package viewer
+
+import (
+	"crypto/tls"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/securetext/securetext/workloads/password"
+)
+
+// benchClients is the number of concurrent clients of the benchmarks.
+const benchClients = 64
+
+// BenchmarkRevealRemembered measures the revealed-message page for a remembered session: the
+// one-click POST that reads the session, decrypts the message (keystore unwrap over mTLS),
+// audits the reveal and renders the page, from 64 concurrent clients over HTTPS.
+//
+//	go test ./workloads/viewer -run '^$' -bench RevealRemembered -benchtime 5s
+func BenchmarkRevealRemembered(b *testing.B) {
+	for _, be := range []backend{postgresBackend, sqliteBackend} {
+		b.Run(string(be), func(b *testing.B) {
+			f := newFixture(b, be, fixtureOptions{})
+			_, link := f.message(phoneA, "Lab results", strings.Repeat("Your results are within the normal range. ", 20))
+			br := f.browser()
+			if r := br.setFirstPassword(link, goodPassword); r.StatusCode != http.StatusOK {
+				b.Fatalf("sign in: %d", r.StatusCode)
+			}
+			cookie := sessionCookie + "=" + br.cookie(sessionCookie) + "; " + csrfCookie + "=" + br.cookie(csrfCookie)
+			form := url.Values{"step": {"open"}, "csrf": {br.cookie(csrfCookie)}}.Encode()
+			runConcurrent(b, f, "pages/s", func(c *http.Client) bool {
+				req, _ := http.NewRequest(http.MethodPost, f.Server.URL+"/m/"+link, strings.NewReader(form))
+				req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				req.Header.Set("Cookie", cookie)
+				req.Header.Set("Sec-Fetch-Site", "same-origin")
+				resp, err := c.Do(req)
+				if err != nil {
+					b.Error(err)
+					return false
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "normal range") {
+					b.Errorf("status %d", resp.StatusCode)
+					return false
+				}
+				return true
+			})
+		})
+	}
+}
+
+// BenchmarkLogin measures sign-ins with the production argon2id parameters (m=19 MiB, t=2,
+// p=1) through the bounded hashing pool, 64 clients at once: each verifies the password,
+// starts a session and shows the message.
+//
+//	go test ./workloads/viewer -run '^$' -bench Login -benchtime 200x
+func BenchmarkLogin(b *testing.B) {
+	f := newFixture(b, postgresBackend, fixtureOptions{hash: password.Default})
+	_, link := f.message(phoneA, "S", "login bench text")
+	br := f.browser()
+	if r := br.setFirstPassword(link, goodPassword); r.StatusCode != http.StatusOK {
+		b.Fatalf("set password: %d", r.StatusCode)
+	}
+	csrf := br.cookie(csrfCookie)
+	form := url.Values{"step": {"login"}, "password": {goodPassword}, "csrf": {csrf}}.Encode()
+	runConcurrent(b, f, "logins/s", func(c *http.Client) bool {
+		req, _ := http.NewRequest(http.MethodPost, f.Server.URL+"/m/"+link, strings.NewReader(form))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Cookie", csrfCookie+"="+csrf)
+		resp, err := c.Do(req)
+		if err != nil {
+			b.Error(err)
+			return false
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "login bench text") {
+			b.Errorf("status %d", resp.StatusCode)
+			return false
+		}
+		return true
+	})
+	b.ReportMetric(float64(password.Default.MemoryKiB)/1024, "argon2_MiB")
+}
+
+// runConcurrent runs do b.N times from benchClients goroutines, each with its own
+// connection, after a warm-up round that opens every connection (viewer, keystore and
+// database pools), and reports p50 and p99 latency and throughput.
+func runConcurrent(b *testing.B, f *fixture, unit string, do func(c *http.Client) bool) {
+	base := f.Server.Client().Transport.(*http.Transport)
+	clients := make([]*http.Client, benchClients)
+	for i := range clients {
+		clients[i] = &http.Client{Transport: &http.Transport{
+			TLSClientConfig: base.TLSClientConfig.Clone(), MaxIdleConnsPerHost: 1,
+			TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}, // HTTP/1.1, as most phones' first request
+		}}
+	}
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		wg.Go(func() {
+			for range 2 {
+				do(c)
+			}
+		})
+	}
+	wg.Wait()
+
+	var (
+		mu        sync.Mutex
+		latencies = make([]time.Duration, 0, b.N)
+		next      atomic.Int64
+	)
+	b.ResetTimer()
+	start := time.Now()
+	for _, c := range clients {
+		wg.Go(func() {
+			local := make([]time.Duration, 0, b.N/benchClients+1)
+			for next.Add(1) <= int64(b.N) {
+				t0 := time.Now()
+				if !do(c) {
+					return
+				}
+				local = append(local, time.Since(t0))
+			}
+			mu.Lock()
+			latencies = append(latencies, local...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if len(latencies) == 0 {
+		return
+	}
+	slices.Sort(latencies)
+	pct := func(p float64) float64 {
+		return float64(latencies[min(len(latencies)-1, int(p*float64(len(latencies))))].Microseconds()) / 1000
+	}
+	b.ReportMetric(pct(0.50), "p50_ms")
+	b.ReportMetric(pct(0.99), "p99_ms")
+	b.ReportMetric(float64(len(latencies))/elapsed.Seconds(), unit)
+}

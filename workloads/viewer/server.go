@@ -1,0 +1,193 @@
+package viewer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/securetext/securetext/workloads/password"
+)
+
+// cleanupInterval is how often expired sessions and one-time codes are deleted.
+const cleanupInterval = time.Minute
+
+// Run serves the viewer until ctx ends, then shuts down gracefully (running requests get up
+// to 10 s). It serves HTTPS on cfg.Addr, plain HTTP on cfg.HTTPAddr only if that is a
+// loopback address (development), and /metrics on cfg.MetricsAddr; it also links the audit
+// events it writes into the tenant's chain and deletes expired sessions and codes.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+		cfg.Logger = log
+	}
+	if cfg.Addr == "" && cfg.HTTPAddr == "" {
+		return errors.New("viewer: give an HTTPS address (or, for development, a loopback HTTP address)")
+	}
+	if cfg.Addr != "" && cfg.TLS == nil {
+		return errors.New("viewer: HTTPS needs a TLS certificate")
+	}
+	if cfg.HTTPAddr != "" && !loopbackAddr(cfg.HTTPAddr) {
+		return fmt.Errorf("viewer: plain HTTP address %s is not loopback: patients' browsers get HTTPS only (plain HTTP is for development on 127.0.0.1 or [::1])", cfg.HTTPAddr)
+	}
+	if cfg.HashParams != (password.Params{}) &&
+		(cfg.HashParams.MemoryKiB < password.Default.MemoryKiB || cfg.HashParams.Time < password.Default.Time) {
+		return errors.New("viewer: password hash parameters below OWASP's minimum (m=19 MiB, t=2, p=1)")
+	}
+	reg := cfg.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	v, err := New(cfg, NewMetrics(reg))
+	if err != nil {
+		return err
+	}
+	cfg = v.cfg
+
+	var listeners []net.Listener
+	closeAll := func() {
+		for _, l := range listeners {
+			_ = l.Close()
+		}
+	}
+	listen := func(what, addr string) (net.Listener, error) {
+		if addr == "" {
+			return nil, nil
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("%s listener on %s: %w (is another process using the port?)", what, addr, err)
+		}
+		listeners = append(listeners, l)
+		return l, nil
+	}
+	httpsLn, err := listen("HTTPS", cfg.Addr)
+	if err != nil {
+		return err
+	}
+	httpLn, err := listen("HTTP", cfg.HTTPAddr)
+	if err != nil {
+		return err
+	}
+	metricsLn, err := listen("metrics", cfg.MetricsAddr)
+	if err != nil {
+		return err
+	}
+
+	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	newServer := func(h http.Handler) *http.Server {
+		return &http.Server{
+			Handler: h, TLSConfig: cfg.TLS, ErrorLog: errLog,
+			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second,
+			IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10,
+		}
+	}
+	httpsServer := newServer(v)
+	httpServer := newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), plainLoopbackKey{}, true)))
+	}))
+	metricsServer := &http.Server{
+		Handler:           promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: errLog}),
+		ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog,
+	}
+
+	addrs := Addrs{}
+	for _, a := range []struct {
+		l   net.Listener
+		dst *string
+	}{{httpsLn, &addrs.HTTPS}, {httpLn, &addrs.HTTP}, {metricsLn, &addrs.Metrics}} {
+		if a.l != nil {
+			*a.dst = a.l.Addr().String()
+		}
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	serve := func(what string, fn func() error) {
+		wg.Go(func() {
+			if err := fn(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) && runCtx.Err() == nil {
+				errs <- fmt.Errorf("%s: %w", what, err)
+				cancel()
+			}
+		})
+	}
+	if httpsLn != nil {
+		serve("HTTPS", func() error { return httpsServer.ServeTLS(httpsLn, "", "") })
+	}
+	if httpLn != nil {
+		log.Warn("viewer serves plain HTTP on loopback: development only", "addr", addrs.HTTP)
+		serve("HTTP", func() error { return httpServer.Serve(httpLn) })
+	}
+	if metricsLn != nil {
+		serve("metrics", func() error { return metricsServer.Serve(metricsLn) })
+	}
+	wg.Go(func() { cfg.Store.RunAuditSequencer(runCtx, time.Second) })
+	wg.Go(func() { v.cleanup(runCtx) })
+	log.Info("viewer started", "tenant", cfg.Tenant, "https", addrs.HTTPS, "http", addrs.HTTP, "metrics", addrs.Metrics)
+	if cfg.Started != nil {
+		cfg.Started(addrs)
+	}
+
+	<-runCtx.Done()
+	shutdownCtx, done := context.WithTimeout(context.Background(), 10*time.Second)
+	defer done()
+	_ = httpsServer.Shutdown(shutdownCtx)
+	_ = httpServer.Shutdown(shutdownCtx)
+	_ = metricsServer.Shutdown(shutdownCtx)
+	closeAll()
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+// cleanup deletes expired sessions and one-time codes every cleanupInterval until ctx ends.
+// Codes are kept for the rate-limit window after they expire, since the limit counts them.
+func (v *Viewer) cleanup(ctx context.Context) {
+	t := time.NewTicker(cleanupInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := v.now()
+		if _, err := v.cfg.Store.DeleteExpiredSessions(ctx, now, v.cfg.Policy.IdleTimeout); err != nil && ctx.Err() == nil {
+			v.log.WarnContext(ctx, "delete expired sessions failed", "err", err)
+		}
+		if _, err := v.cfg.Store.DeleteExpiredCodes(ctx, now.Add(-v.cfg.Policy.CodeWindow)); err != nil && ctx.Err() == nil {
+			v.log.WarnContext(ctx, "delete expired one-time codes failed", "err", err)
+		}
+	}
+}
+
+// loopbackAddr reports whether host:port names a loopback address.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}

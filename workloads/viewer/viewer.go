@@ -1,0 +1,847 @@
+// Package viewer is the patient's side of SecureText: the pages behind the link in the text
+// message, where a patient signs in and reads a secure message.
+//
+// Guarantees:
+//   - Opening a link (GET /m/{token}) changes nothing and reveals nothing: link previewers, mail
+//     scanners and chat unfurlers fetch links. It shows the tenant's branding and one button.
+//     Every step that records, signs in or reveals is an explicit POST from the viewer's own
+//     form (Sec-Fetch-Site and Origin checks plus a double-submit token), and the content is
+//     decrypted only for a signed-in patient whose session belongs to the message's recipient.
+//   - "link opened" (first explicit open) and "revealed" (each time content is shown) are
+//     separate audit events, and a message moves to opened and then read through
+//     store.Transition. Content is shown only after its audit event is stored.
+//   - A link that does not exist behaves like a link whose recipient has a password: the same
+//     pages, byte for byte apart from the anti-forgery token, the same argon2id verification
+//     on every sign-in attempt, and the same lock after the same number of failures.
+//   - Sessions are server-side (only a hash of the id is stored), in a __Host- cookie that is
+//     Secure, HttpOnly and SameSite=Strict; the idle timeout and absolute lifetime are checked
+//     on the server; every sign-in gets a new id; sign-out deletes the session.
+//   - Every response carries the security headers of headers.go (no-store, no-referrer, a
+//     script-free CSP, HSTS, nosniff, COOP); there is no JavaScript, and nothing is kept on the
+//     device.
+//   - Logs, errors and metric labels carry message and recipient ids and short codes, never
+//     phone numbers, link tokens, passwords, codes or content.
+package viewer
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"html/template"
+
+	"github.com/securetext/securetext/workloads/audit"
+	"github.com/securetext/securetext/workloads/password"
+	"github.com/securetext/securetext/workloads/sms"
+	"github.com/securetext/securetext/workloads/store"
+	"github.com/securetext/securetext/workloads/token"
+	"github.com/securetext/securetext/workloads/viewer/passwordpolicy"
+)
+
+// Viewer serves the patient's pages. It is an http.Handler; Run serves it.
+type Viewer struct {
+	cfg      Config
+	log      *slog.Logger
+	metrics  *Metrics
+	pages    map[string]*template.Template
+	brand    brandView
+	theme    []byte
+	rules    passwordpolicy.Policy
+	addrs    *addressLimiter
+	phantoms *phantoms
+	handler  http.Handler
+
+	// dummyHash is verified against on sign-in attempts for links that do not exist, so that
+	// they cost what a real attempt costs.
+	dummyHash string
+	// verify checks a password against a PHC string (password.Verify; tests count calls).
+	verify func(ctx context.Context, password, hash string) error
+}
+
+// maxForm bounds a form post: a password of 256 characters and a few fields.
+const maxForm = 16 << 10
+
+// verifyWait bounds how long a sign-in waits for a free argon2id slot before the patient is
+// asked to try again: the slots bound memory, this bounds queueing.
+const verifyWait = 10 * time.Second
+
+// New returns a viewer for cfg, or what is wrong with cfg.
+func New(cfg Config, metrics *Metrics) (*Viewer, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	pages, err := parseTemplates()
+	if err != nil {
+		return nil, err
+	}
+	if metrics == nil {
+		metrics = NewMetrics(nil)
+	}
+	dummy, err := password.HashWith(context.Background(), token.New(), cfg.HashParams)
+	if err != nil {
+		return nil, err
+	}
+	b := cfg.Branding
+	v := &Viewer{
+		cfg: cfg, log: cfg.Logger, metrics: metrics, pages: pages,
+		brand: brandView{
+			DisplayName: b.DisplayName, Language: b.Language,
+			SupportPhone: b.SupportPhone, SupportEmail: b.SupportEmail, SupportURL: b.SupportURL,
+			HasLogo: len(b.Logo) > 0,
+		},
+		theme:     themeCSS(b.PrimaryColor),
+		rules:     passwordpolicy.Policy{MinLength: cfg.Policy.MinPasswordLength, Context: []string{b.DisplayName, cfg.Tenant, "securetext"}},
+		addrs:     newAddressLimiter(cfg.Policy.MaxFailuresPerAddress, cfg.Policy.AddressWindow),
+		phantoms:  newPhantoms(),
+		dummyHash: dummy,
+		verify:    password.Verify,
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", v.home)
+	mux.HandleFunc("GET /m/{token}", v.landing)
+	mux.HandleFunc("POST /m/{token}", v.step)
+	mux.HandleFunc("POST /logout", v.logout)
+	mux.HandleFunc("GET /static/style.css", v.asset("text/css; charset=utf-8", styleCSS))
+	mux.HandleFunc("GET /static/theme.css", v.asset("text/css; charset=utf-8", v.theme))
+	if len(b.Logo) > 0 {
+		mux.HandleFunc("GET /static/logo", v.asset(b.LogoType, b.Logo))
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", v.ready)
+	mux.HandleFunc("/", v.notFound)
+	v.handler = securityHeaders(metrics.instrument(mux))
+	return v, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (v *Viewer) ServeHTTP(w http.ResponseWriter, r *http.Request) { v.handler.ServeHTTP(w, r) }
+
+func (v *Viewer) now() time.Time { return v.cfg.Now() }
+
+func (v *Viewer) asset(contentType string, body []byte) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", contentType)
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		if r.Method != http.MethodHead {
+			_, _ = w.Write(body)
+		}
+	}
+}
+
+func (v *Viewer) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if _, _, err := v.cfg.Store.AuditHead(ctx); err != nil {
+		http.Error(w, "database unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	if err := v.cfg.Keys.Health(ctx); err != nil {
+		http.Error(w, "keystore unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+func (v *Viewer) home(w http.ResponseWriter, r *http.Request) {
+	v.render(w, r, http.StatusOK, "home", "home", page{Title: "Secure messages"})
+}
+
+// linkState is what a link token leads to.
+type linkState int
+
+const (
+	linkUnknown linkState = iota // no such link (or not in this tenant)
+	linkLive
+	linkExpired
+	linkRevoked
+	linkPurged
+)
+
+type link struct {
+	token string
+	hash  [32]byte
+	state linkState
+	msg   store.Message
+}
+
+func (l link) gone() bool {
+	return l.state == linkExpired || l.state == linkRevoked || l.state == linkPurged
+}
+
+// lookup finds the message of link token tok.
+func (v *Viewer) lookup(ctx context.Context, tok string) (link, error) {
+	l := link{token: tok, hash: token.Hash(tok)}
+	m, err := v.cfg.Store.MessageByLinkHash(ctx, l.hash)
+	if errors.Is(err, store.ErrNotFound) {
+		return l, nil
+	}
+	if err != nil {
+		return l, err
+	}
+	l.msg = m
+	switch {
+	case m.Status == store.StatusPurged:
+		l.state = linkPurged
+	case m.Status == store.StatusRevoked:
+		l.state = linkRevoked
+	case m.Status == store.StatusExpired || !v.now().Before(m.ExpiresAt):
+		l.state = linkExpired
+	default:
+		l.state = linkLive
+	}
+	return l, nil
+}
+
+// gonePage says that a message can no longer be read, why, and whom to contact.
+func (v *Viewer) gonePage(w http.ResponseWriter, r *http.Request, l link) {
+	switch l.state {
+	case linkExpired:
+		v.status(w, r, http.StatusGone, "expired", "This message has expired",
+			fmt.Sprintf("This secure message could be read until %s. It can no longer be opened.", v.formatTime(l.msg.ExpiresAt)),
+			v.contactLine())
+	case linkRevoked:
+		v.status(w, r, http.StatusGone, "revoked", "This message was withdrawn",
+			"The sender withdrew this secure message, so it can no longer be opened.", v.contactLine())
+	default:
+		v.status(w, r, http.StatusGone, "purged", "This message was deleted",
+			"This secure message was deleted under "+v.brand.DisplayName+"'s rules for how long messages are kept. It can no longer be opened.",
+			v.contactLine())
+	}
+}
+
+// landing is GET /m/{token}: branding and the next step, nothing else. It writes nothing
+// about the message (a remembered session's last-use time may be refreshed).
+func (v *Viewer) landing(w http.ResponseWriter, r *http.Request) {
+	tok := r.PathValue("token")
+	if !tokenShape.MatchString(tok) {
+		v.notFound(w, r)
+		return
+	}
+	l, err := v.lookup(r.Context(), tok)
+	if err != nil {
+		v.log.ErrorContext(r.Context(), "look up link failed", "err", err)
+		v.unavailable(w, r)
+		return
+	}
+	if l.gone() {
+		v.gonePage(w, r, l)
+		return
+	}
+	remembered := false
+	if l.state == linkLive {
+		if s, ok := v.session(r.Context(), r); ok && s.recipientID == l.msg.RecipientID {
+			remembered = true
+		}
+	}
+	v.render(w, r, http.StatusOK, "landing", "landing", page{Title: "Secure message", Remembered: remembered})
+}
+
+// step is POST /m/{token}: every action on a link, chosen by the form field "step".
+func (v *Viewer) step(w http.ResponseWriter, r *http.Request) {
+	tok := r.PathValue("token")
+	if !tokenShape.MatchString(tok) {
+		v.notFound(w, r)
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+	if err := r.ParseForm(); err != nil {
+		v.status(w, r, http.StatusBadRequest, "bad-request", "Please start again",
+			"The form could not be read. Open the link from your text message again.")
+		return
+	}
+	if err := checkForgery(r); err != nil {
+		v.forged(w, r)
+		return
+	}
+	l, err := v.lookup(r.Context(), tok)
+	if err != nil {
+		v.log.ErrorContext(r.Context(), "look up link failed", "err", err)
+		v.unavailable(w, r)
+		return
+	}
+	if l.gone() {
+		v.gonePage(w, r, l)
+		return
+	}
+	switch r.PostFormValue("step") {
+	case "open":
+		v.open(w, r, l)
+	case "login":
+		v.login(w, r, l)
+	case "set-password":
+		v.setPassword(w, r, l)
+	case "send-code":
+		v.sendCode(w, r, l)
+	case "reset":
+		v.reset(w, r, l)
+	case "download":
+		v.download(w, r, l)
+	default:
+		v.status(w, r, http.StatusBadRequest, "bad-request", "Please start again",
+			"This form is not one this page knows. Open the link from your text message again.")
+	}
+}
+
+// beforeOpened reports whether status s comes before "opened".
+func beforeOpened(s store.Status) bool {
+	switch s {
+	case store.StatusAccepted, store.StatusNotified, store.StatusDelivered, store.StatusFailed:
+		return true
+	}
+	return false
+}
+
+// open is the explicit first step on a link: a remembered session of the recipient sees the
+// message at once; anyone else is asked for a password (or to choose one, on first use). The
+// first explicit open is audited as link-opened and moves the message to opened.
+func (v *Viewer) open(w http.ResponseWriter, r *http.Request, l link) {
+	ctx := r.Context()
+	if l.state == linkUnknown {
+		v.loginPage(w, r, http.StatusOK, "", "")
+		return
+	}
+	if s, ok := v.session(ctx, r); ok && s.recipientID == l.msg.RecipientID {
+		v.reveal(w, r, l, s.recipientID)
+		return
+	}
+	if err := v.markOpened(ctx, &l); err != nil {
+		v.failed(w, r, l, "record link opened", err)
+		return
+	}
+	rc, err := v.cfg.Store.Recipient(ctx, l.msg.RecipientID)
+	if err != nil {
+		v.failed(w, r, l, "read recipient", err)
+		return
+	}
+	if rc.PasswordHash == "" {
+		v.firstUsePage(w, r, http.StatusOK, "")
+		return
+	}
+	v.loginPage(w, r, http.StatusOK, "", "")
+}
+
+// markOpened records the first explicit open of l's message.
+func (v *Viewer) markOpened(ctx context.Context, l *link) error {
+	if !beforeOpened(l.msg.Status) {
+		return nil
+	}
+	err := v.cfg.Store.Transition(ctx, l.msg.ID, store.StatusOpened, audit.Event{
+		Time: v.now(), Kind: audit.KindLinkOpened, Actor: "patient", MessageID: l.msg.ID,
+		Detail: map[string]string{"recipient": l.msg.RecipientID},
+	})
+	if err == nil {
+		l.msg.Status = store.StatusOpened
+	}
+	return err
+}
+
+// failed answers a store or keystore failure: a message that became final meanwhile gets its
+// page, anything else "try again".
+func (v *Viewer) failed(w http.ResponseWriter, r *http.Request, l link, what string, err error) {
+	if errors.Is(err, store.ErrConflict) {
+		if again, lerr := v.lookup(r.Context(), l.token); lerr == nil && again.gone() {
+			v.gonePage(w, r, again)
+			return
+		}
+	}
+	v.log.ErrorContext(r.Context(), what+" failed", "message", l.msg.ID, "err", err)
+	v.unavailable(w, r)
+}
+
+func (v *Viewer) loginPage(w http.ResponseWriter, r *http.Request, code int, errMsg, notice string) {
+	view := "login"
+	if code == http.StatusTooManyRequests {
+		view = "locked"
+	}
+	v.render(w, r, code, "login", view, page{Title: "Enter your password", Error: errMsg, Notice: notice, CanReset: v.cfg.SMS != nil})
+}
+
+// firstUsePage asks a recipient without a password to choose one, after confirming the phone
+// with a code if the policy wants that.
+func (v *Viewer) firstUsePage(w http.ResponseWriter, r *http.Request, code int, errMsg string) {
+	if v.cfg.Policy.OneTimeCode {
+		v.render(w, r, code, "confirmphone", "confirm-phone", page{Title: "Confirm it is you", Error: errMsg})
+		return
+	}
+	v.render(w, r, code, "setpassword", "set-password", page{Title: "Choose a password", Error: errMsg, MinLength: v.cfg.Policy.MinPasswordLength})
+}
+
+func (v *Viewer) wrongPassword(lockedUntil time.Time, now time.Time) (int, string) {
+	if now.Before(lockedUntil) {
+		return http.StatusTooManyRequests, fmt.Sprintf(
+			"Sign-in is paused because of too many wrong passwords. Try again after %s, or choose a new password with a code texted to your phone.",
+			v.formatTime(lockedUntil))
+	}
+	return http.StatusUnauthorized, "That password is not right. Check it and try again."
+}
+
+// verifyPassword runs the argon2id check in the bounded pool, waiting at most verifyWait.
+func (v *Viewer) verifyPassword(ctx context.Context, pw, hash string) error {
+	ctx, cancel := context.WithTimeout(ctx, verifyWait)
+	defer cancel()
+	return v.verify(ctx, pw, hash)
+}
+
+// login checks a password. Links that do not exist get the same work and answers, from a
+// phantom recipient with a password.
+func (v *Viewer) login(w http.ResponseWriter, r *http.Request, l link) {
+	ctx := r.Context()
+	now := v.now()
+	addr := clientAddr(r, v.cfg.TrustedProxies)
+	if v.addrs.blocked(addr, now) {
+		v.metrics.logins.WithLabelValues("throttled").Inc()
+		v.throttled(w, r)
+		return
+	}
+	pw := r.PostFormValue("password")
+	policy := v.cfg.Policy
+
+	if l.state == linkUnknown {
+		var lockedUntil time.Time
+		v.phantoms.with(l.hash, now, func(p *phantom) { lockedUntil = p.lockedUntil })
+		if now.Before(lockedUntil) {
+			v.metrics.logins.WithLabelValues("locked").Inc()
+			v.appendAudit(ctx, audit.Event{Time: now, Kind: audit.KindAuthFailed, Actor: "patient", Detail: map[string]string{"reason": "unknown-link"}})
+			code, msg := v.wrongPassword(lockedUntil, now)
+			v.loginPage(w, r, code, msg, "")
+			return
+		}
+		err := v.verifyPassword(ctx, pw, v.dummyHash)
+		if err != nil && !errors.Is(err, password.ErrMismatch) {
+			v.metrics.logins.WithLabelValues("busy").Inc()
+			v.unavailable(w, r)
+			return
+		}
+		var failures int
+		v.phantoms.with(l.hash, now, func(p *phantom) {
+			p.failures++
+			failures = p.failures
+			if p.failures >= policy.MaxFailures {
+				p.lockedUntil = now.Add(policy.LockFor)
+			}
+			lockedUntil = p.lockedUntil
+		})
+		v.addrs.add(addr, now)
+		v.appendAudit(ctx, audit.Event{Time: now, Kind: audit.KindAuthFailed, Actor: "patient", Detail: map[string]string{"reason": "unknown-link"}})
+		v.loginFailed(w, r, failures, lockedUntil, now)
+		return
+	}
+
+	rc, err := v.cfg.Store.Recipient(ctx, l.msg.RecipientID)
+	if err != nil {
+		v.failed(w, r, l, "read recipient", err)
+		return
+	}
+	if rc.PasswordHash == "" {
+		v.firstUsePage(w, r, http.StatusOK, "")
+		return
+	}
+	if (store.LoginState{FailedLogins: rc.FailedLogins, LockedUntil: rc.LockedUntil}).Locked(now) {
+		v.metrics.logins.WithLabelValues("locked").Inc()
+		v.appendAudit(ctx, audit.Event{Time: now, Kind: audit.KindAuthFailed, Actor: "patient", MessageID: l.msg.ID,
+			Detail: map[string]string{"recipient": rc.ID, "reason": "locked"}})
+		code, msg := v.wrongPassword(rc.LockedUntil, now)
+		v.loginPage(w, r, code, msg, "")
+		return
+	}
+	switch err := v.verifyPassword(ctx, pw, rc.PasswordHash); {
+	case err == nil:
+	case errors.Is(err, password.ErrMismatch):
+		st, err := v.cfg.Store.RecordLoginFailure(ctx, rc.ID, now, policy.MaxFailures, policy.LockFor)
+		if err != nil {
+			v.failed(w, r, l, "record login failure", err)
+			return
+		}
+		v.addrs.add(addr, now)
+		events := []audit.Event{{Time: now, Kind: audit.KindAuthFailed, Actor: "patient", MessageID: l.msg.ID,
+			Detail: map[string]string{"recipient": rc.ID, "reason": "wrong-password", "failures": strconv.Itoa(st.FailedLogins)}}}
+		if st.Locked(now) {
+			v.metrics.lockouts.Inc()
+			events = append(events, audit.Event{Time: now, Kind: audit.KindLocked, Actor: "viewer", MessageID: l.msg.ID,
+				Detail: map[string]string{"recipient": rc.ID, "failures": strconv.Itoa(st.FailedLogins), "minutes": strconv.Itoa(int(policy.LockFor.Minutes()))}})
+		}
+		v.appendAudit(ctx, events...)
+		v.loginFailed(w, r, st.FailedLogins, st.LockedUntil, now)
+		return
+	case errors.Is(err, context.DeadlineExceeded):
+		v.metrics.logins.WithLabelValues("busy").Inc()
+		v.unavailable(w, r)
+		return
+	default:
+		v.metrics.logins.WithLabelValues("error").Inc()
+		v.failed(w, r, l, "verify password", err)
+		return
+	}
+	if rc.FailedLogins > 0 || !rc.LockedUntil.IsZero() {
+		if err := v.cfg.Store.ResetLoginFailures(ctx, rc.ID); err != nil {
+			v.failed(w, r, l, "reset login failures", err)
+			return
+		}
+	}
+	if err := v.startSession(ctx, w, r, rc.ID, "password"); err != nil {
+		v.failed(w, r, l, "start session", err)
+		return
+	}
+	v.metrics.logins.WithLabelValues("success").Inc()
+	v.reveal(w, r, l, rc.ID)
+}
+
+// loginFailed answers the failures-th consecutive failed sign-in, after the progressive delay.
+func (v *Viewer) loginFailed(w http.ResponseWriter, r *http.Request, failures int, lockedUntil, now time.Time) {
+	code, msg := v.wrongPassword(lockedUntil, now)
+	if code == http.StatusTooManyRequests {
+		v.metrics.logins.WithLabelValues("locked").Inc()
+	} else {
+		v.metrics.logins.WithLabelValues("wrong-password").Inc()
+	}
+	v.cfg.Sleep(r.Context(), failureDelay(failures, v.cfg.Policy.FailureDelay, v.cfg.Policy.MaxFailureDelay))
+	v.loginPage(w, r, code, msg, "")
+}
+
+// appendAudit stores events that go with no other write; a failure is logged (the answer
+// does not depend on it).
+func (v *Viewer) appendAudit(ctx context.Context, events ...audit.Event) {
+	if err := v.cfg.Store.AppendAudit(ctx, events...); err != nil {
+		v.log.ErrorContext(ctx, "append audit events failed", "err", err)
+	}
+}
+
+var alreadySet = "A password has already been set for your messages. Enter it to continue."
+
+// setPassword stores a first password (with the texted code, if the policy wants one), signs
+// the patient in and shows the message.
+func (v *Viewer) setPassword(w http.ResponseWriter, r *http.Request, l link) {
+	ctx := r.Context()
+	now := v.now()
+	if l.state == linkUnknown {
+		v.loginPage(w, r, http.StatusOK, "", alreadySet)
+		return
+	}
+	rc, err := v.cfg.Store.Recipient(ctx, l.msg.RecipientID)
+	if err != nil {
+		v.failed(w, r, l, "read recipient", err)
+		return
+	}
+	if rc.PasswordHash != "" {
+		v.loginPage(w, r, http.StatusOK, "", alreadySet)
+		return
+	}
+	addr := clientAddr(r, v.cfg.TrustedProxies)
+	if v.addrs.blocked(addr, now) {
+		v.throttled(w, r)
+		return
+	}
+	policy := v.cfg.Policy
+	again := func(code int, msg string) {
+		if policy.OneTimeCode {
+			v.render(w, r, code, "setpassword", "set-password", page{Title: "Choose a password", Error: msg,
+				MinLength: policy.MinPasswordLength, NeedCode: true, Purpose: string(store.CodeSetup)})
+			return
+		}
+		v.firstUsePage(w, r, code, msg)
+	}
+	pw := r.PostFormValue("password")
+	if refusal := v.rules.Check(pw, r.PostFormValue("confirm")); refusal != nil {
+		again(http.StatusUnprocessableEntity, refusal.Message)
+		return
+	}
+	if policy.OneTimeCode {
+		ok, msg, err := v.useCode(ctx, rc.ID, store.CodeSetup, r.PostFormValue("code"))
+		if err != nil {
+			v.failed(w, r, l, "check one-time code", err)
+			return
+		}
+		if !ok {
+			v.addrs.add(addr, now)
+			again(http.StatusUnauthorized, msg)
+			return
+		}
+	}
+	hash, err := password.HashWith(ctx, pw, v.cfg.HashParams)
+	if err != nil {
+		v.failed(w, r, l, "hash password", err)
+		return
+	}
+	err = v.cfg.Store.SetFirstPassword(ctx, rc.ID, hash, audit.Event{Time: now, Kind: audit.KindPasswordSet, Actor: "patient",
+		MessageID: l.msg.ID, Detail: map[string]string{"recipient": rc.ID}})
+	if errors.Is(err, store.ErrConflict) {
+		v.loginPage(w, r, http.StatusOK, "", alreadySet)
+		return
+	}
+	if err != nil {
+		v.failed(w, r, l, "set first password", err)
+		return
+	}
+	if err := v.startSession(ctx, w, r, rc.ID, "first-password"); err != nil {
+		v.failed(w, r, l, "start session", err)
+		return
+	}
+	v.metrics.logins.WithLabelValues("success").Inc()
+	v.reveal(w, r, l, rc.ID)
+}
+
+var sixDigits = regexp.MustCompile(`^[0-9]{6}$`)
+
+// useCode checks a typed one-time code; ok false comes with what to tell the patient.
+func (v *Viewer) useCode(ctx context.Context, recipientID string, purpose store.CodePurpose, typed string) (ok bool, msg string, err error) {
+	typed = strings.TrimSpace(typed)
+	res, err := v.cfg.Store.UseOneTimeCode(ctx, recipientID, purpose, v.now(), v.cfg.Policy.CodeMaxAttempts,
+		func(salt [16]byte, hash [32]byte) bool {
+			h := codeHash(salt, typed)
+			return subtle.ConstantTimeCompare(h[:], hash[:]) == 1 && sixDigits.MatchString(typed)
+		})
+	if err != nil {
+		return false, "", err
+	}
+	switch res {
+	case store.CodeAccepted:
+		v.metrics.codes.WithLabelValues(string(purpose), "accepted").Inc()
+		return true, "", nil
+	case store.CodeWrong:
+		v.metrics.codes.WithLabelValues(string(purpose), "wrong").Inc()
+		return false, codeWrong, nil
+	default:
+		v.metrics.codes.WithLabelValues(string(purpose), "missing").Inc()
+		return false, codeMissing, nil
+	}
+}
+
+const (
+	codeWrong   = "That code is not right. Check the 6 digits in the text message and try again."
+	codeMissing = "That code has expired, was already used, or was tried too many times. Send a new code."
+	codeSent    = "We texted a 6-digit code to the phone this link was sent to. It works for %s."
+)
+
+// codeHash is what is stored of a one-time code.
+func codeHash(salt [16]byte, code string) [32]byte {
+	return sha256.Sum256(append(salt[:], code...))
+}
+
+// newCode returns six uniformly random digits.
+func newCode() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	// 2^64 mod 10^6 is negligible bias (< 2^-44).
+	return fmt.Sprintf("%06d", binary.BigEndian.Uint64(b[:])%1_000_000)
+}
+
+// sendCode texts a one-time code to the recipient's phone, for the first password (setup) or
+// a forgotten one (reset), and shows the form that takes it.
+func (v *Viewer) sendCode(w http.ResponseWriter, r *http.Request, l link) {
+	ctx := r.Context()
+	now := v.now()
+	policy := v.cfg.Policy
+	purpose := store.CodePurpose(r.PostFormValue("purpose"))
+	if v.cfg.SMS == nil || (purpose != store.CodeSetup && purpose != store.CodeReset) {
+		v.status(w, r, http.StatusBadRequest, "bad-request", "Please start again",
+			"Codes cannot be texted from this page. Contact "+v.brand.DisplayName+" to have your password reset.")
+		return
+	}
+	addr := clientAddr(r, v.cfg.TrustedProxies)
+	if v.addrs.blocked(addr, now) {
+		v.throttled(w, r)
+		return
+	}
+	notice := fmt.Sprintf(codeSent, minutes(policy.CodeLifetime))
+	resetPage := func(code int, errMsg, notice string) {
+		v.render(w, r, code, "reset", "reset", page{Title: "Choose a new password", Error: errMsg, Notice: notice,
+			MinLength: policy.MinPasswordLength, Purpose: string(store.CodeReset)})
+	}
+	limited := func() {
+		v.metrics.codes.WithLabelValues(string(purpose), "rate-limited").Inc()
+		w.Header().Set("Retry-After", strconv.Itoa(int(policy.CodeWindow.Seconds())))
+		v.status(w, r, http.StatusTooManyRequests, "codes-limited", "Too many codes",
+			fmt.Sprintf("Several codes were sent in a short time. Use the last code you received, or wait up to %s and ask for a new one.", minutes(policy.CodeWindow)))
+	}
+
+	if l.state == linkUnknown {
+		if purpose == store.CodeSetup {
+			v.loginPage(w, r, http.StatusOK, "", alreadySet)
+			return
+		}
+		over := false
+		v.phantoms.with(l.hash, now, func(p *phantom) {
+			recent := p.codes[:0]
+			for _, t := range p.codes {
+				if now.Sub(t) < policy.CodeWindow {
+					recent = append(recent, t)
+				}
+			}
+			p.codes = recent
+			if over = len(p.codes) >= policy.CodesPerWindow; !over {
+				p.codes = append(p.codes, now)
+				p.codeTries = 0
+			}
+		})
+		if over {
+			limited()
+			return
+		}
+		v.addrs.add(addr, now)
+		resetPage(http.StatusOK, "", notice)
+		return
+	}
+
+	rc, err := v.cfg.Store.Recipient(ctx, l.msg.RecipientID)
+	if err != nil {
+		v.failed(w, r, l, "read recipient", err)
+		return
+	}
+	switch {
+	case purpose == store.CodeSetup && rc.PasswordHash != "":
+		v.loginPage(w, r, http.StatusOK, "", alreadySet)
+		return
+	case purpose == store.CodeSetup && !policy.OneTimeCode:
+		v.firstUsePage(w, r, http.StatusOK, "")
+		return
+	case purpose == store.CodeReset && rc.PasswordHash == "":
+		if !policy.OneTimeCode {
+			v.firstUsePage(w, r, http.StatusOK, "")
+			return
+		}
+		purpose = store.CodeSetup
+	}
+
+	code := newCode()
+	c := store.OneTimeCode{RecipientID: rc.ID, Purpose: purpose, CreatedAt: now, ExpiresAt: now.Add(policy.CodeLifetime)}
+	_, _ = rand.Read(c.Salt[:])
+	c.Hash = codeHash(c.Salt, code)
+	err = v.cfg.Store.CreateOneTimeCode(ctx, c, policy.CodesPerWindow, policy.CodeWindow, audit.Event{
+		Time: now, Kind: audit.KindCodeSent, Actor: "viewer", MessageID: l.msg.ID,
+		Detail: map[string]string{"recipient": rc.ID, "purpose": string(purpose)},
+	})
+	if errors.Is(err, store.ErrRateLimited) {
+		limited()
+		return
+	}
+	if err != nil {
+		v.failed(w, r, l, "store one-time code", err)
+		return
+	}
+	v.addrs.add(addr, now)
+	_, err = v.cfg.SMS.Send(ctx, sms.Message{
+		To:        rc.Phone,
+		Body:      fmt.Sprintf("%s: your code is %s. It expires in %s. Never share it with anyone.", v.brand.DisplayName, code, minutes(policy.CodeLifetime)),
+		Reference: l.msg.ID,
+	})
+	if err != nil {
+		// sms errors name no phone number or text.
+		v.log.ErrorContext(ctx, "text one-time code failed", "message", l.msg.ID, "recipient", rc.ID, "err", err)
+		v.metrics.codes.WithLabelValues(string(purpose), "send-failed").Inc()
+		w.Header().Set("Retry-After", "60")
+		v.status(w, r, http.StatusServiceUnavailable, "code-failed", "The code could not be sent",
+			"We could not send the text message with your code. Wait a minute and try again.")
+		return
+	}
+	v.metrics.codes.WithLabelValues(string(purpose), "sent").Inc()
+	if purpose == store.CodeSetup {
+		v.render(w, r, http.StatusOK, "setpassword", "set-password", page{Title: "Choose a password", Notice: notice,
+			MinLength: policy.MinPasswordLength, NeedCode: true, Purpose: string(store.CodeSetup)})
+		return
+	}
+	resetPage(http.StatusOK, "", notice)
+}
+
+// reset replaces a forgotten password with the texted code, ends the recipient's other
+// sessions, signs the patient in and shows the message.
+func (v *Viewer) reset(w http.ResponseWriter, r *http.Request, l link) {
+	ctx := r.Context()
+	now := v.now()
+	policy := v.cfg.Policy
+	addr := clientAddr(r, v.cfg.TrustedProxies)
+	if v.addrs.blocked(addr, now) {
+		v.throttled(w, r)
+		return
+	}
+	again := func(code int, msg string) {
+		v.render(w, r, code, "reset", "reset", page{Title: "Choose a new password", Error: msg,
+			MinLength: policy.MinPasswordLength, Purpose: string(store.CodeReset)})
+	}
+	pw := r.PostFormValue("password")
+	if refusal := v.rules.Check(pw, r.PostFormValue("confirm")); refusal != nil {
+		again(http.StatusUnprocessableEntity, refusal.Message)
+		return
+	}
+	if l.state == linkUnknown || v.cfg.SMS == nil {
+		// As a real recipient's code would: wrong while the last "sent" code lives and has
+		// tries left, then missing.
+		msg := codeMissing
+		v.phantoms.with(l.hash, now, func(p *phantom) {
+			if n := len(p.codes); n > 0 && now.Sub(p.codes[n-1]) < policy.CodeLifetime && p.codeTries < policy.CodeMaxAttempts {
+				p.codeTries++
+				msg = codeWrong
+			}
+		})
+		v.addrs.add(addr, now)
+		result := "missing"
+		if msg == codeWrong {
+			result = "wrong"
+		}
+		v.metrics.codes.WithLabelValues(string(store.CodeReset), result).Inc()
+		again(http.StatusUnauthorized, msg)
+		return
+	}
+	rc, err := v.cfg.Store.Recipient(ctx, l.msg.RecipientID)
+	if err != nil {
+		v.failed(w, r, l, "read recipient", err)
+		return
+	}
+	ok, msg, err := v.useCode(ctx, rc.ID, store.CodeReset, r.PostFormValue("code"))
+	if err != nil {
+		v.failed(w, r, l, "check one-time code", err)
+		return
+	}
+	if !ok {
+		v.addrs.add(addr, now)
+		again(http.StatusUnauthorized, msg)
+		return
+	}
+	hash, err := password.HashWith(ctx, pw, v.cfg.HashParams)
+	if err != nil {
+		v.failed(w, r, l, "hash password", err)
+		return
+	}
+	if err := v.cfg.Store.ResetPassword(ctx, rc.ID, hash, audit.Event{Time: now, Kind: audit.KindPasswordReset, Actor: "patient",
+		MessageID: l.msg.ID, Detail: map[string]string{"recipient": rc.ID}}); err != nil {
+		v.failed(w, r, l, "reset password", err)
+		return
+	}
+	if err := v.startSession(ctx, w, r, rc.ID, "reset"); err != nil {
+		v.failed(w, r, l, "start session", err)
+		return
+	}
+	v.metrics.logins.WithLabelValues("success").Inc()
+	v.reveal(w, r, l, rc.ID)
+}
+
+// logout is POST /logout.
+func (v *Viewer) logout(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+	if err := r.ParseForm(); err != nil || checkForgery(r) != nil {
+		v.forged(w, r)
+		return
+	}
+	if err := v.endSession(r.Context(), w, r); err != nil {
+		v.log.ErrorContext(r.Context(), "end session failed", "err", err)
+		v.unavailable(w, r)
+		return
+	}
+	v.status(w, r, http.StatusOK, "signed-out", "You are signed out",
+		"To read a message again, open the link in your text message and enter your password.")
+}
