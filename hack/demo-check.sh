@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Checks the README's run command the way a newcomer uses it: `make demo` starts the stack,
 # swaks (installed from Debian if missing) sends a mail to 2025550143@text.demo.localhost and
-# gets 250, and the console shows the text with the link. Used by .ci/run.
+# gets 250, the console shows the text with the link, and the link opens the viewer. Used by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v swaks >/dev/null; then
-  echo "demo-check: installing swaks from Debian"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq swaks >/dev/null
+missing=()
+command -v swaks >/dev/null || missing+=(swaks)
+command -v curl >/dev/null || missing+=(curl)
+if ((${#missing[@]})); then
+  echo "demo-check: installing ${missing[*]} from Debian"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
@@ -31,8 +34,11 @@ reply=$(swaks --server 127.0.0.1 --port "$smtp_port" --from clinic@demo.localhos
 echo "$reply" | grep -q '<-  250 ' || { echo "$reply"; echo "demo-check: swaks did not get 250"; exit 1; }
 
 for _ in $(seq 1 30); do
-  if grep -Eq 'Demo Clinic: You have a secure message\. http://127\.0\.0\.1:8080/m/[a-z2-7]{26} Reply STOP to opt out' "$out"; then
-    echo "demo-check: make demo started, swaks got 250 and the console shows the text with its link"
+  link=$(grep -Eo 'Demo Clinic: You have a secure message\. http://127\.0\.0\.1:8090/m/[a-z2-7]{26} Reply STOP to opt out' "$out" | grep -Eo 'http://[^ ]+' | head -n 1 || true)
+  if [[ -n $link ]]; then
+    page=$(curl -fsS "$link") || { echo "demo-check: the link $link does not open"; exit 1; }
+    grep -q 'Demo Clinic' <<<"$page" || { echo "$page"; echo "demo-check: the link's page does not show the clinic"; exit 1; }
+    echo "demo-check: make demo started, swaks got 250, the console shows the text, and its link opens the viewer"
     exit 0
   fi
   sleep 1

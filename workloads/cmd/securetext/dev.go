@@ -24,6 +24,7 @@ import (
 	"github.com/securetext/securetext/workloads/keystore"
 	"github.com/securetext/securetext/workloads/sms"
 	"github.com/securetext/securetext/workloads/store"
+	"github.com/securetext/securetext/workloads/viewer"
 )
 
 // Development-mode defaults: one tenant, everything on loopback.
@@ -37,14 +38,15 @@ const (
 // devInfo is what a started dev stack tells its caller (tests).
 type devInfo struct {
 	Addrs                  gateway.Addrs
+	ViewerURL              string // where the texts' links point: the viewer, on loopback
 	DataDir                string
 	APIKey                 string
 	SMTPUser, SMTPPassword string
 	CAFile                 string
 }
 
-// runDev runs the whole product in one process from a data folder: the gateway, the keystore
-// on its local backend, SQLite, and the console SMS provider writing to stdout.
+// runDev runs the whole product in one process from a data folder: the gateway, the viewer,
+// the keystore on its local backend, SQLite, and the console SMS provider writing to stdout.
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, started func(devInfo)) error {
 	flags := flag.NewFlagSet("securetext dev", flag.ContinueOnError)
 	flags.SetOutput(stderr)
@@ -52,11 +54,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, starte
 	smtpAddr := flags.String("smtp-addr", "127.0.0.1:2525", "SMTP submission address (STARTTLS; loopback clients may send without AUTH in dev mode)")
 	apiAddr := flags.String("api-addr", "127.0.0.1:8443", "HTTPS address of the REST API")
 	metricsAddr := flags.String("metrics-addr", "127.0.0.1:9464", "address of /metrics (empty: off)")
-	viewerURL := flags.String("viewer-url", "http://127.0.0.1:8080", "base URL of the links in the texts")
+	viewerAddr := flags.String("viewer-addr", "127.0.0.1:8090", "plain HTTP address of the viewer, the patient's page (loopback only)")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
-	for name, addr := range map[string]string{"-smtp-addr": *smtpAddr, "-api-addr": *apiAddr, "-metrics-addr": *metricsAddr} {
+	for name, addr := range map[string]string{"-smtp-addr": *smtpAddr, "-api-addr": *apiAddr, "-metrics-addr": *metricsAddr, "-viewer-addr": *viewerAddr} {
 		if addr != "" && !loopback(addr) {
 			return fmt.Errorf("%s %s: dev mode listens on loopback only (127.0.0.1 or [::1])", name, addr)
 		}
@@ -95,6 +97,33 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, starte
 	if err != nil {
 		return err
 	}
+	// The viewer first: the texts link to the address it bound.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	viewerStarted := make(chan viewer.Addrs, 1)
+	viewerDone := make(chan error, 1)
+	go func() {
+		viewerDone <- viewer.Run(ctx, viewer.Config{
+			Tenant: devTenant, Store: st, Keys: keys, SMS: provider,
+			Branding: viewer.Branding{
+				DisplayName: devTenantName, SupportPhone: "(202) 555-0100", SupportEmail: "support@demo.localhost",
+			},
+			HTTPAddr: *viewerAddr, Logger: log,
+			Started: func(a viewer.Addrs) { viewerStarted <- a },
+		})
+	}()
+	var viewerURL string
+	select {
+	case a := <-viewerStarted:
+		viewerURL = "http://" + a.HTTP
+	case err := <-viewerDone:
+		return fmt.Errorf("start the viewer: %w", err)
+	}
+	defer func() {
+		cancel()
+		<-viewerDone
+	}()
+
 	trusted := []gateway.TrustedNetwork{
 		{Prefix: netip.MustParsePrefix("127.0.0.0/8"), Sender: devSender},
 		{Prefix: netip.MustParsePrefix("::1/128"), Sender: devSender},
@@ -104,13 +133,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, starte
 		Store: st, Keys: keys, Senders: senders, TLS: tlsConfig,
 		SMTPAddr: *smtpAddr, APIAddr: *apiAddr, MetricsAddr: *metricsAddr,
 		TrustedNetworks: trusted,
-		SMS:             provider, ProviderName: sms.TypeConsole, ViewerURL: *viewerURL,
+		SMS:             provider, ProviderName: sms.TypeConsole, ViewerURL: viewerURL,
 		AuditCheckpointInterval: time.Minute,
 		Logger:                  log,
 		Started: func(a gateway.Addrs) {
-			console.printf("%s", devBanner(a, caFile, user, pass, apiKey, *viewerURL))
+			console.printf("%s", devBanner(a, caFile, user, pass, apiKey, viewerURL))
 			if started != nil {
-				started(devInfo{Addrs: a, DataDir: *dataDir, APIKey: apiKey, SMTPUser: user, SMTPPassword: pass, CAFile: caFile})
+				started(devInfo{Addrs: a, ViewerURL: viewerURL, DataDir: *dataDir, APIKey: apiKey, SMTPUser: user, SMTPPassword: pass, CAFile: caFile})
 			}
 		},
 	})
@@ -135,7 +164,7 @@ provider. Do not use it for real patients.
   SMTP submission  %s  (STARTTLS; loopback may send without AUTH in dev mode)
   REST API         https://%s  (certificate: %s)
   Metrics          %s
-  Links point at   %s
+  Viewer           %s  (the patient's page: open the link in a text)
 
 Send a first message by mail:
 
@@ -153,7 +182,9 @@ or with the REST API:
        -H "Authorization: Bearer %s" -H "Content-Type: application/json" \
        -d '{"to": "2025550143", "subject": "Lab results", "body": "Your results are ready."}'
 
-The text the patient would get appears below (the console provider sends nothing).
+The text the patient would get appears below (the console provider sends nothing). Open its
+link in a browser: the first visit sets a password of 15 characters or more. One-time codes
+(for "forgot password") also appear below.
 
 `, a.SMTP, a.API, caFile, metricsURL(a.Metrics), viewerURL,
 		smtpHost, smtpPort, devDomain,

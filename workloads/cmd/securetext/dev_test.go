@@ -57,7 +57,7 @@ func startDev(t *testing.T, dataDir string) (*syncBuffer, devInfo) {
 	stdout, stderr := &syncBuffer{}, &syncBuffer{}
 	started := make(chan devInfo, 1)
 	done := make(chan error, 1)
-	args := []string{"-data", dataDir, "-smtp-addr", freeAddr(t), "-api-addr", freeAddr(t), "-metrics-addr", freeAddr(t)}
+	args := []string{"-data", dataDir, "-smtp-addr", freeAddr(t), "-api-addr", freeAddr(t), "-metrics-addr", freeAddr(t), "-viewer-addr", freeAddr(t)}
 	go func() { done <- runDev(ctx, args, stdout, stderr, func(i devInfo) { started <- i }) }()
 	t.Cleanup(func() {
 		cancel()
@@ -76,7 +76,7 @@ func startDev(t *testing.T, dataDir string) (*syncBuffer, devInfo) {
 	panic("unreachable")
 }
 
-var smsLine = regexp.MustCompile(`Demo Clinic: You have a secure message\. http://127\.0\.0\.1:8080/m/[a-z2-7]{26} Reply STOP to opt out`)
+var smsLine = regexp.MustCompile(`Demo Clinic: You have a secure message\. (http://127\.0\.0\.1:[0-9]+/m/[a-z2-7]{26}) Reply STOP to opt out`)
 
 func waitForTexts(t *testing.T, out *syncBuffer, n int) {
 	t.Helper()
@@ -109,6 +109,26 @@ func TestDevSendsFirstMessage(t *testing.T) {
 	waitForTexts(t, out, 1)
 	if texts := strings.TrimPrefix(out.String(), banner); strings.Contains(texts, "results are ready") || strings.Contains(texts, "Lab results") {
 		t.Fatalf("the console text shows the message's content:\n%s", texts)
+	}
+
+	// The link opens the viewer of the same process: its page for the message, which shows
+	// the clinic and the next step but not the content (that takes a password).
+	link := smsLine.FindStringSubmatch(out.String())[1]
+	if !strings.HasPrefix(link, info.ViewerURL+"/m/") {
+		t.Fatalf("the text links to %s, not the viewer at %s", link, info.ViewerURL)
+	}
+	page, err := http.Get(link)
+	if err != nil {
+		t.Fatalf("open the link: %v", err)
+	}
+	html, _ := io.ReadAll(page.Body)
+	page.Body.Close()
+	if page.StatusCode != http.StatusOK || !bytes.Contains(html, []byte("Demo Clinic")) ||
+		page.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("the link's page: %d, Cache-Control %q:\n%s", page.StatusCode, page.Header.Get("Cache-Control"), html)
+	}
+	if bytes.Contains(html, []byte("results are ready")) {
+		t.Fatal("opening the link shows the message without a password")
 	}
 
 	// The REST API with the printed key and CA, as the curl line does.
@@ -186,7 +206,7 @@ func TestDevKeepsItsData(t *testing.T) {
 		started := make(chan devInfo, 1)
 		done := make(chan error, 1)
 		go func() {
-			done <- runDev(ctx, []string{"-data", dir, "-smtp-addr", freeAddr(t), "-api-addr", freeAddr(t), "-metrics-addr", ""},
+			done <- runDev(ctx, []string{"-data", dir, "-smtp-addr", freeAddr(t), "-api-addr", freeAddr(t), "-metrics-addr", "", "-viewer-addr", freeAddr(t)},
 				io.Discard, io.Discard, func(i devInfo) { started <- i })
 		}()
 		var info devInfo
