@@ -13,33 +13,26 @@ import (
 	"strings"
 	"time"
 
-	"github.com/securetext/securetext/workloads/internal/flagenv"
-	"github.com/securetext/securetext/workloads/keystore"
 	"github.com/securetext/securetext/workloads/sms"
-	"github.com/securetext/securetext/workloads/store"
 	"github.com/securetext/securetext/workloads/viewer"
 )
 
 const viewerEnvPrefix = "SECURETEXT_VIEWER_"
 
 type viewerFlags struct {
-	tenant, tenantName, language, timeZone     string
-	databaseURL, databaseURLFile               string
-	keystoreURL, keystoreCert, keystoreKey     string
-	keystoreCA                                 string
-	tlsCert, tlsKey                            string
-	addr, httpAddr, metricsAddr                string
-	trustedProxies                             string
-	logoFile, brandColor                       string
-	supportPhone, supportEmail, supportURL     string
-	minPasswordLength                          int
-	oneTimeCode                                bool
-	idleTimeout, sessionLifetime, lockFor      time.Duration
-	maxFailures, maxFailuresPerAddress         int
-	smsProvider                                string
-	twilioAccountSID, twilioAuthTokenFile      string
-	twilioFrom, twilioMessagingServiceSID      string
-	webhookURL, webhookSecretFile, callbackURL string
+	tenant, tenantName, language, timeZone string
+	database                               databaseFlags
+	keystore                               keystoreFlags
+	sms                                    smsFlags
+	tlsCert, tlsKey                        string
+	addr, httpAddr, metricsAddr            string
+	trustedProxies                         string
+	logoFile, brandColor                   string
+	supportPhone, supportEmail, supportURL string
+	minPasswordLength                      int
+	oneTimeCode                            bool
+	idleTimeout, sessionLifetime, lockFor  time.Duration
+	maxFailures, maxFailuresPerAddress     int
 }
 
 func parseViewerFlags(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (*viewerFlags, error) {
@@ -50,12 +43,8 @@ func parseViewerFlags(args []string, lookupEnv func(string) (string, bool), stde
 	fs.StringVar(&f.tenantName, "tenant-name", "", "the organisation's name as patients know it, shown on every page (required)")
 	fs.StringVar(&f.language, "language", "en", "language of the pages (the lang attribute)")
 	fs.StringVar(&f.timeZone, "time-zone", "America/New_York", "time zone in which pages show times")
-	fs.StringVar(&f.databaseURL, "database-url", "", "PostgreSQL URL of the tenant's database, or sqlite:PATH (prefer -database-url-file)")
-	fs.StringVar(&f.databaseURLFile, "database-url-file", "", "file holding the database URL (from a Secret)")
-	fs.StringVar(&f.keystoreURL, "keystore-url", "", "base URL of the tenant's keystore, https://… (required)")
-	fs.StringVar(&f.keystoreCert, "keystore-cert", "", "PEM client certificate of component viewer for the keystore (required)")
-	fs.StringVar(&f.keystoreKey, "keystore-key", "", "PEM key of -keystore-cert (required)")
-	fs.StringVar(&f.keystoreCA, "keystore-ca", "", "PEM tenant CA that the keystore's certificate chains to (required)")
+	f.database.register(fs)
+	f.keystore.register(fs, "viewer")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for HTTPS (required with -addr)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM key of -tls-cert")
 	fs.StringVar(&f.addr, "addr", ":9443", "HTTPS address for patients; empty: off")
@@ -74,37 +63,16 @@ func parseViewerFlags(args []string, lookupEnv func(string) (string, bool), stde
 	fs.IntVar(&f.maxFailures, "max-failures", 10, "consecutive failed sign-ins that lock a recipient (at most 100)")
 	fs.DurationVar(&f.lockFor, "lock-for", 15*time.Minute, "how long a lock lasts")
 	fs.IntVar(&f.maxFailuresPerAddress, "max-failures-per-address", 30, "failed attempts from one client address per 15 minutes")
-	fs.StringVar(&f.smsProvider, "sms-provider", "", "twilio, webhook or console, for one-time codes; empty: no codes (forgotten passwords go through support)")
-	fs.StringVar(&f.twilioAccountSID, "twilio-account-sid", "", "Twilio account SID (AC…)")
-	fs.StringVar(&f.twilioAuthTokenFile, "twilio-auth-token-file", "", "file holding the Twilio auth token")
-	fs.StringVar(&f.twilioFrom, "twilio-from", "", "sending number, E.164")
-	fs.StringVar(&f.twilioMessagingServiceSID, "twilio-messaging-service-sid", "", "Messaging Service SID (MG…), instead of -twilio-from")
-	fs.StringVar(&f.webhookURL, "webhook-url", "", "URL of the webhook SMS gateway")
-	fs.StringVar(&f.webhookSecretFile, "webhook-secret-file", "", "file holding the webhook signing secret (32+ bytes)")
-	fs.StringVar(&f.callbackURL, "sms-callback-base-url", "", "public URL for the provider's callbacks (unused by the viewer's codes; accepted for symmetry)")
-	if err := flagenv.Apply(fs, viewerEnvPrefix, lookupEnv); err != nil {
+	f.sms.register(fs, "twilio, webhook or console, for one-time codes; empty: no codes (forgotten passwords go through support)", false)
+	required := append([]string{"tenant", "tenant-name"}, keystoreFlagNames...)
+	if err := parseFlags(fs, viewerEnvPrefix, args, lookupEnv, required...); err != nil {
 		return nil, err
-	}
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q: viewer takes flags only", fs.Arg(0))
-	}
-	for _, req := range []struct{ name, value string }{
-		{"tenant", f.tenant}, {"tenant-name", f.tenantName},
-		{"keystore-url", f.keystoreURL}, {"keystore-cert", f.keystoreCert}, {"keystore-key", f.keystoreKey},
-		{"keystore-ca", f.keystoreCA},
-	} {
-		if req.value == "" {
-			return nil, fmt.Errorf("-%s is required (or set %s)", req.name, flagenv.Name(viewerEnvPrefix, req.name))
-		}
 	}
 	if f.addr != "" && (f.tlsCert == "" || f.tlsKey == "") {
 		return nil, errors.New("-addr serves HTTPS: give -tls-cert and -tls-key (or -addr= with a loopback -http-addr for development)")
 	}
-	if (f.databaseURL == "") == (f.databaseURLFile == "") {
-		return nil, errors.New("give exactly one of -database-url-file and -database-url")
+	if err := f.database.check(); err != nil {
+		return nil, err
 	}
 	return f, nil
 }
@@ -142,62 +110,23 @@ func runViewer(ctx context.Context, args []string, lookupEnv func(string) (strin
 	}
 	var tlsConfig *tls.Config
 	if f.tlsCert != "" {
-		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
-		if err != nil {
-			return fmt.Errorf("load -tls-cert/-tls-key: %w", err)
+		if tlsConfig, err = serverTLS(f.tlsCert, f.tlsKey); err != nil {
+			return err
 		}
-		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	ksCert, err := tls.LoadX509KeyPair(f.keystoreCert, f.keystoreKey)
-	if err != nil {
-		return fmt.Errorf("load -keystore-cert/-keystore-key: %w", err)
-	}
-	caPEM, err := os.ReadFile(f.keystoreCA)
-	if err != nil {
-		return fmt.Errorf("read -keystore-ca: %w", err)
-	}
-	roots, err := keystore.CertPoolFromPEM(caPEM)
-	if err != nil {
-		return fmt.Errorf("-keystore-ca: %w", err)
-	}
-	keys, err := keystore.NewClient(keystore.ClientConfig{URL: f.keystoreURL, Certificate: ksCert, RootCAs: roots})
+	keys, err := f.keystore.client()
 	if err != nil {
 		return err
 	}
 	defer keys.Close()
 
 	var provider sms.Provider
-	if f.smsProvider != "" {
-		smsCfg := sms.Config{Type: f.smsProvider, Console: stderr}
-		switch f.smsProvider {
-		case sms.TypeTwilio:
-			token, err := readSecret(f.twilioAuthTokenFile)
-			if err != nil {
-				return fmt.Errorf("-twilio-auth-token-file: %w", err)
-			}
-			smsCfg.Twilio = sms.TwilioConfig{
-				AccountSID: f.twilioAccountSID, AuthToken: token, From: f.twilioFrom,
-				MessagingServiceSID: f.twilioMessagingServiceSID, CallbackBaseURL: f.callbackURL, Logger: log,
-			}
-		case sms.TypeWebhook:
-			secret, err := readSecret(f.webhookSecretFile)
-			if err != nil {
-				return fmt.Errorf("-webhook-secret-file: %w", err)
-			}
-			smsCfg.Webhook = sms.WebhookConfig{URL: f.webhookURL, Secret: []byte(secret), Logger: log}
-		}
-		if provider, err = sms.New(smsCfg); err != nil {
+	if f.sms.provider != "" {
+		if provider, err = f.sms.open(log, stderr); err != nil {
 			return err
 		}
 	}
-
-	dsn := f.databaseURL
-	if f.databaseURLFile != "" {
-		if dsn, err = readSecret(f.databaseURLFile); err != nil {
-			return fmt.Errorf("-database-url-file: %w", err)
-		}
-	}
-	st, err := store.Open(ctx, dsn, f.tenant, store.WithLogger(log))
+	st, err := f.database.open(ctx, f.tenant, log)
 	if err != nil {
 		return err
 	}
