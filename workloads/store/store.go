@@ -47,7 +47,7 @@ type Option func(*Store)
 func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.log = l } }
 
 // WithAcceptGroups sets how concurrent AcceptMessage (and MarkSent) calls share transactions: up to maxItems
-// messages per commit, and up to maxInFlight such commits at once (defaults 64 and 4; the
+// messages per commit, and up to maxInFlight such commits at once (defaults 64 and 2; the
 // PostgreSQL pool must have connections to spare for them). maxItems 1 commits every message
 // on its own.
 func WithAcceptGroups(maxItems, maxInFlight int) Option {
@@ -69,7 +69,7 @@ func Open(ctx context.Context, dsn, tenant string, opts ...Option) (*Store, erro
 	if tenant == "" || strings.ContainsAny(tenant, "\r\n") {
 		return nil, fmt.Errorf("open store: %w: tenant name must be non-empty and a single line", ErrInvalid)
 	}
-	s := &Store{tenant: tenant, log: slog.Default(), now: time.Now, groups: batch.Config{MaxItems: 64, MaxInFlight: 4}}
+	s := &Store{tenant: tenant, log: slog.Default(), now: time.Now, groups: batch.Config{MaxItems: 64, MaxInFlight: 2}}
 	for _, opt := range opts {
 		opt(s)
 	}
