@@ -85,10 +85,37 @@ func (s *Store) AppendAudit(ctx context.Context, events ...audit.Event) error {
 	if len(steps) == 0 {
 		return nil
 	}
-	if err := s.db.transact(ctx, steps); err != nil {
+	var err error
+	if s.appends != nil {
+		_, err = s.appends.Do(ctx, steps)
+	} else {
+		err = s.db.transact(ctx, steps)
+	}
+	if err != nil && !IsTemporary(err) {
 		return failed("append audit events", err)
 	}
-	return nil
+	return err
+}
+
+// appendGroup stores the events of concurrent AppendAudit calls in one transaction, as
+// acceptGroup does for accepts; if the database refuses a statement, each call runs alone.
+func (s *Store) appendGroup(ctx context.Context, calls [][]step) ([]struct{}, []error, error) {
+	var all []step
+	for _, c := range calls {
+		all = append(all, c...)
+	}
+	errs := make([]error, len(calls))
+	err := s.db.transact(ctx, all)
+	if err != nil && refusedByDatabase(err) && len(calls) > 1 {
+		for i, c := range calls {
+			errs[i] = s.db.transact(ctx, c)
+		}
+		err = nil
+	}
+	if err != nil {
+		return nil, nil, failed("append audit events", err)
+	}
+	return make([]struct{}, len(calls)), errs, nil
 }
 
 // SequenceAudit links up to max pending events onto the chain, in one transaction, and

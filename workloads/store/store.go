@@ -38,6 +38,7 @@ type Store struct {
 	groups  batch.Config
 	accepts *batch.Batcher[acceptCall, AcceptResult] // nil: every accept commits on its own
 	sents   *batch.Batcher[sentCall, struct{}]       // MarkSent's groups, as accepts
+	appends *batch.Batcher[[]step, struct{}]         // AppendAudit's groups, as accepts
 }
 
 // Option configures Open.
@@ -46,7 +47,7 @@ type Option func(*Store)
 // WithLogger sets where the audit sequencer reports failures (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.log = l } }
 
-// WithAcceptGroups sets how concurrent AcceptMessage (and MarkSent) calls share transactions: up to maxItems
+// WithAcceptGroups sets how concurrent AcceptMessage (and MarkSent, AppendAudit) calls share transactions: up to maxItems
 // messages per commit, and up to maxInFlight such commits at once (defaults 64 and 2; the
 // PostgreSQL pool must have connections to spare for them). maxItems 1 commits every message
 // on its own.
@@ -99,6 +100,9 @@ func Open(ctx context.Context, dsn, tenant string, opts ...Option) (*Store, erro
 		s.sents = batch.New(s.groups, acceptGroupTimeout, s.sentGroup, nil, func(what string, cause error) error {
 			return fmt.Errorf("mark notification sent: %s: %w: %w", what, ErrUnavailable, cause)
 		})
+		s.appends = batch.New(s.groups, acceptGroupTimeout, s.appendGroup, nil, func(what string, cause error) error {
+			return fmt.Errorf("append audit events: %s: %w: %w", what, ErrUnavailable, cause)
+		})
 	}
 	return s, nil
 }
@@ -132,6 +136,7 @@ func (s *Store) Close() {
 	if s.accepts != nil {
 		s.accepts.Close()
 		s.sents.Close()
+		s.appends.Close()
 	}
 	s.db.close()
 }

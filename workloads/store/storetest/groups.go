@@ -145,3 +145,40 @@ func testMarkSentGroups(t *testing.T, h harness) {
 		t.Errorf("outbox depth %d (%v), want 0", depth, err)
 	}
 }
+
+// testAppendAuditGroups appends events from many callers at once, so that they share
+// transactions: every event is chained once, and each caller's events keep their order.
+func testAppendAuditGroups(t *testing.T, h harness) {
+	ctx := context.Background()
+	s, _ := h.open(t)
+	const callers = 50
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range callers {
+		wg.Go(func() {
+			<-start
+			first := audit.Event{Kind: audit.KindLinkOpened, Actor: "recipient", Detail: map[string]string{"caller": fmt.Sprint(i), "n": "1"}}
+			second := audit.Event{Kind: audit.KindRevealed, Actor: "recipient", Detail: map[string]string{"caller": fmt.Sprint(i), "n": "2"}}
+			if err := s.AppendAudit(ctx, first, second); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	events := sequenceAll(t, s)
+	if len(events) != 2*callers {
+		t.Fatalf("chained %d events, want %d", len(events), 2*callers)
+	}
+	seen := map[string]string{}
+	for _, e := range events {
+		c := e.Detail["caller"]
+		if e.Detail["n"] == "2" && seen[c] != "1" {
+			t.Fatalf("caller %s: its second event was chained before its first", c)
+		}
+		if seen[c] == e.Detail["n"] {
+			t.Fatalf("caller %s: event %s chained twice", c, e.Detail["n"])
+		}
+		seen[c] = e.Detail["n"]
+	}
+}

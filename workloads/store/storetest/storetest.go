@@ -55,6 +55,7 @@ func Run(t *testing.T, newDatabase func(t *testing.T) string) {
 		{"OutboxStats", testOutboxStats},
 		{"AuditChainVerifies", testAuditChainVerifies},
 		{"AuditRefusesInvalid", testAuditRefusesInvalid},
+		{"AppendAuditGroups", testAppendAuditGroups},
 		{"AuditConcurrentSequencers", testAuditConcurrentSequencers},
 		{"AuditCheckpoints", testAuditCheckpoints},
 		{"AuditCheckpointHead", testAuditCheckpointHead},
