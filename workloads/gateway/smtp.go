@@ -441,6 +441,8 @@ type smtpConn struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	held []byte // continuation lines of the reply being written (Write)
 }
 
 // Read renews the read deadline on every read, so ReadTimeout is an idle timeout: go-smtp
@@ -452,12 +454,37 @@ func (c *smtpConn) Read(b []byte) (int, error) {
 	return c.Conn.Read(b)
 }
 
+// Write sends b. go-smtp writes and flushes each line of a reply on its own, so an EHLO
+// answer would cost a syscall (and a wake-up of the client) per extension: a continuation line
+// ("250-…") is held and sent with the reply's last line, which always follows at once. TLS
+// records never look like one (their first byte is 0x14–0x17), so after STARTTLS every write
+// goes straight through.
 func (c *smtpConn) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
+	if continuationLine(b) && len(c.held)+len(b) <= maxHeldReply {
+		c.held = append(c.held, b...)
+		return len(b), nil
+	}
+	out := b
+	if len(c.held) > 0 {
+		out = append(c.held, b...)
+		c.held = c.held[:0]
+	}
+	n, err := c.Conn.Write(out)
+	n = max(0, n-(len(out)-len(b)))
 	if c.closeAfterWrite.Load() {
 		_ = c.Close()
 	}
 	return n, err
+}
+
+// maxHeldReply bounds the reply lines Write holds back.
+const maxHeldReply = 4 << 10
+
+// continuationLine reports whether b is one non-final line of a multi-line SMTP reply
+// (RFC 5321 §4.2.1): three digits, a hyphen, text, CRLF.
+func continuationLine(b []byte) bool {
+	return len(b) >= 6 && b[0] >= '2' && b[0] <= '5' && b[1] >= '0' && b[1] <= '9' && b[2] >= '0' && b[2] <= '9' &&
+		b[3] == '-' && b[len(b)-2] == '\r' && b[len(b)-1] == '\n'
 }
 
 func (c *smtpConn) Close() error {
