@@ -658,15 +658,14 @@ func (ss *smtpSession) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 
 	ctx, cancel := context.WithTimeout(ss.s.ctx, smtpLookupTimeout)
 	defer cancel()
-	rc, err := ss.s.intake.Store.RecipientByPhone(ctx, e164)
+	optedOut, err := ss.s.intake.Store.OptedOut(ctx, e164)
 	switch {
-	case errors.Is(err, store.ErrNotFound):
 	case err != nil:
 		ss.s.cfg.Metrics.Refuse(store.ChannelSMTP, ReasonUnavailable)
 		reply := smtpReply(451, gosmtp.EnhancedCode{4, 3, 0}, "Temporarily unable to check the recipient; try again later")
 		ss.log.Warn("smtp rcpt deferred", "reply", smtpReplyCode(reply), "reason", ReasonUnavailable, "err", err)
 		return reply
-	case rc.OptedOut:
+	case optedOut:
 		return ss.refuseRcpt(ReasonOptedOut, "", smtpReply(550, gosmtp.EnhancedCode{5, 7, 1},
 			"recipient has opted out of text messages (replied STOP); they must reply START to receive messages again"))
 	}

@@ -56,6 +56,9 @@ type database interface {
 	// a write transaction holds the database's only write lock from its BEGIN.
 	lockSkipLocked() string
 	lockRow() string
+	// jsonStrings is a subquery yielding the strings of the JSON array in parameter param,
+	// for `x IN (…)` with a list of any length in one parameter.
+	jsonStrings(param string) string
 	// insertChained inserts linked events into audit_events, within q's transaction.
 	insertChained(ctx context.Context, q querier, events []chainedEvent) error
 	close()

@@ -78,7 +78,10 @@ func (p *postgres) migrate(ctx context.Context) error {
 
 func (p *postgres) close()                 { p.pool.Close() }
 func (p *postgres) lockSkipLocked() string { return " FOR UPDATE SKIP LOCKED" }
-func (p *postgres) lockRow() string        { return " FOR UPDATE" }
+func (p *postgres) jsonStrings(param string) string {
+	return "SELECT jsonb_array_elements_text(" + param + "::jsonb)"
+}
+func (p *postgres) lockRow() string { return " FOR UPDATE" }
 
 func (p *postgres) query(ctx context.Context, sql string, args ...any) (rows, error) {
 	return p.pool.Query(ctx, sql, args...)

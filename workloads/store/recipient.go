@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
-	"github.com/securetext/securetext/workloads/audit"
 	"time"
+
+	"github.com/securetext/securetext/workloads/audit"
 )
 
 // Recipient is a patient, known by phone number.
@@ -52,6 +54,57 @@ func (s *Store) RecipientByPhone(ctx context.Context, phone string) (Recipient, 
 		return Recipient{}, failed("read recipient by phone", err)
 	}
 	return rc, nil
+}
+
+// OptedOut reports whether the recipient with phone number phone (E.164) opted out; a number
+// never seen has not. Concurrent calls share one query (the SMTP server asks at every RCPT).
+func (s *Store) OptedOut(ctx context.Context, phone string) (bool, error) {
+	var (
+		out bool
+		err error
+	)
+	if s.optOuts != nil {
+		out, err = s.optOuts.Do(ctx, phone)
+	} else {
+		var outs []bool
+		outs, _, err = s.optOutGroup(ctx, []string{phone})
+		if err == nil {
+			out = outs[0]
+		}
+	}
+	if err != nil && !IsTemporary(err) {
+		return false, failed("look up opt-out", err)
+	}
+	return out, err
+}
+
+// optOutGroup looks up the opt-out of every phone in one query.
+func (s *Store) optOutGroup(ctx context.Context, phones []string) ([]bool, []error, error) {
+	list, err := json.Marshal(phones)
+	if err != nil {
+		return nil, nil, err
+	}
+	rows, err := s.db.query(ctx, `SELECT phone FROM recipients WHERE opted_out AND phone IN (`+s.db.jsonStrings("$1")+`)`, string(list))
+	if err != nil {
+		return nil, nil, failed("look up opt-outs", err)
+	}
+	defer rows.Close()
+	optedOut := map[string]bool{}
+	for rows.Next() {
+		var phone string
+		if err := rows.Scan(&phone); err != nil {
+			return nil, nil, failed("look up opt-outs", err)
+		}
+		optedOut[phone] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, failed("look up opt-outs", err)
+	}
+	out := make([]bool, len(phones))
+	for i, p := range phones {
+		out[i] = optedOut[p]
+	}
+	return out, make([]error, len(phones)), nil
 }
 
 // SetPassword stores the PHC string of the recipient's new password.

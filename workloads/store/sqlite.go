@@ -88,7 +88,10 @@ func (d *sqliteDB) close() {
 }
 
 func (d *sqliteDB) lockSkipLocked() string { return "" }
-func (d *sqliteDB) lockRow() string        { return "" }
+func (d *sqliteDB) jsonStrings(param string) string {
+	return "SELECT value FROM json_each(" + param + ")"
+}
+func (d *sqliteDB) lockRow() string { return "" }
 
 func (d *sqliteDB) query(ctx context.Context, query string, args ...any) (rows, error) {
 	r, err := d.read.QueryContext(ctx, query, args...)

@@ -38,6 +38,7 @@ type Store struct {
 	groups  batch.Config
 	accepts *batch.Batcher[acceptCall, AcceptResult] // nil: every accept commits on its own
 	sents   *batch.Batcher[sentCall, struct{}]       // MarkSent's groups, as accepts
+	optOuts *batch.Batcher[string, bool]             // OptedOut's lookups, one query per group
 	appends *batch.Batcher[[]step, struct{}]         // AppendAudit's groups, as accepts
 }
 
@@ -100,6 +101,9 @@ func Open(ctx context.Context, dsn, tenant string, opts ...Option) (*Store, erro
 		s.sents = batch.New(s.groups, acceptGroupTimeout, s.sentGroup, nil, func(what string, cause error) error {
 			return fmt.Errorf("mark notification sent: %s: %w: %w", what, ErrUnavailable, cause)
 		})
+		s.optOuts = batch.New(s.groups, acceptGroupTimeout, s.optOutGroup, nil, func(what string, cause error) error {
+			return fmt.Errorf("look up opt-out: %s: %w: %w", what, ErrUnavailable, cause)
+		})
 		s.appends = batch.New(s.groups, acceptGroupTimeout, s.appendGroup, nil, func(what string, cause error) error {
 			return fmt.Errorf("append audit events: %s: %w: %w", what, ErrUnavailable, cause)
 		})
@@ -137,6 +141,7 @@ func (s *Store) Close() {
 		s.accepts.Close()
 		s.sents.Close()
 		s.appends.Close()
+		s.optOuts.Close()
 	}
 	s.db.close()
 }

@@ -182,3 +182,37 @@ func testAppendAuditGroups(t *testing.T, h harness) {
 		seen[c] = e.Detail["n"]
 	}
 }
+
+// testOptedOutLookups asks about many numbers at once, so that the lookups share queries:
+// each gets its own number's answer.
+func testOptedOutLookups(t *testing.T, h harness) {
+	ctx := context.Background()
+	s, _ := h.open(t)
+	var phones []string
+	want := map[string]bool{}
+	for i := range 40 {
+		p := newPhone()
+		phones = append(phones, p)
+		switch i % 3 {
+		case 0: // opted out
+			_, err := s.SetOptOut(ctx, p, true)
+			must(t, "opt out", err)
+			want[p] = true
+		case 1: // known, opted in
+			accept(t, s, NewRequest(p))
+		} // else never seen
+	}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, p := range phones {
+		wg.Go(func() {
+			<-start
+			got, err := s.OptedOut(ctx, p)
+			if err != nil || got != want[p] {
+				t.Errorf("OptedOut(%s) = %v, %v; want %v", p, got, err, want[p])
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+}

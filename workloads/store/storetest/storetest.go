@@ -35,6 +35,7 @@ func Run(t *testing.T, newDatabase func(t *testing.T) string) {
 		{"IdempotencyConflict", testIdempotencyConflict},
 		{"IdempotencyPurge", testIdempotencyPurge},
 		{"OptedOut", testOptedOut},
+		{"OptedOutLookups", testOptedOutLookups},
 		{"MessageEvents", testMessageEvents},
 		{"Transitions", testTransitions},
 		{"FinalStatusRefusesChange", testFinalStatusRefusesChange},
