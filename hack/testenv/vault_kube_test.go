@@ -105,7 +105,7 @@ func TestVaultKubernetesAuthAgainstKube(t *testing.T) {
 		"clinic B's keystore (same account name, other namespace)": token("securetext-clinic-b", "keystore", audience),
 		"clinic A's gateway (other account)":                       token("securetext-clinic-a", "gateway", audience),
 		"clinic A's keystore with the wrong audience":              token("securetext-clinic-a", "keystore", "someone-else"),
-		"a forged token":                                            "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6c2VjdXJldGV4dC1jbGluaWMtYTprZXlzdG9yZSJ9.c2lnbmF0dXJl",
+		"a forged token": "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6c2VjdXJldGV4dC1jbGluaWMtYTprZXlzdG9yZSJ9.c2lnbmF0dXJl",
 	} {
 		if s, err := login(jwt); err == nil {
 			t.Errorf("%s logged in: %+v", name, s.Auth)
