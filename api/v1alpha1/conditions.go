@@ -25,3 +25,22 @@ const (
 	ReasonDeleting             = "Deleting"
 	ReasonLegalHoldActive      = "LegalHoldActive"
 )
+
+// VaultReady reasons when the operator could not bring the tenant's Vault objects to the spec.
+// The first three are temporary (the operator retries by itself); the last two need a person.
+const (
+	// ReasonVaultUnavailable: Vault did not answer (connection refused, timeout), answered 429
+	// or a 5xx other than sealed.
+	ReasonVaultUnavailable = "VaultUnavailable"
+	// ReasonVaultSealed: Vault answered 503 because it is sealed (or a standby without an active node).
+	ReasonVaultSealed = "VaultSealed"
+	// ReasonVaultForbidden: Vault refused the operator's token (401/403): the token expired, or
+	// the operator's Vault policy (config/rbac/vault-operator-policy.hcl) is not the one installed.
+	ReasonVaultForbidden = "VaultForbidden"
+	// ReasonVaultConflict: something already in Vault at the tenant's paths cannot be made to
+	// match without destroying data (a mount of another type, a key of another type, an
+	// exportable key); the message says what, and a person decides.
+	ReasonVaultConflict = "VaultConflict"
+	// ReasonVaultFailed: Vault refused a request for another reason (4xx); the message quotes Vault.
+	ReasonVaultFailed = "VaultFailed"
+)
