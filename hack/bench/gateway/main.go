@@ -27,6 +27,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -39,6 +40,7 @@ type options struct {
 	restDuration             time.Duration
 	http2                    bool
 	pprofDir                 string
+	rounds                   int
 }
 
 func main() {
@@ -49,6 +51,7 @@ func main() {
 	flag.DurationVar(&o.restDuration, "rest-duration", 10*time.Second, "length of the open-loop REST run")
 	flag.BoolVar(&o.http2, "http2", false, "REST clients speak HTTP/2 (default: HTTP/1.1 keep-alive)")
 	flag.StringVar(&o.pprofDir, "pprof", "", "write a CPU profile of each SecureText run into this folder")
+	flag.IntVar(&o.rounds, "rounds", 1, "repeat Postfix, SecureText SMTP and REST closed loop this many times, alternating, and report the medians (a shared 2-core machine varies by ±20 % between runs)")
 	flag.Parse()
 	if o.messages <= 0 || o.sessions <= 0 || o.size <= 0 || o.restDuration <= 0 {
 		fmt.Fprintln(os.Stderr, "bench: -messages, -sessions, -size and -rest-duration must be positive")
@@ -116,8 +119,71 @@ func run(ctx context.Context, o options) error {
 		return fmt.Errorf("%w (gateway log: %s)", err, filepath.Join(dir, "securetext.log"))
 	}
 	printTables(o, results, baseline)
+	if o.rounds > 1 {
+		if err := moreRounds(ctx, o, s, results); err != nil {
+			return fmt.Errorf("%w (gateway log: %s)", err, filepath.Join(dir, "securetext.log"))
+		}
+	}
 	_ = os.RemoveAll(dir)
 	return nil
+}
+
+// moreRounds repeats the closed-loop runs o.rounds-1 more times, alternating Postfix and
+// SecureText so that both meet the same machine, checks the store after each, and prints every
+// round and the medians. first holds the results of the first round (Postfix, SMTP, REST, …).
+func moreRounds(ctx context.Context, o options, s *stack, first []result) error {
+	type round struct{ postfix, smtp, rest float64 }
+	rounds := []round{{first[0].rate(), first[1].rate(), first[2].rate()}}
+	for i := 2; i <= o.rounds; i++ {
+		logf("round %d of %d", i, o.rounds)
+		pf, err := benchPostfix(ctx, o, o.sessions)
+		if err != nil {
+			return err
+		}
+		before, _, err := s.counts(ctx)
+		if err != nil {
+			return err
+		}
+		elapsed, _, err := runSMTPSource(ctx, o, o.sessions, recipient, s.addrs.SMTP)
+		if err != nil {
+			return err
+		}
+		rest := restClosedLoop(ctx, s, o)
+		if rest.failed > 0 {
+			return fmt.Errorf("round %d REST: %d submissions failed; the first: %v", i, rest.failed, rest.firstErr)
+		}
+		if _, err := s.drain(ctx, 5*time.Minute); err != nil {
+			return fmt.Errorf("round %d: %w", i, err)
+		}
+		after, _, err := s.counts(ctx)
+		if err != nil {
+			return err
+		}
+		if after["smtp"]-before["smtp"] != o.messages || after["api"]-before["api"] != rest.sent {
+			return fmt.Errorf("round %d: the store gained %d SMTP and %d REST messages, want %d and %d",
+				i, after["smtp"]-before["smtp"], after["api"]-before["api"], o.messages, rest.sent)
+		}
+		rounds = append(rounds, round{pf.rate(), float64(o.messages) / elapsed.Seconds(), rest.rate()})
+	}
+	fmt.Printf("\n### %d rounds, alternating (every message checked in the store)\n\n", len(rounds))
+	fmt.Println("| round | Postfix msgs/s | SecureText SMTP msgs/s | SMTP vs Postfix | SecureText REST msgs/s |")
+	fmt.Println("| ---: | ---: | ---: | ---: | ---: |")
+	var ratios, smtps, pfs, rests []float64
+	for i, r := range rounds {
+		fmt.Printf("| %d | %.0f | %.0f | %.2f× | %.0f |\n", i+1, r.postfix, r.smtp, r.smtp/r.postfix, r.rest)
+		ratios, smtps, pfs, rests = append(ratios, r.smtp/r.postfix), append(smtps, r.smtp), append(pfs, r.postfix), append(rests, r.rest)
+	}
+	fmt.Printf("| **median** | **%.0f** | **%.0f** | **%.2f×** | **%.0f** |\n", median(pfs), median(smtps), median(ratios), median(rests))
+	return nil
+}
+
+func median(v []float64) float64 {
+	v = slices.Clone(v)
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
 // benchPostfix runs smtp-source against a fresh private Postfix.
