@@ -34,7 +34,7 @@ const (
 type ClientConfig struct {
 	// Batch coalesces concurrent WrapNewKey calls into one keystore request (wrap-new with a
 	// count), as the keystore coalesces them into one Vault call. Defaults: 64 keys per
-	// request, 8 requests in flight, no window. Batch.Disabled sends one request per key.
+	// request, 2 requests in flight (bigger requests, fewer Vault calls), no window. Batch.Disabled sends one request per key.
 	Batch BatchConfig
 	// URL is the keystore's base URL, for example "https://keystore.tenant-acme.svc:8443".
 	URL string
@@ -113,7 +113,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	bc.MaxItems = min(bc.MaxItems, maxWrapCount)
 	if bc.MaxInFlight <= 0 {
-		bc.MaxInFlight = 8
+		bc.MaxInFlight = 2
 	}
 	c.wrap = batch.New(bc, cfg.Timeout, c.wrapNewBatch, func(k DataKey) { envelope.Zero(k.Plaintext) }, unavailable)
 	return c, nil
