@@ -32,12 +32,16 @@ type SendersFile struct {
 
 // Senders authenticates senders.
 type Senders struct {
+	ids        map[string]bool
 	byUsername map[string]*Sender
 	byKeyHash  map[[32]byte]string
 	// dummy is verified when a username is unknown, so that unknown and known users take the
 	// same time.
 	dummy string
 }
+
+// Has reports whether id is a sender's id.
+func (s *Senders) Has(id string) bool { return s.ids[id] }
 
 // APIKeyPrefix starts every API key, so that secret scanners can recognise leaked ones.
 const APIKeyPrefix = "stk_"
@@ -64,8 +68,8 @@ func LoadSenders(path string) (*Senders, error) {
 
 // NewSenders checks and indexes sender accounts.
 func NewSenders(list []Sender) (*Senders, error) {
-	s := &Senders{byUsername: map[string]*Sender{}, byKeyHash: map[[32]byte]string{}}
 	ids := map[string]bool{}
+	s := &Senders{ids: ids, byUsername: map[string]*Sender{}, byKeyHash: map[[32]byte]string{}}
 	for i := range list {
 		snd := &list[i]
 		switch {

@@ -181,6 +181,8 @@ func NewSMTPServer(cfg SMTPConfig, intake *Intake, senders *Senders) (*SMTPServe
 			return nil, fmt.Errorf("smtp server: TrustedNetworks[%d]: %s would trust every address; list the relay's own addresses", i, n.Prefix)
 		case n.Sender == "" || strings.ContainsAny(n.Sender, " \t\r\n"):
 			return nil, fmt.Errorf("smtp server: TrustedNetworks[%d]: Sender must be a sender id", i)
+		case !senders.Has(n.Sender):
+			return nil, fmt.Errorf("smtp server: TrustedNetworks[%d]: sender %q is not in the senders file; add it (`securetext sender -id %s`) so that its mail is attributed to a known sender", i, n.Sender, n.Sender)
 		}
 		trusted = append(trusted, TrustedNetwork{Prefix: n.Prefix.Masked(), Sender: n.Sender})
 	}

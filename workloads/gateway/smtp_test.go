@@ -1013,6 +1013,9 @@ func TestNewSMTPServerRefusesBadConfig(t *testing.T) {
 			c.TrustedNetworks = []TrustedNetwork{{Prefix: netip.MustParsePrefix("10.0.0.0/8")}}
 		}, "Sender"},
 		{"trusted without prefix", func(c *SMTPConfig) { c.TrustedNetworks = []TrustedNetwork{{Sender: "relay"}} }, "prefix"},
+		{"trusted unknown sender", func(c *SMTPConfig) {
+			c.TrustedNetworks = []TrustedNetwork{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Sender: "nobody"}}
+		}, "not in the senders file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
