@@ -4,19 +4,16 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/time/rate"
 
 	"github.com/securetext/securetext/workloads/audit"
+	"github.com/securetext/securetext/workloads/internal/serve"
 	"github.com/securetext/securetext/workloads/sms"
 	"github.com/securetext/securetext/workloads/store"
 )
@@ -121,42 +118,25 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	// Open every listener first, so that a taken port fails the start with a clear error.
-	var listeners []net.Listener
-	closeAll := func() {
-		for _, l := range listeners {
-			_ = l.Close()
-		}
-	}
-	listen := func(what, addr string) (net.Listener, error) {
-		if addr == "" {
-			return nil, nil
-		}
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			closeAll()
-			return nil, fmt.Errorf("%s listener on %s: %w (is another process using the port?)", what, addr, err)
-		}
-		listeners = append(listeners, l)
-		return l, nil
-	}
-	smtpLn, err := listen("SMTP", cfg.SMTPAddr)
+	var g serve.Group
+	smtpLn, err := g.Listen("SMTP", cfg.SMTPAddr)
 	if err != nil {
 		return err
 	}
-	smtpsLn, err := listen("SMTPS", cfg.SMTPSAddr)
+	smtpsLn, err := g.Listen("SMTPS", cfg.SMTPSAddr)
 	if err != nil {
 		return err
 	}
-	apiLn, err := listen("API", cfg.APIAddr)
+	apiLn, err := g.Listen("API", cfg.APIAddr)
 	if err != nil {
 		return err
 	}
-	metricsLn, err := listen("metrics", cfg.MetricsAddr)
+	metricsLn, err := g.Listen("metrics", cfg.MetricsAddr)
 	if err != nil {
 		return err
 	}
 	if (smtpsLn != nil || apiLn != nil) && cfg.TLS == nil {
-		closeAll()
+		g.Close()
 		return errors.New("gateway: implicit-TLS SMTP and the API need a TLS certificate")
 	}
 
@@ -183,67 +163,31 @@ func Run(ctx context.Context, cfg Config) error {
 		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 60 * time.Second, WriteTimeout: 60 * time.Second,
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 32 << 10,
 	}
-	metricsServer := &http.Server{
-		Handler:           promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: errLog}),
-		ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog,
-	}
+	metricsServer := serve.Metrics(reg, errLog)
+	addrs := Addrs{SMTP: serve.Addr(smtpLn), SMTPS: serve.Addr(smtpsLn), API: serve.Addr(apiLn), Metrics: serve.Addr(metricsLn)}
 
-	addrs := Addrs{}
-	for _, a := range []struct {
-		l   net.Listener
-		dst *string
-	}{{smtpLn, &addrs.SMTP}, {smtpsLn, &addrs.SMTPS}, {apiLn, &addrs.API}, {metricsLn, &addrs.Metrics}} {
-		if a.l != nil {
-			*a.dst = a.l.Addr().String()
-		}
-	}
-
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	serve := func(what string, fn func() error) {
-		wg.Go(func() {
-			if err := fn(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) && runCtx.Err() == nil {
-				errs <- fmt.Errorf("%s: %w", what, err)
-				cancel()
-			}
-		})
-	}
-	serve("SMTP", func() error { return smtpServer.Serve(smtpLn) })
+	g.Serve("SMTP", func() error { return smtpServer.Serve(smtpLn) }, smtpServer.Shutdown)
 	if smtpsLn != nil {
-		serve("SMTPS", func() error { return smtpServer.ServeTLS(smtpsLn) })
+		// The same server: its Shutdown above ends both listeners.
+		g.Serve("SMTPS", func() error { return smtpServer.ServeTLS(smtpsLn) }, func(context.Context) error { return nil })
 	}
 	if apiLn != nil {
-		serve("API", func() error { return apiServer.ServeTLS(apiLn, "", "") })
+		g.Serve("API", func() error { return apiServer.ServeTLS(apiLn, "", "") }, apiServer.Shutdown)
 	}
 	if metricsLn != nil {
-		serve("metrics", func() error { return metricsServer.Serve(metricsLn) })
+		g.Serve("metrics", func() error { return metricsServer.Serve(metricsLn) }, metricsServer.Shutdown)
 	}
-	wg.Go(func() { notifier.Run(runCtx) })
-	wg.Go(func() { cfg.Store.RunAuditSequencer(runCtx, time.Second) })
+	g.Go(notifier.Run)
+	g.Go(func(ctx context.Context) { cfg.Store.RunAuditSequencer(ctx, time.Second) })
 	interval := cfg.AuditCheckpointInterval
 	if interval <= 0 {
 		interval = 5 * time.Minute
 	}
-	wg.Go(func() { cfg.Store.RunAuditCheckpoints(runCtx, cfg.Keys, interval) })
-	log.Info("gateway started", "tenant", cfg.Tenant, "smtp", addrs.SMTP, "smtps", addrs.SMTPS, "api", addrs.API, "metrics", addrs.Metrics)
-	if cfg.Started != nil {
-		cfg.Started(addrs)
-	}
-
-	<-runCtx.Done()
-	shutdownCtx, done := context.WithTimeout(context.Background(), 10*time.Second)
-	defer done()
-	_ = smtpServer.Shutdown(shutdownCtx)
-	_ = apiServer.Shutdown(shutdownCtx)
-	_ = metricsServer.Shutdown(shutdownCtx)
-	closeAll()
-	wg.Wait()
-	select {
-	case err := <-errs:
-		return err
-	default:
-		return nil
-	}
+	g.Go(func(ctx context.Context) { cfg.Store.RunAuditCheckpoints(ctx, cfg.Keys, interval) })
+	return g.Run(ctx, func() {
+		log.Info("gateway started", "tenant", cfg.Tenant, "smtp", addrs.SMTP, "smtps", addrs.SMTPS, "api", addrs.API, "metrics", addrs.Metrics)
+		if cfg.Started != nil {
+			cfg.Started(addrs)
+		}
+	})
 }

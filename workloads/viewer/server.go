@@ -8,13 +8,12 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/securetext/securetext/workloads/internal/serve"
 	"github.com/securetext/securetext/workloads/password"
 )
 
@@ -55,33 +54,16 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	cfg = v.cfg
 
-	var listeners []net.Listener
-	closeAll := func() {
-		for _, l := range listeners {
-			_ = l.Close()
-		}
-	}
-	listen := func(what, addr string) (net.Listener, error) {
-		if addr == "" {
-			return nil, nil
-		}
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			closeAll()
-			return nil, fmt.Errorf("%s listener on %s: %w (is another process using the port?)", what, addr, err)
-		}
-		listeners = append(listeners, l)
-		return l, nil
-	}
-	httpsLn, err := listen("HTTPS", cfg.Addr)
+	var g serve.Group
+	httpsLn, err := g.Listen("HTTPS", cfg.Addr)
 	if err != nil {
 		return err
 	}
-	httpLn, err := listen("HTTP", cfg.HTTPAddr)
+	httpLn, err := g.Listen("HTTP", cfg.HTTPAddr)
 	if err != nil {
 		return err
 	}
-	metricsLn, err := listen("metrics", cfg.MetricsAddr)
+	metricsLn, err := g.Listen("metrics", cfg.MetricsAddr)
 	if err != nil {
 		return err
 	}
@@ -98,64 +80,27 @@ func Run(ctx context.Context, cfg Config) error {
 	httpServer := newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		v.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), plainLoopbackKey{}, true)))
 	}))
-	metricsServer := &http.Server{
-		Handler:           promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: errLog}),
-		ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog,
-	}
+	metricsServer := serve.Metrics(reg, errLog)
+	addrs := Addrs{HTTPS: serve.Addr(httpsLn), HTTP: serve.Addr(httpLn), Metrics: serve.Addr(metricsLn)}
 
-	addrs := Addrs{}
-	for _, a := range []struct {
-		l   net.Listener
-		dst *string
-	}{{httpsLn, &addrs.HTTPS}, {httpLn, &addrs.HTTP}, {metricsLn, &addrs.Metrics}} {
-		if a.l != nil {
-			*a.dst = a.l.Addr().String()
-		}
-	}
-
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errs := make(chan error, 4)
-	serve := func(what string, fn func() error) {
-		wg.Go(func() {
-			if err := fn(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) && runCtx.Err() == nil {
-				errs <- fmt.Errorf("%s: %w", what, err)
-				cancel()
-			}
-		})
-	}
 	if httpsLn != nil {
-		serve("HTTPS", func() error { return httpsServer.ServeTLS(httpsLn, "", "") })
+		g.Serve("HTTPS", func() error { return httpsServer.ServeTLS(httpsLn, "", "") }, httpsServer.Shutdown)
 	}
 	if httpLn != nil {
 		log.Warn("viewer serves plain HTTP on loopback: development only", "addr", addrs.HTTP)
-		serve("HTTP", func() error { return httpServer.Serve(httpLn) })
+		g.Serve("HTTP", func() error { return httpServer.Serve(httpLn) }, httpServer.Shutdown)
 	}
 	if metricsLn != nil {
-		serve("metrics", func() error { return metricsServer.Serve(metricsLn) })
+		g.Serve("metrics", func() error { return metricsServer.Serve(metricsLn) }, metricsServer.Shutdown)
 	}
-	wg.Go(func() { cfg.Store.RunAuditSequencer(runCtx, time.Second) })
-	wg.Go(func() { v.cleanup(runCtx) })
-	log.Info("viewer started", "tenant", cfg.Tenant, "https", addrs.HTTPS, "http", addrs.HTTP, "metrics", addrs.Metrics)
-	if cfg.Started != nil {
-		cfg.Started(addrs)
-	}
-
-	<-runCtx.Done()
-	shutdownCtx, done := context.WithTimeout(context.Background(), 10*time.Second)
-	defer done()
-	_ = httpsServer.Shutdown(shutdownCtx)
-	_ = httpServer.Shutdown(shutdownCtx)
-	_ = metricsServer.Shutdown(shutdownCtx)
-	closeAll()
-	wg.Wait()
-	select {
-	case err := <-errs:
-		return err
-	default:
-		return nil
-	}
+	g.Go(func(ctx context.Context) { cfg.Store.RunAuditSequencer(ctx, time.Second) })
+	g.Go(v.cleanup)
+	return g.Run(ctx, func() {
+		log.Info("viewer started", "tenant", cfg.Tenant, "https", addrs.HTTPS, "http", addrs.HTTP, "metrics", addrs.Metrics)
+		if cfg.Started != nil {
+			cfg.Started(addrs)
+		}
+	})
 }
 
 // cleanup deletes expired sessions and one-time codes every cleanupInterval until ctx ends.
