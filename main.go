@@ -33,6 +33,8 @@ func main() {
 	flag.BoolVar(&leaderElect, "leader-elect", true, "elect a leader so that only one replica reconciles at a time")
 	flag.StringVar(&leaderElectionNamespace, "leader-election-namespace", "",
 		"namespace of the leader-election Lease; required when running outside a cluster")
+	var op operatorFlags
+	op.register(flag.CommandLine)
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -59,7 +61,13 @@ func main() {
 		os.Exit(1)
 	}
 
-	if err := controllers.Setup(mgr); err != nil {
+	options, stopVault, err := op.options(ctrl.Log.WithName("vault"))
+	if err != nil {
+		setupLog.Error(err, "operator settings")
+		os.Exit(2)
+	}
+	defer stopVault()
+	if err := controllers.Setup(mgr, options); err != nil {
 		setupLog.Error(err, "set up controllers")
 		os.Exit(1)
 	}

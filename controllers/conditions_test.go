@@ -13,24 +13,37 @@ import (
 func TestSetTenantConditions(t *testing.T) {
 	cases := []struct {
 		name                         string
-		nsErr                        error
+		st                           tenantState
 		ready, reconciling           metav1.ConditionStatus
 		readyReason, reconcileReason string
 	}{
-		{"namespace in place", nil, metav1.ConditionTrue, metav1.ConditionFalse,
+		{"everything in place", tenantState{}, metav1.ConditionTrue, metav1.ConditionFalse,
 			securetextv1alpha1.ReasonReconciled, securetextv1alpha1.ReasonReconciled},
-		{"foreign namespace", errNamespaceConflict{namespace: "x"}, metav1.ConditionFalse, metav1.ConditionFalse,
+		{"foreign namespace", tenantState{nsErr: errNamespaceConflict{namespace: "x"}}, metav1.ConditionFalse, metav1.ConditionFalse,
 			securetextv1alpha1.ReasonNamespaceConflict, securetextv1alpha1.ReasonNamespaceConflict},
-		{"wrapped conflict", errors.Join(errors.New("other"), errNamespaceConflict{namespace: "x"}), metav1.ConditionFalse,
+		{"wrapped conflict", tenantState{nsErr: errors.Join(errors.New("other"), errNamespaceConflict{namespace: "x"})}, metav1.ConditionFalse,
 			metav1.ConditionFalse, securetextv1alpha1.ReasonNamespaceConflict, securetextv1alpha1.ReasonNamespaceConflict},
-		{"API error", errors.New("etcd timeout"), metav1.ConditionFalse, metav1.ConditionTrue,
+		{"API error", tenantState{nsErr: errors.New("etcd timeout")}, metav1.ConditionFalse, metav1.ConditionTrue,
 			securetextv1alpha1.ReasonNamespaceFailed, securetextv1alpha1.ReasonProgressing},
+		{"Vault down", tenantState{vaultErr: &VaultError{Op: "read mount", Reason: securetextv1alpha1.ReasonVaultUnavailable,
+			Err: errors.New("connection refused")}}, metav1.ConditionFalse, metav1.ConditionTrue,
+			securetextv1alpha1.ReasonVaultUnavailable, securetextv1alpha1.ReasonProgressing},
+		{"Vault down explains more than pods starting", tenantState{pending: []string{"keystore: 0 of 2 replicas available"},
+			vaultErr: &VaultError{Op: "read mount", Reason: securetextv1alpha1.ReasonVaultSealed, Err: errors.New("sealed")}},
+			metav1.ConditionFalse, metav1.ConditionTrue, securetextv1alpha1.ReasonVaultSealed, securetextv1alpha1.ReasonProgressing},
+		{"Vault conflict needs a person", tenantState{vaultErr: &VaultError{Op: "mount", Reason: securetextv1alpha1.ReasonVaultConflict,
+			Err: errors.New("kv mount")}}, metav1.ConditionFalse, metav1.ConditionFalse,
+			securetextv1alpha1.ReasonVaultConflict, securetextv1alpha1.ReasonVaultConflict},
+		{"pods starting", tenantState{pending: []string{"gateway: 0 of 2 replicas available"}}, metav1.ConditionFalse,
+			metav1.ConditionTrue, securetextv1alpha1.ReasonWorkloadsProgressing, securetextv1alpha1.ReasonProgressing},
+		{"apply refused", tenantState{applyErr: errors.New("admission webhook denied")}, metav1.ConditionFalse,
+			metav1.ConditionTrue, securetextv1alpha1.ReasonApplyFailed, securetextv1alpha1.ReasonProgressing},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			tenant := &securetextv1alpha1.SecureTextTenant{}
 			tenant.Generation = 7
-			setTenantConditions(tenant, tc.nsErr)
+			setTenantConditions(tenant, tc.st)
 			if tenant.Status.ObservedGeneration != 7 {
 				t.Errorf("observedGeneration = %d", tenant.Status.ObservedGeneration)
 			}

@@ -13,6 +13,9 @@ const (
 
 	// TenantFinalizer holds a SecureTextTenant until what the operator made for it is removed.
 	TenantFinalizer = "securetext.io/tenant-cleanup"
+	// VaultFinalizer holds a SecureTextTenant until its Vault objects are cleaned up by its
+	// deletion policy. It is added just before the operator first writes to Vault for the tenant.
+	VaultFinalizer = "securetext.io/vault-cleanup"
 
 	LabelManagedBy = "app.kubernetes.io/managed-by"
 	LabelPartOf    = "app.kubernetes.io/part-of"
@@ -38,6 +41,11 @@ const (
 	EventNamespaceDeleted  = "NamespaceDeleted"
 	EventReconcileFailed   = "ReconcileFailed"
 	EventDeletionBlocked   = "DeletionBlocked"
+	EventSecretsChanged    = "SecretsChanged"
+	EventVaultChanged      = "VaultChanged"
+	EventVaultFailed       = "VaultFailed"
+	EventWorkloadsApplied  = "WorkloadsApplied"
+	EventOrphaned          = "Orphaned"
 )
 
 // tenantLabels are the labels of every object made for a tenant.

@@ -200,6 +200,13 @@ func (p *VaultProvisioner) Ensure(ctx context.Context, t TenantVault) (VaultResu
 	return res, nil
 }
 
+// Exists reports whether the tenant's Transit mount exists: whether Vault holds anything of
+// the tenant that deletion must clean up.
+func (p *VaultProvisioner) Exists(ctx context.Context, t TenantVault) (bool, error) {
+	m, err := p.readMount(ctx, t.Mount())
+	return m != nil, err
+}
+
 // Remove is the Retain deletion: it deletes the keystore's role and policy and keeps the mount
 // and keys, so that a tenant created again under the same name reads its old messages. The
 // policy goes too, not only the role: Vault resolves a token's policies by name on every

@@ -24,6 +24,14 @@ const (
 	ReasonNamespaceTerminating = "NamespaceTerminating"
 	ReasonDeleting             = "Deleting"
 	ReasonLegalHoldActive      = "LegalHoldActive"
+	ReasonSecretsFailed        = "SecretsFailed"
+	ReasonRenderFailed         = "RenderFailed"
+	ReasonApplyFailed          = "ApplyFailed"
+	ReasonWorkloadsProgressing = "WorkloadsProgressing"
+	ReasonWorkloadsAvailable   = "WorkloadsAvailable"
+	ReasonVaultProvisioned     = "VaultProvisioned"
+	// ReasonVaultNotConfigured: the operator runs without Vault settings, so no tenant gets keys.
+	ReasonVaultNotConfigured = "VaultNotConfigured"
 )
 
 // VaultReady reasons when the operator could not bring the tenant's Vault objects to the spec.

@@ -115,15 +115,24 @@ func StartVaultProcess(ctx context.Context) (*Vault, error) {
 // Client returns a Vault API client for v, authenticated with the root token.
 func (v *Vault) Client(t testing.TB) *vaultapi.Client {
 	t.Helper()
+	client, err := v.RootClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client
+}
+
+// RootClient is Client for TestMain and tools.
+func (v *Vault) RootClient() (*vaultapi.Client, error) {
 	cfg := vaultapi.DefaultConfig() // reads VAULT_* variables; the ones that matter are overridden
 	cfg.Address = v.Addr
 	client, err := vaultapi.NewClient(cfg)
 	if err != nil {
-		t.Fatalf("vault client for %s: %v", v.Addr, err)
+		return nil, fmt.Errorf("vault client for %s: %w", v.Addr, err)
 	}
 	client.SetToken(v.RootToken)
 	client.ClearNamespace()
-	return client
+	return client, nil
 }
 
 // Stop kills the server and waits for it to exit; its port is free again when Stop returns.

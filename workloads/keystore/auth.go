@@ -265,3 +265,18 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
+
+// VaultSession keeps a Vault client logged in — the first login, renewals, and a new login
+// when renewal ends — for processes other than the keystore that call Vault (the operator).
+type VaultSession struct{ a *authState }
+
+// StartVaultSession logs client in with auth in the background and keeps it logged in until Stop.
+func StartVaultSession(client *vaultapi.Client, auth Auth, log *slog.Logger) *VaultSession {
+	return &VaultSession{a: startAuth(client, auth, log)}
+}
+
+// WaitLoggedIn waits for the first login, or for ctx.
+func (s *VaultSession) WaitLoggedIn(ctx context.Context) error { return s.a.waitLoggedIn(ctx) }
+
+// Stop ends renewals.
+func (s *VaultSession) Stop() { s.a.stop() }

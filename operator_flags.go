@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	vaultapi "github.com/hashicorp/vault/api"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/securetext/securetext/controllers"
+	"github.com/securetext/securetext/workloads/keystore"
+)
+
+// operatorFlags are the settings that make controllers.Options.
+type operatorFlags struct {
+	workloadImage, keystoreImage, pullPolicy string
+
+	vaultAddr, keystoreVaultAddr, vaultCACert, vaultAuth, vaultAuthMount, vaultRole string
+	vaultTokenFile, vaultAudience                                                   string
+
+	ingressNamespaceLabels, ingressPodLabels, ingressClass, ingressAnnotations string
+	clusterCIDRs, trustedProxyCIDRs, databaseCIDRs                             string
+	databasePort                                                               int
+
+	workers int
+	resync  time.Duration
+}
+
+func (f *operatorFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.workloadImage, "workload-image", "", "image of the tenants' gateway, viewer and keystore (required)")
+	fs.StringVar(&f.keystoreImage, "keystore-image", "", "image of the tenants' keystore; default -workload-image")
+	fs.StringVar(&f.pullPolicy, "image-pull-policy", "", "imagePullPolicy of the tenants' containers (Always, IfNotPresent, Never)")
+
+	fs.StringVar(&f.vaultAddr, "vault-addr", "", "address of Vault, https://…; empty runs without Vault (tenants stay VaultReady=False)")
+	fs.StringVar(&f.keystoreVaultAddr, "keystore-vault-addr", "", "address the tenants' keystores use for Vault; default -vault-addr")
+	fs.StringVar(&f.vaultCACert, "vault-ca-cert", "", "PEM file with Vault's CA; also copied to each tenant for its keystore")
+	fs.StringVar(&f.vaultAuth, "vault-auth", "kubernetes", "how the operator logs in to Vault: kubernetes or token")
+	fs.StringVar(&f.vaultAuthMount, "vault-auth-mount", controllers.DefaultVaultAuthMount,
+		"path of Vault's Kubernetes auth method (the operator's and the keystores')")
+	fs.StringVar(&f.vaultRole, "vault-role", "securetext-operator",
+		"the operator's Kubernetes auth role (policy: config/rbac/vault-operator-policy.hcl)")
+	fs.StringVar(&f.vaultTokenFile, "vault-token-file", "", "file with a Vault token, for -vault-auth token (development)")
+	fs.StringVar(&f.vaultAudience, "vault-audience", "vault", "audience of the keystores' service account tokens for Vault")
+
+	fs.StringVar(&f.ingressNamespaceLabels, "ingress-namespace-labels", "kubernetes.io/metadata.name=ingress-nginx",
+		"labels (k=v,…) of the ingress controller's namespace: the only source of HTTP traffic to tenants")
+	fs.StringVar(&f.ingressPodLabels, "ingress-pod-labels", "", "labels (k=v,…) of the ingress controller's pods; empty means all pods there")
+	fs.StringVar(&f.ingressClass, "ingress-class", "", "ingressClassName of the tenants' Ingresses; empty means the cluster default")
+	fs.StringVar(&f.ingressAnnotations, "ingress-annotations", "nginx.ingress.kubernetes.io/backend-protocol=HTTPS",
+		"annotations (k=v,…) of the tenants' Ingresses; the backends serve HTTPS only")
+	fs.StringVar(&f.clusterCIDRs, "cluster-cidrs", "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16",
+		"the cluster's pod and service ranges (comma-separated), excluded from the SMS provider egress")
+	fs.StringVar(&f.trustedProxyCIDRs, "trusted-proxy-cidrs", "", "addresses of the ingress controller's pods; default -cluster-cidrs")
+	fs.StringVar(&f.databaseCIDRs, "database-cidrs", "", "where the tenants' PostgreSQL is (comma-separated CIDRs); empty allows any address on -database-port")
+	fs.IntVar(&f.databasePort, "database-port", 5432, "port of the tenants' PostgreSQL")
+
+	fs.IntVar(&f.workers, "max-concurrent-reconciles", 4, "tenants reconciled at once")
+	fs.DurationVar(&f.resync, "resync", controllers.DefaultResync, "how often an unchanged tenant is checked for drift (Vault)")
+}
+
+// options turns the flags into controllers.Options and, with Vault, logs the operator in. The
+// returned stop ends the Vault session.
+func (f *operatorFlags) options(log logr.Logger) (controllers.Options, func(), error) {
+	o := controllers.Options{
+		WorkloadImage: f.workloadImage, KeystoreImage: f.keystoreImage, ImagePullPolicy: corev1.PullPolicy(f.pullPolicy),
+		VaultAddress: f.keystoreVaultAddr, VaultAudience: f.vaultAudience,
+		IngressClassName: f.ingressClass, MaxConcurrentReconciles: f.workers, Resync: f.resync,
+		ClusterCIDRs: splitList(f.clusterCIDRs), TrustedProxyCIDRs: splitList(f.trustedProxyCIDRs),
+		Database: controllers.DatabaseInput{Port: int32(f.databasePort)},
+	}
+	var errs []error
+	if f.workloadImage == "" {
+		errs = append(errs, errors.New("-workload-image is required"))
+	}
+	var err error
+	if o.IngressAnnotations, err = parseLabels(f.ingressAnnotations); err != nil {
+		errs = append(errs, fmt.Errorf("-ingress-annotations: %w", err))
+	}
+	if m, err := parseLabels(f.ingressNamespaceLabels); err != nil {
+		errs = append(errs, fmt.Errorf("-ingress-namespace-labels: %w", err))
+	} else if len(m) > 0 {
+		o.IngressNamespaceSelector = &metav1.LabelSelector{MatchLabels: m}
+	}
+	if m, err := parseLabels(f.ingressPodLabels); err != nil {
+		errs = append(errs, fmt.Errorf("-ingress-pod-labels: %w", err))
+	} else if len(m) > 0 {
+		o.IngressPodSelector = &metav1.LabelSelector{MatchLabels: m}
+	}
+	for _, cidr := range splitList(f.databaseCIDRs) {
+		o.Database.Peers = append(o.Database.Peers, networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: cidr}})
+	}
+	if len(errs) > 0 || f.vaultAddr == "" {
+		return o, func() {}, errors.Join(errs...)
+	}
+
+	cfg := vaultapi.DefaultConfig()
+	cfg.Address = f.vaultAddr
+	if f.vaultCACert != "" {
+		if o.VaultCACert, err = os.ReadFile(f.vaultCACert); err != nil {
+			return o, func() {}, fmt.Errorf("-vault-ca-cert: %w", err)
+		}
+		if err := cfg.ConfigureTLS(&vaultapi.TLSConfig{CACertBytes: o.VaultCACert}); err != nil {
+			return o, func() {}, fmt.Errorf("-vault-ca-cert: %w", err)
+		}
+	}
+	client, err := vaultapi.NewClient(cfg)
+	if err != nil {
+		return o, func() {}, fmt.Errorf("vault client: %w", err)
+	}
+	var auth keystore.Auth
+	switch f.vaultAuth {
+	case "kubernetes":
+		auth = keystore.KubernetesAuth{Mount: f.vaultAuthMount, Role: f.vaultRole}
+	case "token":
+		auth = keystore.TokenAuth{TokenPath: f.vaultTokenFile}
+	default:
+		return o, func() {}, fmt.Errorf("-vault-auth %q: use kubernetes or token", f.vaultAuth)
+	}
+	session := keystore.StartVaultSession(client, auth, slog.New(logr.ToSlogHandler(log)))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := session.WaitLoggedIn(ctx); err != nil {
+		// Not fatal: tenants report VaultReady=False until the login succeeds.
+		log.Error(err, "not logged in to Vault yet; retrying in the background")
+	}
+	o.Vault = &controllers.VaultProvisioner{Client: client, AuthMount: f.vaultAuthMount}
+	return o, session.Stop, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// parseLabels reads k=v,k=v.
+func parseLabels(s string) (map[string]string, error) {
+	m := map[string]string{}
+	for _, kv := range splitList(s) {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%q is not key=value", kv)
+		}
+		m[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	return m, nil
+}
