@@ -86,6 +86,7 @@ const (
 	flagVaultAuth      = "vault-auth"
 	flagVaultAuthMount = "vault-auth-mount"
 	flagVaultRole      = "vault-role"
+	flagVaultJWTFile   = "vault-jwt-file"
 	flagTransitMount   = "transit-mount"
 	flagWrappingKey    = "wrapping-key"
 	flagSigningKey     = "signing-key"
@@ -380,6 +381,7 @@ func (r *renderer) keystoreConfig() componentConfig {
 	cc.set(p, flagVaultAuth, "kubernetes")
 	cc.set(p, flagVaultAuthMount, r.in.Vault.AuthMount)
 	cc.set(p, flagVaultRole, r.in.Vault.Role)
+	cc.set(p, flagVaultJWTFile, serviceAccountDir+"/"+serviceAccountToken)
 	cc.set(p, flagTransitMount, r.in.Vault.TransitMount)
 	cc.set(p, flagWrappingKey, r.in.Vault.WrappingKey)
 	cc.set(p, flagSigningKey, r.in.Vault.SigningKey)

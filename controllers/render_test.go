@@ -277,7 +277,9 @@ func TestRenderNoSecretValuesInEnv(t *testing.T) {
 						}
 					}
 					if strings.HasSuffix(k, "_FILE") || strings.HasSuffix(k, "_CERT") || strings.HasSuffix(k, "_KEY") && !strings.HasSuffix(k, "_SIGNING_KEY") && !strings.HasSuffix(k, "_WRAPPING_KEY") || strings.HasSuffix(k, "_CA") {
-						if !strings.HasPrefix(v, configDir+"/") {
+						// Files under configDir are mounted Secrets; the one under
+						// serviceAccountDir is the keystore's projected Vault token.
+						if !strings.HasPrefix(v, configDir+"/") && (cm.Name != "keystore-config" || v != serviceAccountDir+"/"+serviceAccountToken) {
 							t.Errorf("%s: %s=%q is not a mounted file", cm.Name, k, v)
 						}
 					}

@@ -70,6 +70,7 @@ type config struct {
 	vaultAddr, vaultCACert                string
 	vaultAuth, vaultAuthMount, vaultRole  string
 	vaultTokenFile, vaultToken            string
+	vaultJWTFile                          string
 	transitMount, wrappingKey, signingKey string
 	vaultTimeout                          time.Duration
 	batch                                 keystore.BatchConfig
@@ -94,6 +95,8 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	fs.StringVar(&c.vaultAuth, "vault-auth", "kubernetes", "Vault auth method: kubernetes or token (token is for development)")
 	fs.StringVar(&c.vaultAuthMount, "vault-auth-mount", "kubernetes", "mount path of Vault's Kubernetes auth method")
 	fs.StringVar(&c.vaultRole, "vault-role", "", "Vault role to log in as (kubernetes auth)")
+	fs.StringVar(&c.vaultJWTFile, "vault-jwt-file", keystore.DefaultServiceAccountTokenPath,
+		"service account token presented to Vault's Kubernetes auth (a projected token, re-read at every login)")
 	fs.StringVar(&c.vaultTokenFile, "vault-token-file", "", "file holding the Vault token (token auth; default $VAULT_TOKEN)")
 	fs.StringVar(&c.transitMount, "transit-mount", "", "path of the tenant's Transit mount")
 	fs.StringVar(&c.wrappingKey, "wrapping-key", "", "Transit aes256-gcm96 key that wraps data keys")
@@ -310,7 +313,7 @@ func newTransit(c *config, log *slog.Logger) (*keystore.Transit, error) {
 	if c.vaultAuth == "token" {
 		auth = keystore.TokenAuth{Token: c.vaultToken, TokenPath: c.vaultTokenFile}
 	} else {
-		auth = keystore.KubernetesAuth{Mount: c.vaultAuthMount, Role: c.vaultRole}
+		auth = keystore.KubernetesAuth{Mount: c.vaultAuthMount, Role: c.vaultRole, TokenPath: c.vaultJWTFile}
 	}
 	return keystore.NewTransit(keystore.TransitConfig{
 		Client: client, Auth: auth, Mount: c.transitMount,
