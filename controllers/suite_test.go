@@ -12,6 +12,7 @@ import (
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -65,6 +66,9 @@ func run(m *testing.M) int {
 		panic(err)
 	}
 	if err := securetextv1alpha1.AddToScheme(scheme); err != nil {
+		panic(err)
+	}
+	if err := apiextensionsv1.AddToScheme(scheme); err != nil {
 		panic(err)
 	}
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true)))
@@ -176,18 +180,24 @@ func restartOperator() error {
 }
 
 // writeLog records every write the operator sends to the API server, "VERB Kind ns/name".
+// Applies are recorded before they are sent.
 type writeLog struct {
 	mu  sync.Mutex
 	all []string
 }
 
-func (w *writeLog) add(verb string, obj client.Object, c client.Client) {
+// add records a write; a refused one (a conflict, AlreadyExists) is marked " (refused)".
+func (w *writeLog) add(verb string, obj client.Object, c client.Client, err error) {
 	kind := obj.GetObjectKind().GroupVersionKind().Kind
 	if gvk, err := c.GroupVersionKindFor(obj); err == nil {
 		kind = gvk.Kind
 	}
 	w.mu.Lock()
-	w.all = append(w.all, fmt.Sprintf("%s %s %s/%s", verb, kind, obj.GetNamespace(), obj.GetName()))
+	entry := fmt.Sprintf("%s %s %s/%s", verb, kind, obj.GetNamespace(), obj.GetName())
+	if err != nil {
+		entry += " (refused)"
+	}
+	w.all = append(w.all, entry)
 	w.mu.Unlock()
 }
 
@@ -207,20 +217,24 @@ func (w *writeLog) mark() int {
 func (w *writeLog) wrap(c client.Client) client.Client {
 	return interceptor.NewClient(withoutWatch{c}, interceptor.Funcs{
 		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
-			w.add("create", obj, c)
-			return c.Create(ctx, obj, opts...)
+			err := c.Create(ctx, obj, opts...)
+			w.add("create", obj, c, err)
+			return err
 		},
 		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
-			w.add("update", obj, c)
-			return c.Update(ctx, obj, opts...)
+			err := c.Update(ctx, obj, opts...)
+			w.add("update", obj, c, err)
+			return err
 		},
 		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
-			w.add("patch", obj, c)
-			return c.Patch(ctx, obj, patch, opts...)
+			err := c.Patch(ctx, obj, patch, opts...)
+			w.add("patch", obj, c, err)
+			return err
 		},
 		Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
-			w.add("delete", obj, c)
-			return c.Delete(ctx, obj, opts...)
+			err := c.Delete(ctx, obj, opts...)
+			w.add("delete", obj, c, err)
+			return err
 		},
 		Apply: func(ctx context.Context, c client.WithWatch, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
 			w.mu.Lock()
@@ -229,12 +243,14 @@ func (w *writeLog) wrap(c client.Client) client.Client {
 			return c.Apply(ctx, obj, opts...)
 		},
 		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
-			w.add("update/"+sub, obj, c)
-			return c.SubResource(sub).Update(ctx, obj, opts...)
+			err := c.SubResource(sub).Update(ctx, obj, opts...)
+			w.add("update/"+sub, obj, c, err)
+			return err
 		},
 		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-			w.add("patch/"+sub, obj, c)
-			return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+			err := c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+			w.add("patch/"+sub, obj, c, err)
+			return err
 		},
 	})
 }
