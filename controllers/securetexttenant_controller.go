@@ -233,6 +233,17 @@ func (r *SecureTextTenantReconciler) tenantInputs(tenant *securetextv1alpha1.Sec
 	}
 	in := r.Options.renderInput()
 	in.Namespace = ns
+	for c, spec := range map[Component]securetextv1alpha1.ComponentSpec{
+		ComponentGateway: tenant.Spec.Components.Gateway, ComponentViewer: tenant.Spec.Components.Viewer,
+		ComponentKeystore: tenant.Spec.Components.Keystore,
+	} {
+		if a := spec.Autoscaling; a != nil {
+			if in.Autoscaling == nil {
+				in.Autoscaling = map[Component]AutoscalingInput{}
+			}
+			in.Autoscaling[c] = AutoscalingInput{MaxReplicas: a.MaxReplicas, TargetCPUUtilizationPercentage: a.TargetCPUUtilizationPercentage}
+		}
+	}
 	in.Vault.Role = tv.RoleName()
 	in.Vault.TransitMount = tv.Mount()
 	in.Vault.WrappingKey = tv.WrappingKey()

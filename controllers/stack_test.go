@@ -12,10 +12,12 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -286,6 +288,39 @@ func TestTenantStack(t *testing.T) {
 		if v := cm.Data["SECURETEXT_GATEWAY_MAX_MESSAGE_BYTES"]; v != "10485760" {
 			t.Errorf("gateway config max message bytes = %q", v)
 		}
+	})
+
+	t.Run("an autoscaler comes and goes with the spec", func(t *testing.T) {
+		setAutoscaling := func(a *securetextv1alpha1.AutoscalingSpec) {
+			eventually(t, "set viewer autoscaling", func() error {
+				var cur securetextv1alpha1.SecureTextTenant
+				if err := k8s.Get(ctx, client.ObjectKey{Name: name}, &cur); err != nil {
+					return err
+				}
+				cur.Spec.Components.Viewer.Autoscaling = a
+				return k8s.Update(ctx, &cur)
+			})
+		}
+		var hpa autoscalingv2.HorizontalPodAutoscaler
+		key := client.ObjectKey{Namespace: ns, Name: "viewer"}
+		setAutoscaling(&securetextv1alpha1.AutoscalingSpec{MaxReplicas: 6})
+		eventually(t, "viewer HPA", func() error {
+			if err := k8s.Get(ctx, key, &hpa); err != nil {
+				return err
+			}
+			if hpa.Spec.MaxReplicas != 6 || *hpa.Spec.MinReplicas != 2 {
+				return fmt.Errorf("HPA %d..%d", *hpa.Spec.MinReplicas, hpa.Spec.MaxReplicas)
+			}
+			return nil
+		})
+		setAutoscaling(nil)
+		eventually(t, "viewer HPA deleted", func() error {
+			err := k8s.Get(ctx, key, &hpa)
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			return fmt.Errorf("HPA still there: %v", err)
+		})
 	})
 
 	t.Run("Vault down, then back", func(t *testing.T) {

@@ -222,6 +222,23 @@ type ComponentSpec struct {
 	// Resources of the component's container.
 	// +optional
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+	// Autoscaling, when set, adds a HorizontalPodAutoscaler between replicas and maxReplicas.
+	// +optional
+	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
+}
+
+// AutoscalingSpec scales a component on CPU use.
+type AutoscalingSpec struct {
+	// MaxReplicas is the most replicas the autoscaler may run.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	MaxReplicas int32 `json:"maxReplicas"`
+	// TargetCPUUtilizationPercentage of the containers' CPU requests; default 75.
+	// +kubebuilder:default=75
+	// +kubebuilder:validation:Minimum=10
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	TargetCPUUtilizationPercentage int32 `json:"targetCPUUtilizationPercentage,omitempty"`
 }
 
 // Components sizes the tenant's workloads.
@@ -384,7 +401,10 @@ type SecureTextTenantStatus struct {
 // +kubebuilder:printcolumn:name="Text Domain",type=string,JSONPath=`.spec.textDomain`
 // +kubebuilder:printcolumn:name="Namespace",type=string,JSONPath=`.status.namespace`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Vault",type=string,JSONPath=`.status.conditions[?(@.type=="VaultReady")].status`
+// +kubebuilder:printcolumn:name="Workloads",type=string,JSONPath=`.status.conditions[?(@.type=="WorkloadsReady")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Viewer",type=string,JSONPath=`.status.endpoints.viewer`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type SecureTextTenant struct {
 	metav1.TypeMeta   `json:",inline"`
