@@ -38,6 +38,7 @@ manifests: controller-gen ## Generate CRDs and RBAC into config/ and copy the CR
 	mkdir -p charts/securetext-operator/crds
 	cp config/crd/bases/*.yaml charts/securetext-operator/crds/
 	cp config/rbac/role.yaml charts/securetext-operator/files/manager-role.yaml
+	cp config/rbac/vault-operator-policy.hcl charts/securetext-operator/files/vault-operator-policy.hcl
 
 .PHONY: fmt
 fmt: ## gofmt every Go file.
