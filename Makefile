@@ -71,9 +71,12 @@ kube-binaries: ## Build (once, then cached) kube-apiserver, etcd and kubectl int
 	@hack/build-tool.sh kube-apiserver hack/tools/kube ./kube-apiserver $(KUBE_VERSION) "$(KUBE_LDFLAGS)"
 	@hack/build-tool.sh kubectl hack/tools/kube ./kubectl $(KUBE_VERSION) "$(KUBE_LDFLAGS)"
 
-.PHONY: test-binaries
-test-binaries: kube-binaries ## kube-binaries, plus the Vault dev server; install PostgreSQL, Chromium and axe-core if missing.
+.PHONY: vault-binary
+vault-binary: ## Build (once, then cached) the Vault dev server into bin/.
 	@hack/build-tool.sh vault-dev hack/tools/vault ./vault-dev $(VAULT_VERSION)
+
+.PHONY: test-binaries
+test-binaries: kube-binaries vault-binary ## kube-binaries, plus the Vault dev server; install PostgreSQL, Chromium and axe-core if missing.
 	@hack/postgres.sh ensure
 	@hack/browser.sh ensure
 
@@ -89,7 +92,7 @@ demo: ## The product on loopback with embedded defaults: gateway, local keystore
 	$(BIN)/securetext dev $(DEMO_FLAGS)
 
 .PHONY: run
-run: build kube-binaries ## Local control plane from bin/, CRDs and samples installed, operator running against it.
+run: build kube-binaries vault-binary ## Local control plane from bin/, CRDs and samples installed, operator running against it.
 	hack/run.sh
 
 .PHONY: controller-gen
