@@ -33,6 +33,7 @@ func newTenant(name string) *securetextv1alpha1.SecureTextTenant {
 			DisplayName: "Test Clinic " + name,
 			TextDomain:  "text." + name + ".example",
 			Hostnames:   securetextv1alpha1.Hostnames{Viewer: "view." + name + ".example"},
+			Branding:    securetextv1alpha1.Branding{SupportContact: "(202) 555-0100"},
 			SMS:         securetextv1alpha1.SMSSpec{Provider: securetextv1alpha1.SMSConsole},
 			Database:    securetextv1alpha1.DatabaseSpec{SecretRef: securetextv1alpha1.SecretKeyRef{Name: "db"}},
 		},

@@ -130,7 +130,7 @@ func TestSchemaRefusals(t *testing.T) {
 			s["tls"] = map[string]any{"secretName": "x", "issuerRef": map[string]any{"name": "y"}}
 		}},
 		{"bad colour", "primaryColor must be a hex colour", func(s map[string]any) {
-			s["branding"] = map[string]any{"primaryColor": "blue"}
+			s["branding"] = map[string]any{"primaryColor": "blue", "supportContact": "(202) 555-0100"}
 		}},
 		{"unknown deletion policy", `supported values: "Retain", "Shred"`, func(s map[string]any) {
 			s["deletionPolicy"] = "Delete"
@@ -140,10 +140,19 @@ func TestSchemaRefusals(t *testing.T) {
 			s["vault"] = map[string]any{"address": "http://vault.vault.svc:8200"}
 		}},
 		{"logo on a cluster host", "logoURL must be an https:// URL on a public DNS name", func(s map[string]any) {
-			s["branding"] = map[string]any{"logoURL": "https://vault.vault.svc/logo.png"}
+			s["branding"] = map[string]any{"logoURL": "https://vault.vault.svc/logo.png", "supportContact": "(202) 555-0100"}
 		}},
 		{"logo on an IP address", "logoURL must be an https:// URL on a public DNS name", func(s map[string]any) {
-			s["branding"] = map[string]any{"logoURL": "https://169.254.169.254/latest/meta-data"}
+			s["branding"] = map[string]any{"logoURL": "https://169.254.169.254/latest/meta-data", "supportContact": "(202) 555-0100"}
+		}},
+		{"no branding", "spec.branding: Required value", func(s map[string]any) {
+			delete(s, "branding")
+		}},
+		{"no support contact", "spec.branding.supportContact: Required value", func(s map[string]any) {
+			s["branding"] = map[string]any{"primaryColor": "#0b5394"}
+		}},
+		{"support contact that is not one contact", "supportContact must be one phone number", func(s map[string]any) {
+			s["branding"] = map[string]any{"supportContact": "ask at the front desk"}
 		}},
 		{"empty tls secret", "spec.tls.secretName", func(s map[string]any) {
 			s["tls"] = map[string]any{"secretName": ""}
@@ -170,7 +179,13 @@ func TestSchemaAccepts(t *testing.T) {
 		"vault on loopback http": func(s map[string]any) { s["vault"] = map[string]any{"address": "http://127.0.0.1:8200"} },
 		"vault on https":         func(s map[string]any) { s["vault"] = map[string]any{"address": "https://vault.vault.svc:8200"} },
 		"public logo": func(s map[string]any) {
-			s["branding"] = map[string]any{"logoURL": "https://cdn.clinic.example/logo.png"}
+			s["branding"] = map[string]any{"logoURL": "https://cdn.clinic.example/logo.png", "supportContact": "+1 202 555 0100"}
+		},
+		"support email": func(s map[string]any) {
+			s["branding"] = map[string]any{"supportContact": "help@clinic.example"}
+		},
+		"support page": func(s map[string]any) {
+			s["branding"] = map[string]any{"supportContact": "https://clinic.example/help"}
 		},
 		"8 characters with code": func(s map[string]any) {
 			s["viewerAuth"] = map[string]any{"minPasswordLength": int64(8), "oneTimeCode": true}

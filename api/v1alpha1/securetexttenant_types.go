@@ -59,10 +59,13 @@ type Branding struct {
 	// +kubebuilder:validation:XValidation:rule="self.matches('^#[0-9a-fA-F]{6}$')",message="primaryColor must be a hex colour such as #0b5394"
 	// +kubebuilder:validation:MaxLength=7
 	PrimaryColor string `json:"primaryColor,omitempty"`
-	// SupportContact tells a patient whom to call when a link has expired, e.g. "(202) 555-0100".
-	// +optional
+	// SupportContact tells a patient whom to contact when a link has expired or they are
+	// locked out: a phone number such as "(202) 555-0100", an email address such as
+	// help@clinic.example, or an https:// URL. The viewer's error pages need one.
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=200
-	SupportContact string `json:"supportContact,omitempty"`
+	// +kubebuilder:validation:XValidation:rule="(self.matches('^[+]?[0-9 ().-]{7,30}$') && self.matches('[0-9].*[0-9].*[0-9].*[0-9].*[0-9].*[0-9].*[0-9]')) || self.matches('^[^@[:space:]<>\"]+@[^@[:space:]<>\"]+[.][^@[:space:]<>\"]+$') || self.matches('^https://[^[:space:]]+$')",message="supportContact must be one phone number such as (202) 555-0100, one email address such as help@clinic.example, or one https:// URL"
+	SupportContact string `json:"supportContact"`
 }
 
 // Hostnames are the public names of the tenant's HTTP endpoints.
@@ -313,9 +316,8 @@ type SecureTextTenantSpec struct {
 	// +optional
 	TLS *TLSSpec `json:"tls,omitempty"`
 
-	// Branding of the viewer pages and texts.
-	// +optional
-	Branding Branding `json:"branding,omitempty"`
+	// Branding of the viewer pages and texts; supportContact is required.
+	Branding Branding `json:"branding"`
 
 	// SMTP submission endpoint.
 	// +kubebuilder:default={}
