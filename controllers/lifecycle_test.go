@@ -204,6 +204,7 @@ func TestOperatorRestartMidReconcile(t *testing.T) {
 		t.Fatal(err)
 	}
 	condition(t, name, securetextv1alpha1.ConditionVaultReady, metav1.ConditionTrue, "")
+	provideDatabase(t, ns)
 	readyAgain(t, name, ns)
 
 	n := 0

@@ -40,6 +40,9 @@ const (
 	terminatingRecheck = 5 * time.Second
 	legalHoldRecheck   = 30 * time.Second
 	conflictRetry      = 200 * time.Millisecond
+	// missingSecretRecheck is how soon a Secret the spec names and that is missing is looked
+	// for again.
+	missingSecretRecheck = 15 * time.Second
 )
 
 // SecureTextTenantReconciler turns a SecureTextTenant into the tenant's dedicated stack.
@@ -131,6 +134,8 @@ type tenantState struct {
 	applyErr   error
 	// pending lists components whose Deployment is not yet available, "keystore: 0/2 available".
 	pending []string
+	// missing lists Secrets the spec names that do not exist.
+	missing []string
 	// renewAt and rotateAt are when certificates and the wrapping key are due.
 	renewAt, rotateAt time.Time
 }
@@ -158,6 +163,10 @@ func (r *SecureTextTenantReconciler) nextCheck(st tenantState) time.Duration {
 	next := r.Options.Resync
 	if next <= 0 {
 		next = DefaultResync
+	}
+	if len(st.missing) > 0 {
+		// The operator cannot watch Secrets it did not label: look again soon.
+		next = min(next, missingSecretRecheck)
 	}
 	now := r.now()
 	for _, at := range []time.Time{st.renewAt, st.rotateAt} {
@@ -198,6 +207,10 @@ func (r *SecureTextTenantReconciler) reconcileStack(ctx context.Context, tenant 
 		return
 	}
 	in.SecretVersions = secrets.Versions
+	if st.missing, err = r.referencedSecrets(ctx, tenant, ns, in.SecretVersions); err != nil {
+		st.applyErr = err
+		return
+	}
 	desired, err := Render(tenant, in)
 	if err != nil {
 		st.renderErr = err
@@ -217,6 +230,32 @@ func (r *SecureTextTenantReconciler) reconcileStack(ctx context.Context, tenant 
 		return
 	}
 	tenant.Status.Endpoints = r.endpoints(ctx, tenant, ns)
+}
+
+// referencedSecrets reads the metadata of the Secrets the spec names (the database's, the SMS
+// provider's) past the cache, which holds only what the operator labelled: their versions go
+// into the config checksum, so that a changed password rolls the pods at the next reconcile.
+// It returns the ones that do not exist, for the status.
+func (r *SecureTextTenantReconciler) referencedSecrets(ctx context.Context, tenant *securetextv1alpha1.SecureTextTenant, ns string, versions map[string]string) ([]string, error) {
+	refs := []struct{ name, field string }{{tenant.Spec.Database.SecretRef.Name, "spec.database.secretRef"}}
+	if ref := tenant.Spec.SMS.SecretRef; ref != nil && tenant.Spec.SMS.Provider != securetextv1alpha1.SMSConsole {
+		refs = append(refs, struct{ name, field string }{ref.Name, "spec.sms.secretRef"})
+	}
+	var missing []string
+	for _, ref := range refs {
+		m := &metav1.PartialObjectMetadata{}
+		m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: ns, Name: ref.name}, m)
+		switch {
+		case apierrors.IsNotFound(err):
+			missing = append(missing, fmt.Sprintf("Secret %s (%s) does not exist in namespace %s", ref.name, ref.field, ns))
+		case err != nil:
+			return nil, fmt.Errorf("read Secret %s/%s: %w", ns, ref.name, err)
+		default:
+			versions[ref.name] = m.ResourceVersion
+		}
+	}
+	return missing, nil
 }
 
 // tenantInputs are the tenant's Vault objects and render input.
@@ -491,6 +530,9 @@ func setTenantConditions(tenant *securetextv1alpha1.SecureTextTenant, st tenantS
 		work = metav1.Condition{Status: metav1.ConditionFalse, Reason: securetextv1alpha1.ReasonRenderFailed, Message: st.renderErr.Error()}
 	case st.applyErr != nil:
 		work = metav1.Condition{Status: metav1.ConditionFalse, Reason: securetextv1alpha1.ReasonApplyFailed, Message: st.applyErr.Error()}
+	case len(st.missing) > 0:
+		work = metav1.Condition{Status: metav1.ConditionFalse, Reason: securetextv1alpha1.ReasonSecretMissing,
+			Message: strings.Join(st.missing, "; ") + ": create it; the pods cannot start without it"}
 	case len(st.pending) > 0:
 		work = metav1.Condition{Status: metav1.ConditionFalse, Reason: securetextv1alpha1.ReasonWorkloadsProgressing,
 			Message: "waiting for " + strings.Join(st.pending, "; ")}

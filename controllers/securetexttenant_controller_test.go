@@ -81,6 +81,7 @@ func TestTenantGetsRestrictedNamespaceAndReady(t *testing.T) {
 		t.Errorf("namespace has owner references %v: reinstalling the CRD would garbage-collect it", ns.OwnerReferences)
 	}
 
+	provideDatabase(t, "securetext-acme")
 	makeAvailable(t, "securetext-acme")
 	eventually(t, "Ready=True", func() error {
 		got, cond, err := readyCondition(ctx, "acme")
@@ -220,6 +221,7 @@ func TestDeletionRemovesNamespaceAndFinalizer(t *testing.T) {
 	if err := k8s.Create(ctx, tenant); err != nil {
 		t.Fatal(err)
 	}
+	provideDatabase(t, "securetext-leaving")
 	makeAvailable(t, "securetext-leaving")
 	condition(t, "leaving", securetextv1alpha1.ConditionReady, metav1.ConditionTrue, "")
 	if err := k8s.Delete(ctx, tenant); err != nil {

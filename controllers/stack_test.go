@@ -79,6 +79,20 @@ func setAvailable(ns string) error {
 	return nil
 }
 
+// provideDatabase creates the tenant's database Secret (spec.database.secretRef "db"), as the
+// platform engineer does once the operator has made the namespace.
+func provideDatabase(t *testing.T, ns string) {
+	t.Helper()
+	eventually(t, "database Secret in "+ns, func() error {
+		sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns},
+			StringData: map[string]string{"url": "postgres://tenant@db.example:5432/tenant?sslmode=verify-full"}}
+		if err := k8s.Create(context.Background(), sec); err != nil && !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+		return nil
+	})
+}
+
 // poke makes the operator reconcile the tenant without changing its spec (an annotation
 // change), and waits until it has.
 func poke(t *testing.T, name string) {
@@ -178,6 +192,11 @@ func TestTenantStack(t *testing.T) {
 	t.Cleanup(func() { _ = k8s.Delete(ctx, tenant) })
 
 	condition(t, name, securetextv1alpha1.ConditionVaultReady, metav1.ConditionTrue, securetextv1alpha1.ReasonVaultProvisioned)
+	missing := condition(t, name, securetextv1alpha1.ConditionWorkloadsReady, metav1.ConditionFalse, securetextv1alpha1.ReasonSecretMissing)
+	if c := meta.FindStatusCondition(missing.Status.Conditions, securetextv1alpha1.ConditionWorkloadsReady); !strings.Contains(c.Message, "Secret db (spec.database.secretRef)") {
+		t.Errorf("WorkloadsReady message %q does not name the missing Secret", c.Message)
+	}
+	provideDatabase(t, ns)
 	got := condition(t, name, securetextv1alpha1.ConditionWorkloadsReady, metav1.ConditionFalse, securetextv1alpha1.ReasonWorkloadsProgressing)
 	if !slices.Contains(got.Finalizers, controllers.VaultFinalizer) {
 		t.Errorf("finalizers %v: no %s although Vault objects exist", got.Finalizers, controllers.VaultFinalizer)
@@ -288,6 +307,29 @@ func TestTenantStack(t *testing.T) {
 		if v := cm.Data["SECURETEXT_GATEWAY_MAX_MESSAGE_BYTES"]; v != "10485760" {
 			t.Errorf("gateway config max message bytes = %q", v)
 		}
+	})
+
+	t.Run("a changed database Secret rolls the gateway and the viewer", func(t *testing.T) {
+		sums := checksums(t, ns)
+		var db corev1.Secret
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "db"}, &db); err != nil {
+			t.Fatal(err)
+		}
+		db.Data["url"] = []byte("postgres://tenant@db2.example:5432/tenant?sslmode=verify-full")
+		if err := k8s.Update(ctx, &db); err != nil {
+			t.Fatal(err)
+		}
+		poke(t, name) // the operator does not watch Secrets it did not make; its resync finds the change
+		eventually(t, "gateway and viewer checksums change", func() error {
+			now := checksums(t, ns)
+			if now["gateway"] == sums["gateway"] || now["viewer"] == sums["viewer"] {
+				return fmt.Errorf("checksums %v → %v", sums, now)
+			}
+			if now["keystore"] != sums["keystore"] {
+				return errors.New("the keystore, which has no database, rolled")
+			}
+			return nil
+		})
 	})
 
 	t.Run("an autoscaler comes and goes with the spec", func(t *testing.T) {

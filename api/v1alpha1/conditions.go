@@ -29,7 +29,9 @@ const (
 	ReasonApplyFailed          = "ApplyFailed"
 	ReasonWorkloadsProgressing = "WorkloadsProgressing"
 	ReasonWorkloadsAvailable   = "WorkloadsAvailable"
-	ReasonVaultProvisioned     = "VaultProvisioned"
+	// ReasonSecretMissing: a Secret the spec names (database, SMS provider) does not exist.
+	ReasonSecretMissing    = "SecretMissing"
+	ReasonVaultProvisioned = "VaultProvisioned"
 	// ReasonVaultNotConfigured: the operator runs without Vault settings, so no tenant gets keys.
 	ReasonVaultNotConfigured = "VaultNotConfigured"
 )
