@@ -94,6 +94,10 @@ func (r *SecureTextTenantReconciler) Reconcile(ctx context.Context, req ctrl.Req
 	if st.nsErr == nil {
 		r.reconcileStack(ctx, tenant, &st)
 	}
+	// The steps may have written the tenant (the Vault finalizer): the status patch is checked
+	// against that write, not against the read before it.
+	original.ResourceVersion = tenant.ResourceVersion
+	original.Finalizers = tenant.Finalizers
 	setTenantConditions(tenant, st)
 	recordTenantMetrics(tenant, st)
 	if err := r.patchStatus(ctx, original, tenant); err != nil {
@@ -339,15 +343,19 @@ func (r *SecureTextTenantReconciler) provisioner(tenant *securetextv1alpha1.Secu
 	return &cp
 }
 
-// addFinalizer adds a finalizer to the tenant with an optimistic-lock patch.
+// addFinalizer adds a finalizer to the tenant with an optimistic-lock patch. The patch is sent
+// from a copy, because the answer would overwrite the status this reconcile is computing; only
+// the finalizers and the new resourceVersion are taken back.
 func (r *SecureTextTenantReconciler) addFinalizer(ctx context.Context, tenant *securetextv1alpha1.SecureTextTenant, name string) error {
-	before := tenant.DeepCopy()
-	if !controllerutil.AddFinalizer(tenant, name) {
+	patched := tenant.DeepCopy()
+	if !controllerutil.AddFinalizer(patched, name) {
 		return nil
 	}
-	if err := r.Patch(ctx, tenant, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+	if err := r.Patch(ctx, patched, client.MergeFromWithOptions(tenant, client.MergeFromWithOptimisticLock{})); err != nil {
 		return fmt.Errorf("add finalizer %s: %w", name, err)
 	}
+	tenant.Finalizers = patched.Finalizers
+	tenant.ResourceVersion = patched.ResourceVersion
 	return nil
 }
 

@@ -10,6 +10,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
+// ServiceCIDR is the API server's Service IP range: a /16, as a cluster's would be wide.
+// envtest's own default, a /24, runs out after 63 tenants of four Services each.
+const ServiceCIDR = "10.0.0.0/16"
+
 // Kube is a real kube-apiserver and etcd (envtest) with the SecureText CRDs installed.
 type Kube struct {
 	Env    *envtest.Environment
@@ -40,8 +44,10 @@ func StartKube() (*Kube, error) {
 		ControlPlaneStartTimeout: 2 * time.Minute,
 		ControlPlaneStopTimeout:  time.Minute,
 	}
+	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", ServiceCIDR)
 	cfg, err := env.Start()
 	if err != nil {
+		_ = env.Stop()
 		return nil, fmt.Errorf("start kube-apiserver and etcd from %s: %w", bin, err)
 	}
 	return &Kube{Env: env, Config: cfg}, nil

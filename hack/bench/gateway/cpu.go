@@ -2,10 +2,11 @@ package main
 
 import (
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/securetext/securetext/hack/bench/internal/benchkit"
 )
 
 // CPU accounting from /proc, so that the table can say where a run's CPU time went: this
@@ -13,48 +14,9 @@ import (
 // daemons and smtp-source. Times of processes that exited are counted through their parent's
 // cutime/cstime once reaped, which is how PostgreSQL backends and Postfix daemons end.
 
-// userHZ is the unit of /proc/<pid>/stat times: USER_HZ, 100 on Linux.
-const userHZ = 100
+type cpuSnapshot = map[int]benchkit.Proc
 
-type procTime struct {
-	comm          string
-	start         string // starttime: a pid reused by a new process has another
-	ticks         int64  // utime+stime
-	childrenTicks int64  // cutime+cstime: reaped children, all of their lifetime
-}
-
-type cpuSnapshot map[int]procTime
-
-func takeCPU() cpuSnapshot {
-	snap := cpuSnapshot{}
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, d := range dirs {
-		pid, err := strconv.Atoi(filepath.Base(d))
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(d, "stat"))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || closing < open {
-			continue
-		}
-		f := strings.Fields(s[closing+1:])
-		if len(f) < 20 {
-			continue
-		}
-		// utime stime cutime cstime are fields 14–17; f[0] is field 3.
-		var t [4]int64
-		for i := range t {
-			t[i], _ = strconv.ParseInt(f[11+i], 10, 64)
-		}
-		snap[pid] = procTime{comm: s[open+1 : closing], start: f[19], ticks: t[0] + t[1], childrenTicks: t[2] + t[3]}
-	}
-	return snap
-}
+func takeCPU() cpuSnapshot { return benchkit.Procs() }
 
 // cpuUse is CPU seconds per group of processes.
 type cpuUse map[string]float64
@@ -88,21 +50,21 @@ func cpuSince(before cpuSnapshot) cpuUse {
 	after := takeCPU()
 	use := cpuUse{}
 	for pid, a := range after {
-		group := cpuGroup(pid, a.comm)
-		d := a.ticks
+		group := cpuGroup(pid, a.Comm)
+		d := a.Ticks
 		if group == "postgres" || group == "postfix" {
-			d += a.childrenTicks
+			d += a.ChildrenTicks
 		}
 		// A kernel worker's comm names its current work queue, so a process is known by its
 		// pid and start time.
-		if b, ok := before[pid]; ok && b.start == a.start {
-			d -= b.ticks
+		if b, ok := before[pid]; ok && b.Start == a.Start {
+			d -= b.Ticks
 			if group == "postgres" || group == "postfix" {
-				d -= b.childrenTicks
+				d -= b.ChildrenTicks
 			}
 		}
 		if d > 0 {
-			use[group] += float64(d) / userHZ
+			use[group] += float64(d) / benchkit.UserHZ
 		}
 	}
 	return use

@@ -24,15 +24,15 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/securetext/securetext/hack/testenv"
+
+	"github.com/securetext/securetext/hack/bench/internal/benchkit"
 )
 
 type options struct {
@@ -57,18 +57,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: -messages, -sessions, -size and -rest-duration must be positive")
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, o)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
+	benchkit.Main(func(ctx context.Context) error { return run(ctx, o) })
 }
 
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
-}
+var logf = benchkit.Logf
 
 // result is one row of the table.
 type result struct {
@@ -362,7 +354,7 @@ func benchSecureText(ctx context.Context, o options, s *stack) ([]result, error)
 
 // printTables writes the results, the targets and where the CPU went.
 func printTables(o options, results []result, baseline result) {
-	fmt.Printf("\n## SecureText intake vs Postfix (%s)\n\n", machine())
+	fmt.Printf("\n## SecureText intake vs Postfix (%s)\n\n", benchkit.Machine())
 	fmt.Println("| system | workload | messages | seconds | msgs/s | vs Postfix | p50 | p99 |")
 	fmt.Println("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 	var smtp, rest, half *result

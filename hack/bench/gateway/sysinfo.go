@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -13,22 +11,6 @@ import (
 )
 
 func numCPU() int { return runtime.NumCPU() }
-
-// machine describes this machine for the table's heading.
-func machine() string {
-	model := "unknown CPU"
-	if f, err := os.Open("/proc/cpuinfo"); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-				model = strings.TrimSpace(v)
-				break
-			}
-		}
-		_ = f.Close()
-	}
-	return fmt.Sprintf("%d × %s, %s", numCPU(), model, runtime.Version())
-}
 
 // postfixVersion is Postfix's mail_version, e.g. 3.7.11.
 func postfixVersion(ctx context.Context) string {
