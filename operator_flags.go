@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -125,13 +124,9 @@ func (f *operatorFlags) options(log logr.Logger) (controllers.Options, func(), e
 	default:
 		return o, func() {}, fmt.Errorf("-vault-auth %q: use kubernetes or token", f.vaultAuth)
 	}
+	// The login runs in the background: until it succeeds, tenants report VaultReady=False
+	// with Vault's answer, and the operator keeps serving its probes and every other step.
 	session := keystore.StartVaultSession(client, auth, slog.New(logr.ToSlogHandler(log)))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := session.WaitLoggedIn(ctx); err != nil {
-		// Not fatal: tenants report VaultReady=False until the login succeeds.
-		log.Error(err, "not logged in to Vault yet; retrying in the background")
-	}
 	o.Vault = &controllers.VaultProvisioner{Client: client, AuthMount: f.vaultAuthMount}
 	return o, session.Stop, nil
 }

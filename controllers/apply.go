@@ -9,6 +9,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"sort"
@@ -20,6 +21,8 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -57,12 +60,27 @@ func (r *SecureTextTenantReconciler) applyDesired(ctx context.Context, tenant st
 	for _, obj := range d.Objects() {
 		id := objectID(obj)
 		want[id] = true
-		same, err := r.matchesCluster(ctx, obj)
+		same, current, err := r.matchesCluster(ctx, obj)
 		if err != nil {
 			return res, err
 		}
 		if same {
 			continue
+		}
+		if current != nil && exactKind(obj) {
+			// Server-side apply leaves fields that another manager added (a rule added to a
+			// NetworkPolicy, a key added to a ConfigMap that pods load whole): replace the
+			// object with what Render decided.
+			replacement := obj.DeepCopyObject().(client.Object)
+			replacement.SetResourceVersion(current.GetResourceVersion())
+			if err := r.Update(ctx, replacement, client.FieldOwner(FieldManager)); err != nil {
+				return res, fmt.Errorf("replace %s in %s: %w", id, ns, err)
+			}
+			res.Applied = append(res.Applied, id)
+			continue
+		}
+		if err := r.handOffReplicas(ctx, obj, current); err != nil {
+			return res, err
 		}
 		ac, err := ApplyConfiguration(obj)
 		if err != nil {
@@ -111,29 +129,96 @@ func objectID(obj client.Object) string {
 	return kind + "/" + obj.GetName()
 }
 
+// replicasHandOffManager co-owns a Deployment's replicas while an autoscaler takes over.
+const replicasHandOffManager = FieldManager + "-replicas"
+
+// handOffReplicas keeps a Deployment's replica count when autoscaling is turned on. Render then
+// leaves spec.replicas to the HorizontalPodAutoscaler; if the operator's field manager still
+// owned it, the apply would drop the field and the API server would default it to 1, scaling
+// the component down until the autoscaler reacts. So another manager first takes co-ownership
+// at the current value (the Kubernetes guidance for moving a Deployment to an autoscaler).
+func (r *SecureTextTenantReconciler) handOffReplicas(ctx context.Context, obj, current client.Object) error {
+	want, ok := obj.(*appsv1.Deployment)
+	have, _ := current.(*appsv1.Deployment)
+	if !ok || have == nil || want.Spec.Replicas != nil || have.Spec.Replicas == nil || !ownsReplicas(have) {
+		return nil
+	}
+	ac := client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apps/v1", "kind": "Deployment",
+		"metadata": map[string]any{"name": want.Name, "namespace": want.Namespace},
+		"spec":     map[string]any{"replicas": int64(*have.Spec.Replicas)},
+	}})
+	if err := r.Apply(ctx, ac, client.FieldOwner(replicasHandOffManager)); err != nil {
+		return fmt.Errorf("hand the replicas of Deployment %s over to the autoscaler: %w", want.Name, err)
+	}
+	return nil
+}
+
+// ownsReplicas reports whether the operator's field manager applied spec.replicas.
+func ownsReplicas(d *appsv1.Deployment) bool {
+	for _, mf := range d.ManagedFields {
+		if mf.Manager != FieldManager || mf.Operation != metav1.ManagedFieldsOperationApply || mf.FieldsV1 == nil {
+			continue
+		}
+		var fields struct {
+			Spec map[string]json.RawMessage `json:"f:spec"`
+		}
+		if json.Unmarshal(mf.FieldsV1.Raw, &fields) == nil {
+			if _, ok := fields.Spec["f:replicas"]; ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// exactKind reports whether obj's kind is compared whole rather than field by field: objects
+// whose every field is security-relevant, where anything added is a change.
+func exactKind(obj client.Object) bool {
+	switch obj.(type) {
+	case *networkingv1.NetworkPolicy, *corev1.ConfigMap:
+		return true
+	}
+	return false
+}
+
+// exactFields are the top-level fields an exactKind object must match exactly.
+var exactFields = []string{"spec", "data", "binaryData"}
+
 // matchesCluster reports whether the cached copy of obj already holds every field Render set
-// to the value Render set: then an apply would change nothing.
-func (r *SecureTextTenantReconciler) matchesCluster(ctx context.Context, obj client.Object) (bool, error) {
+// to the value Render set, so that an apply would change nothing; for an exactKind object, also
+// nothing else in its spec or data. It returns the cached copy, nil when there is none.
+func (r *SecureTextTenantReconciler) matchesCluster(ctx context.Context, obj client.Object) (bool, client.Object, error) {
 	current := obj.DeepCopyObject().(client.Object)
 	err := r.Get(ctx, client.ObjectKeyFromObject(obj), current)
 	switch {
 	case apierrors.IsNotFound(err):
-		return false, nil
+		return false, nil, nil
 	case err != nil:
-		return false, fmt.Errorf("read %s in %s: %w", objectID(obj), obj.GetNamespace(), err)
+		return false, nil, fmt.Errorf("read %s in %s: %w", objectID(obj), obj.GetNamespace(), err)
 	}
 	want, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
 	have, err := runtime.DefaultUnstructuredConverter.ToUnstructured(current)
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
 	delete(want, "status")
 	delete(want, "apiVersion")
 	delete(want, "kind")
-	return fieldsSubset(want, have), nil
+	if !fieldsSubset(want, have) {
+		return false, current, nil
+	}
+	if exactKind(obj) {
+		for _, f := range exactFields {
+			if !reflect.DeepEqual(want[f], have[f]) {
+				return false, current, nil
+			}
+		}
+	}
+	return true, current, nil
 }
 
 // fieldsSubset reports whether every field set in want has the same value in have. Fields

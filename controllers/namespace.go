@@ -127,10 +127,23 @@ func (r *SecureTextTenantReconciler) deleteNamespace(ctx context.Context, tenant
 }
 
 // activeLegalHolds names the active LegalHolds in the tenant's namespace. Deleting the namespace
-// would delete them without an audited release, so deletion waits while there are any.
-func (r *SecureTextTenantReconciler) activeLegalHolds(ctx context.Context, namespace string) ([]string, error) {
+// would delete them without an audited release, and Shred would destroy what they preserve, so
+// deletion waits while there are any. They are read past the cache, which may not have seen a
+// hold created a moment ago; a namespace that is not the tenant's own is not the tenant's
+// concern.
+func (r *SecureTextTenantReconciler) activeLegalHolds(ctx context.Context, tenant *securetextv1alpha1.SecureTextTenant, namespace string) ([]string, error) {
+	var ns corev1.Namespace
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Name: namespace}, &ns); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("read namespace %s: %w", namespace, err)
+	}
+	if !namespaceOwnedBy(&ns, tenant.Name) {
+		return nil, nil
+	}
 	var holds securetextv1alpha1.LegalHoldList
-	if err := r.List(ctx, &holds, client.InNamespace(namespace)); err != nil {
+	if err := r.APIReader.List(ctx, &holds, client.InNamespace(namespace)); err != nil {
 		return nil, fmt.Errorf("list legal holds in %s: %w", namespace, err)
 	}
 	var active []string

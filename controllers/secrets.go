@@ -7,18 +7,18 @@ package controllers
 //
 // They are created once. The CA and the senders file are never written again (an admin edits
 // the senders file; deleting the CA Secret makes a new CA and re-issues every certificate).
-// Leaf certificates are re-issued on purpose only: when a third of their life is left, or when
-// they were signed by another CA than the current one. Everything the decision needs is in the
-// Secrets' annotations, so the operator caches Secrets as metadata only and reads a Secret's
-// data (the CA key) only when it signs.
+// Leaf certificates are re-issued on purpose only: when a third of their life is left, when the
+// names they certify changed, or when the CA Secret changed since they were signed.
+// Everything the decision needs is in the Secrets' metadata, so the operator caches Secrets as
+// metadata only and reads a Secret's data (the CA key) only when it signs.
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -45,9 +45,12 @@ const (
 
 	// AnnotationNotAfter on a generated certificate Secret is the certificate's expiry (RFC 3339).
 	AnnotationNotAfter = "securetext.io/not-after"
-	// AnnotationIssuer on a generated certificate Secret is the SHA-256 of the CA certificate
-	// that signed it; on the CA Secret, of the CA certificate itself.
-	AnnotationIssuer = "securetext.io/issuer-sha256"
+	// AnnotationCAVersion on a generated certificate Secret is the resourceVersion of the CA
+	// Secret it was signed under.
+	AnnotationCAVersion = "securetext.io/ca-version"
+	// AnnotationNames on a generated certificate Secret is the SHA-256 of the names it
+	// certifies: a certificate whose names changed (the tenant's hosts) is re-issued.
+	AnnotationNames = "securetext.io/names-sha256"
 	// annotationContent on a copied Secret is the SHA-256 of its data.
 	annotationContent = "securetext.io/content-sha256"
 
@@ -74,32 +77,43 @@ func generatedSecrets() GeneratedSecrets {
 	}
 }
 
-// leafCert is one generated certificate: its Secret and how it is issued.
+// leafCert is one generated certificate: its Secret, the names it certifies, and how it is
+// issued for them.
 type leafCert struct {
 	secret string
+	names  []string
 	issue  func(ca *keystore.CA, now time.Time, validity time.Duration) (tls.Certificate, error)
 }
 
 // leafCerts are the certificates of tenant in namespace ns. The serving certificate is made
 // only when spec.tls does not name one.
 func leafCerts(tenant *securetextv1alpha1.SecureTextTenant, ns string) []leafCert {
+	server := func(secret string, names []string) leafCert {
+		return leafCert{secret, names, func(ca *keystore.CA, now time.Time, v time.Duration) (tls.Certificate, error) {
+			return ca.IssueServer(names, nil, now, v)
+		}}
+	}
+	client := func(secret, component string) leafCert {
+		return leafCert{secret, []string{keystore.SPIFFEID(tenant.Name, component).String()},
+			func(ca *keystore.CA, now time.Time, v time.Duration) (tls.Certificate, error) {
+				return ca.IssueClient(tenant.Name, component, now, v)
+			}}
+	}
 	certs := []leafCert{
-		{SecretKeystoreTLS, func(ca *keystore.CA, now time.Time, v time.Duration) (tls.Certificate, error) {
-			return ca.IssueServer(KeystoreDNSNames(ns), nil, now, v)
-		}},
-		{SecretGatewayKeystoreClient, func(ca *keystore.CA, now time.Time, v time.Duration) (tls.Certificate, error) {
-			return ca.IssueClient(tenant.Name, keystore.ComponentGateway, now, v)
-		}},
-		{SecretViewerKeystoreClient, func(ca *keystore.CA, now time.Time, v time.Duration) (tls.Certificate, error) {
-			return ca.IssueClient(tenant.Name, keystore.ComponentViewer, now, v)
-		}},
+		server(SecretKeystoreTLS, KeystoreDNSNames(ns)),
+		client(SecretGatewayKeystoreClient, keystore.ComponentGateway),
+		client(SecretViewerKeystoreClient, keystore.ComponentViewer),
 	}
 	if tenant.Spec.TLS == nil {
-		certs = append(certs, leafCert{SecretServingTLS, func(ca *keystore.CA, now time.Time, v time.Duration) (tls.Certificate, error) {
-			return ca.IssueServer(servingDNSNames(tenant, ns), nil, now, v)
-		}})
+		certs = append(certs, server(SecretServingTLS, servingDNSNames(tenant, ns)))
 	}
 	return certs
+}
+
+// namesSum is the hex SHA-256 of the names a certificate certifies, for AnnotationNames.
+func namesSum(names []string) string {
+	sum := sha256.Sum256([]byte(strings.Join(names, "\n")))
+	return hex.EncodeToString(sum[:])
 }
 
 // servingDNSNames are the names of the gateway's and viewer's self-issued serving
@@ -157,42 +171,38 @@ func (s *secretStep) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Certificates record the resourceVersion of the CA Secret they were signed under: a CA
+	// Secret that changed in any way (replaced by hand, deleted and made again) has another,
+	// and every certificate is re-issued from what it holds now.
 	var ca *keystore.CA // loaded or made only when a certificate must be signed
-	caSum := ""
-	switch {
-	case caMeta != nil && caMeta.Annotations[AnnotationIssuer] != "":
-		caSum = caMeta.Annotations[AnnotationIssuer]
-		s.res.Versions[SecretTenantCA] = caMeta.ResourceVersion
-	case caMeta != nil: // someone removed the annotation: read the CA itself
-		if ca, err = s.loadCA(ctx); err != nil {
+	caVersion := ""
+	if caMeta != nil {
+		caVersion = caMeta.ResourceVersion
+	} else {
+		if ca, caVersion, err = s.createCA(ctx); err != nil {
 			return err
 		}
-		caSum = certSum(ca.CertPEM())
-	default:
-		if ca, err = s.createCA(ctx); err != nil {
-			return err
-		}
-		caSum = certSum(ca.CertPEM())
 	}
+	s.res.Versions[SecretTenantCA] = caVersion
 
 	for _, leaf := range leafCerts(s.tenant, s.ns) {
 		m, err := s.meta(ctx, leaf.secret)
 		if err != nil {
 			return err
 		}
-		due, why := s.leafDue(m, caSum)
+		due, why := s.leafDue(m, caVersion, namesSum(leaf.names))
 		if !due {
 			s.res.Versions[leaf.secret] = m.ResourceVersion
 			s.renewAt(m)
 			continue
 		}
 		if ca == nil {
-			if ca, err = s.loadCA(ctx); err != nil {
+			if ca, caVersion, err = s.loadCA(ctx); err != nil {
 				return err
 			}
-			caSum = certSum(ca.CertPEM())
+			s.res.Versions[SecretTenantCA] = caVersion
 		}
-		if err := s.writeLeaf(ctx, leaf, m, ca, why); err != nil {
+		if err := s.writeLeaf(ctx, leaf, m, ca, caVersion, why); err != nil {
 			return err
 		}
 	}
@@ -207,11 +217,17 @@ func (s *secretStep) run(ctx context.Context) error {
 	return nil
 }
 
-// meta reads a generated Secret's metadata from the cache; nil when it does not exist.
+// meta reads a generated Secret's metadata from the cache; nil when it does not exist. What
+// the cache does not hold is read past it: a Secret created a moment ago that the cache has
+// not seen yet, or one that lost the operator's labels.
 func (s *secretStep) meta(ctx context.Context, name string) (*metav1.PartialObjectMetadata, error) {
 	m := &metav1.PartialObjectMetadata{}
 	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-	err := s.c.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: name}, m)
+	key := client.ObjectKey{Namespace: s.ns, Name: name}
+	err := s.c.Get(ctx, key, m)
+	if apierrors.IsNotFound(err) {
+		err = s.reader.Get(ctx, key, m)
+	}
 	switch {
 	case apierrors.IsNotFound(err):
 		return nil, nil
@@ -222,12 +238,15 @@ func (s *secretStep) meta(ctx context.Context, name string) (*metav1.PartialObje
 }
 
 // leafDue reports whether a certificate Secret must be (re-)issued, and why.
-func (s *secretStep) leafDue(m *metav1.PartialObjectMetadata, caSum string) (bool, string) {
+func (s *secretStep) leafDue(m *metav1.PartialObjectMetadata, caVersion, names string) (bool, string) {
 	if m == nil {
 		return true, "issued"
 	}
-	if m.Annotations[AnnotationIssuer] != caSum {
-		return true, "re-issued (the tenant CA changed)"
+	if m.Annotations[AnnotationCAVersion] != caVersion {
+		return true, "re-issued (the tenant CA Secret changed)"
+	}
+	if m.Annotations[AnnotationNames] != names {
+		return true, "re-issued (the names it certifies changed)"
 	}
 	notAfter, err := time.Parse(time.RFC3339, m.Annotations[AnnotationNotAfter])
 	if err != nil {
@@ -262,49 +281,48 @@ func (s *secretStep) secret(name string, typ corev1.SecretType, annotations map[
 	}
 }
 
-// createCA makes the tenant CA. If a CA Secret appeared meanwhile (another operator replica,
-// or a restart after the create), that one is used.
-func (s *secretStep) createCA(ctx context.Context) (*keystore.CA, error) {
+// createCA makes the tenant CA and returns it with its Secret's resourceVersion. If a CA
+// Secret appeared meanwhile (another operator replica, or a restart after the create), that
+// one is used.
+func (s *secretStep) createCA(ctx context.Context) (*keystore.CA, string, error) {
 	ca, err := keystore.NewCA(s.tenant.Name, s.now)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	key, err := ca.KeyPEM()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	sec := s.secret(SecretTenantCA, corev1.SecretTypeOpaque, map[string]string{AnnotationIssuer: certSum(ca.CertPEM())},
-		map[string][]byte{keyCACert: ca.CertPEM(), keyCAKey: key})
+	sec := s.secret(SecretTenantCA, corev1.SecretTypeOpaque, nil, map[string][]byte{keyCACert: ca.CertPEM(), keyCAKey: key})
 	err = s.c.Create(ctx, sec, client.FieldOwner(FieldManager))
 	if apierrors.IsAlreadyExists(err) {
 		return s.loadCA(ctx)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("create Secret %s/%s: %w", s.ns, SecretTenantCA, err)
+		return nil, "", fmt.Errorf("create Secret %s/%s: %w", s.ns, SecretTenantCA, err)
 	}
-	s.res.Versions[SecretTenantCA] = sec.ResourceVersion
 	s.res.Changes = append(s.res.Changes, fmt.Sprintf("created the tenant CA (Secret %s)", SecretTenantCA))
-	return ca, nil
+	return ca, sec.ResourceVersion, nil
 }
 
-// loadCA reads the tenant CA's certificate and key past the cache.
-func (s *secretStep) loadCA(ctx context.Context) (*keystore.CA, error) {
+// loadCA reads the tenant CA's certificate and key past the cache, with the Secret's
+// resourceVersion.
+func (s *secretStep) loadCA(ctx context.Context) (*keystore.CA, string, error) {
 	var sec corev1.Secret
 	if err := s.reader.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: SecretTenantCA}, &sec); err != nil {
-		return nil, fmt.Errorf("read Secret %s/%s: %w", s.ns, SecretTenantCA, err)
+		return nil, "", fmt.Errorf("read Secret %s/%s: %w", s.ns, SecretTenantCA, err)
 	}
 	ca, err := keystore.LoadCA(sec.Data[keyCACert], sec.Data[keyCAKey])
 	if err != nil {
-		return nil, fmt.Errorf("Secret %s/%s: %w; delete it to make a new tenant CA (every certificate is then re-issued)",
+		return nil, "", fmt.Errorf("Secret %s/%s: %w; delete it to make a new tenant CA (every certificate is then re-issued)",
 			s.ns, SecretTenantCA, err)
 	}
-	s.res.Versions[SecretTenantCA] = sec.ResourceVersion
-	return ca, nil
+	return ca, sec.ResourceVersion, nil
 }
 
 // writeLeaf issues a certificate and creates or replaces its Secret. A replacement carries the
 // resourceVersion that was read, so a concurrent change is never overwritten blindly.
-func (s *secretStep) writeLeaf(ctx context.Context, leaf leafCert, existing *metav1.PartialObjectMetadata, ca *keystore.CA, why string) error {
+func (s *secretStep) writeLeaf(ctx context.Context, leaf leafCert, existing *metav1.PartialObjectMetadata, ca *keystore.CA, caVersion, why string) error {
 	cert, err := leaf.issue(ca, s.now, s.validity)
 	if err != nil {
 		return err
@@ -315,7 +333,8 @@ func (s *secretStep) writeLeaf(ctx context.Context, leaf leafCert, existing *met
 	}
 	notAfter := cert.Leaf.NotAfter.UTC()
 	sec := s.secret(leaf.secret, corev1.SecretTypeTLS,
-		map[string]string{AnnotationIssuer: certSum(ca.CertPEM()), AnnotationNotAfter: notAfter.Format(time.RFC3339)},
+		map[string]string{AnnotationCAVersion: caVersion, AnnotationNames: namesSum(leaf.names),
+			AnnotationNotAfter: notAfter.Format(time.RFC3339)},
 		map[string][]byte{keyTLSCert: keystore.CertPEM(cert), keyTLSKey: key, keyCACert: ca.CertPEM()})
 	if existing == nil {
 		err = s.c.Create(ctx, sec, client.FieldOwner(FieldManager))
@@ -345,7 +364,7 @@ func (s *secretStep) ensureOnce(ctx context.Context, name string, typ corev1.Sec
 		return err
 	}
 	sec := s.secret(name, typ, nil, data)
-	if err := s.c.Create(ctx, sec, client.FieldOwner(FieldManager)); err != nil && !apierrors.IsAlreadyExists(err) {
+	if err := s.c.Create(ctx, sec, client.FieldOwner(FieldManager)); err != nil {
 		return fmt.Errorf("create Secret %s/%s: %w", s.ns, name, err)
 	}
 	s.res.Versions[name] = sec.ResourceVersion
@@ -378,12 +397,6 @@ func (s *secretStep) ensureCopy(ctx context.Context, name string, data map[strin
 	s.res.Versions[name] = sec.ResourceVersion
 	s.res.Changes = append(s.res.Changes, fmt.Sprintf("wrote Vault's CA certificate to Secret %s", name))
 	return nil
-}
-
-// certSum is the hex SHA-256 of a PEM certificate.
-func certSum(pemBytes []byte) string {
-	sum := sha256.Sum256(bytes.TrimSpace(pemBytes))
-	return hex.EncodeToString(sum[:])
 }
 
 // dataSum is the hex SHA-256 of a Secret's data, in key order.

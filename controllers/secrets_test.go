@@ -13,7 +13,7 @@ func TestLeafDue(t *testing.T) {
 	s := &secretStep{now: now, validity: validity}
 	meta := func(issuer string, notAfter time.Time) *metav1.PartialObjectMetadata {
 		m := &metav1.PartialObjectMetadata{}
-		m.Annotations = map[string]string{AnnotationIssuer: issuer}
+		m.Annotations = map[string]string{AnnotationCAVersion: issuer, AnnotationNames: "names1"}
 		if !notAfter.IsZero() {
 			m.Annotations[AnnotationNotAfter] = notAfter.Format(time.RFC3339)
 		}
@@ -32,8 +32,15 @@ func TestLeafDue(t *testing.T) {
 		{"other CA", meta("ca0", now.Add(80*24*time.Hour)), true},
 		{"no expiry annotation", meta("ca1", time.Time{}), true},
 	}
+	renamed := meta("ca1", now.Add(80*24*time.Hour))
+	renamed.Annotations[AnnotationNames] = "names0"
+	cases = append(cases, struct {
+		name string
+		m    *metav1.PartialObjectMetadata
+		due  bool
+	}{"names changed", renamed, true})
 	for _, tc := range cases {
-		if due, why := s.leafDue(tc.m, "ca1"); due != tc.due {
+		if due, why := s.leafDue(tc.m, "ca1", "names1"); due != tc.due {
 			t.Errorf("%s: due = %v (%s), want %v", tc.name, due, why, tc.due)
 		}
 	}

@@ -325,22 +325,11 @@ func (r *SecureTextTenantReconciler) reconcileVault(ctx context.Context, tenant 
 	st.vaultMount = tv.Mount()
 }
 
-// provisioner is the VaultProvisioner for the tenant's Vault: the operator's, or a copy of it
-// for the address in spec.vault.address (the operator's token must be valid there too).
-func (r *SecureTextTenantReconciler) provisioner(tenant *securetextv1alpha1.SecureTextTenant) *VaultProvisioner {
-	p := r.Options.Vault
-	addr := tenant.Spec.Vault.Address
-	if p == nil || addr == "" || addr == p.Client.Address() {
-		return p
-	}
-	c, err := p.Client.Clone()
-	if err != nil || c.SetAddress(addr) != nil {
-		return p
-	}
-	c.SetToken(p.Client.Token())
-	cp := *p
-	cp.Client = c
-	return &cp
+// provisioner is the operator's VaultProvisioner. Every tenant is provisioned in the operator's
+// own Vault: spec.vault.address only says how the tenant's keystore reaches that Vault (another
+// name for it). The operator's token never goes to an address a tenant's spec names.
+func (r *SecureTextTenantReconciler) provisioner(*securetextv1alpha1.SecureTextTenant) *VaultProvisioner {
+	return r.Options.Vault
 }
 
 // addFinalizer adds a finalizer to the tenant with an optimistic-lock patch. The patch is sent
@@ -587,7 +576,17 @@ func setTenantConditions(tenant *securetextv1alpha1.SecureTextTenant, st tenantS
 // no writes. The merge patch carries the resourceVersion of the read (optimistic lock).
 func (r *SecureTextTenantReconciler) patchStatus(ctx context.Context, original, tenant *securetextv1alpha1.SecureTextTenant) error {
 	if equality.Semantic.DeepEqual(original.Status, tenant.Status) {
-		return nil
+		// The cache may not have seen the operator's last status write yet, and status-only
+		// changes trigger no reconcile: the server's copy decides whether a write is needed.
+		live := &securetextv1alpha1.SecureTextTenant{}
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(tenant), live); err != nil {
+			return client.IgnoreNotFound(fmt.Errorf("read tenant: %w", err))
+		}
+		if live.ResourceVersion == original.ResourceVersion || equality.Semantic.DeepEqual(live.Status, tenant.Status) {
+			return nil
+		}
+		original = live
+		tenant.ResourceVersion = live.ResourceVersion
 	}
 	patch := client.MergeFromWithOptions(original, client.MergeFromWithOptimisticLock{})
 	if err := r.Status().Patch(ctx, tenant, patch); err != nil {
@@ -620,7 +619,7 @@ func (r *SecureTextTenantReconciler) finalize(ctx context.Context, tenant *secur
 		if namespace == "" {
 			namespace = tenant.TargetNamespace()
 		}
-		holds, err := r.activeLegalHolds(ctx, namespace)
+		holds, err := r.activeLegalHolds(ctx, tenant, namespace)
 		if err != nil {
 			return ctrl.Result{}, err
 		}

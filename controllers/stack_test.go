@@ -155,7 +155,12 @@ func eventReasons(t *testing.T, tenant string) map[string]int {
 	out := map[string]int{}
 	for _, e := range list.Items {
 		if e.Regarding.Name == tenant && e.Regarding.Kind == "SecureTextTenant" {
-			out[e.Reason]++
+			// A repeated event is one Event object with a series count.
+			n := 1
+			if e.Series != nil {
+				n = int(e.Series.Count)
+			}
+			out[e.Reason] += n
 		}
 	}
 	return out
@@ -279,6 +284,48 @@ func TestTenantStack(t *testing.T) {
 		})
 	})
 
+	t.Run("a rule added to a NetworkPolicy is removed", func(t *testing.T) {
+		eventually(t, "open default-deny", func() error {
+			var np networkingv1.NetworkPolicy
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: controllers.PolicyDefaultDeny}, &np); err != nil {
+				return err
+			}
+			np.Spec.Ingress = []networkingv1.NetworkPolicyIngressRule{{}} // admit everything
+			return k8s.Update(ctx, &np)
+		})
+		eventually(t, "default-deny closed again", func() error {
+			var np networkingv1.NetworkPolicy
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: controllers.PolicyDefaultDeny}, &np); err != nil {
+				return err
+			}
+			if len(np.Spec.Ingress) != 0 {
+				return fmt.Errorf("ingress rules %+v", np.Spec.Ingress)
+			}
+			return nil
+		})
+	})
+
+	t.Run("a key added to a ConfigMap is removed", func(t *testing.T) {
+		eventually(t, "add a setting", func() error {
+			var cm corev1.ConfigMap
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "viewer-config"}, &cm); err != nil {
+				return err
+			}
+			cm.Data["SECURETEXT_VIEWER_MAX_FAILURES"] = "100000" // envFrom would hand it to the pods
+			return k8s.Update(ctx, &cm)
+		})
+		eventually(t, "setting removed", func() error {
+			var cm corev1.ConfigMap
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "viewer-config"}, &cm); err != nil {
+				return err
+			}
+			if v, ok := cm.Data["SECURETEXT_VIEWER_MAX_FAILURES"]; ok && v == "100000" {
+				return errors.New("the added setting is still there")
+			}
+			return nil
+		})
+	})
+
 	t.Run("a spec change rolls the config checksum of the pods it concerns", func(t *testing.T) {
 		sums := checksums(t, ns)
 		eventually(t, "change maxMessageBytes", func() error {
@@ -305,6 +352,46 @@ func TestTenantStack(t *testing.T) {
 		}
 		if v := cm.Data["SECURETEXT_GATEWAY_MAX_MESSAGE_BYTES"]; v != "10485760" {
 			t.Errorf("gateway config max message bytes = %q", v)
+		}
+	})
+
+	t.Run("a new text domain re-issues the serving certificate only", func(t *testing.T) {
+		var keystoreTLS corev1.Secret
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: controllers.SecretKeystoreTLS}, &keystoreTLS); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "change textDomain", func() error {
+			var cur securetextv1alpha1.SecureTextTenant
+			if err := k8s.Get(ctx, client.ObjectKey{Name: name}, &cur); err != nil {
+				return err
+			}
+			cur.Spec.TextDomain = "mail.stack.example"
+			return k8s.Update(ctx, &cur)
+		})
+		eventually(t, "serving certificate names the new domain", func() error {
+			var sec corev1.Secret
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: controllers.SecretServingTLS}, &sec); err != nil {
+				return err
+			}
+			block, _ := pem.Decode(sec.Data["tls.crt"])
+			if block == nil {
+				return errors.New("no certificate")
+			}
+			cert, err := x509.ParseCertificate(block.Bytes)
+			if err != nil {
+				return err
+			}
+			if !slices.Contains(cert.DNSNames, "mail.stack.example") {
+				return fmt.Errorf("names %v", cert.DNSNames)
+			}
+			return nil
+		})
+		var after corev1.Secret
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: controllers.SecretKeystoreTLS}, &after); err != nil {
+			t.Fatal(err)
+		}
+		if after.ResourceVersion != keystoreTLS.ResourceVersion {
+			t.Error("the keystore certificate was re-issued although its names did not change")
 		}
 	})
 
@@ -354,6 +441,14 @@ func TestTenantStack(t *testing.T) {
 			}
 			return nil
 		})
+		poke(t, name)
+		var d appsv1.Deployment
+		if err := k8s.Get(ctx, key, &d); err != nil {
+			t.Fatal(err)
+		}
+		if d.Spec.Replicas == nil || *d.Spec.Replicas != 2 {
+			t.Errorf("turning autoscaling on left the viewer at %v replicas, want 2 until the autoscaler decides", d.Spec.Replicas)
+		}
 		setAutoscaling(nil)
 		eventually(t, "viewer HPA deleted", func() error {
 			err := k8s.Get(ctx, key, &hpa)

@@ -200,8 +200,10 @@ type DatabaseSpec struct {
 
 // VaultSpec overrides the operator's Vault defaults for one tenant.
 type VaultSpec struct {
-	// Address of Vault, e.g. https://vault.vault.svc:8200; empty means the operator's default.
-	// Data keys cross this connection, so it must be https (plain http only to a loopback address).
+	// Address at which this tenant's keystore reaches the operator's Vault, e.g.
+	// https://vault.vault.svc:8200; empty means the operator's default. The tenant's Vault
+	// objects are always made in the operator's own Vault. Data keys cross this connection, so
+	// it must be https (plain http only to a loopback address).
 	// +optional
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && url(self).getHostname() in ['127.0.0.1', 'localhost', '::1']))",message="vault.address must be an https:// URL (plain http is allowed only to a loopback address): data keys travel over this connection"
