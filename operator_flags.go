@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,8 +27,9 @@ type operatorFlags struct {
 	vaultAddr, keystoreVaultAddr, vaultCACert, vaultAuth, vaultAuthMount, vaultRole string
 	vaultTokenFile, vaultAudience                                                   string
 
-	ingressNamespaceLabels, ingressPodLabels, ingressClass, ingressAnnotations string
-	clusterCIDRs, trustedProxyCIDRs, databaseCIDRs                             string
+	ingressNamespaceLabels, ingressPodLabels, ingressAnnotations kvFlag
+	ingressClass                                                 string
+	clusterCIDRs, trustedProxyCIDRs, databaseCIDRs               string
 	databasePort                                                               int
 
 	workers int
@@ -50,12 +52,14 @@ func (f *operatorFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.vaultTokenFile, "vault-token-file", "", "file with a Vault token, for -vault-auth token (development)")
 	fs.StringVar(&f.vaultAudience, "vault-audience", "vault", "audience of the keystores' service account tokens for Vault")
 
-	fs.StringVar(&f.ingressNamespaceLabels, "ingress-namespace-labels", "kubernetes.io/metadata.name=ingress-nginx",
-		"labels (k=v,…) of the ingress controller's namespace: the only source of HTTP traffic to tenants")
-	fs.StringVar(&f.ingressPodLabels, "ingress-pod-labels", "", "labels (k=v,…) of the ingress controller's pods; empty means all pods there")
+	f.ingressNamespaceLabels = kvFlag{m: map[string]string{"kubernetes.io/metadata.name": "ingress-nginx"}}
+	f.ingressAnnotations = kvFlag{m: map[string]string{"nginx.ingress.kubernetes.io/backend-protocol": "HTTPS"}}
+	fs.Var(&f.ingressNamespaceLabels, "ingress-namespace-label",
+		"a label (key=value; repeat the flag for more) of the ingress controller's namespace: the only source of HTTP traffic to tenants")
+	fs.Var(&f.ingressPodLabels, "ingress-pod-label", "a label (key=value; repeatable) of the ingress controller's pods; none means all pods there")
 	fs.StringVar(&f.ingressClass, "ingress-class", "", "ingressClassName of the tenants' Ingresses; empty means the cluster default")
-	fs.StringVar(&f.ingressAnnotations, "ingress-annotations", "nginx.ingress.kubernetes.io/backend-protocol=HTTPS",
-		"annotations (k=v,…) of the tenants' Ingresses; the backends serve HTTPS only")
+	fs.Var(&f.ingressAnnotations, "ingress-annotation",
+		"an annotation (key=value; repeatable) of the tenants' Ingresses; the backends serve HTTPS only")
 	fs.StringVar(&f.clusterCIDRs, "cluster-cidrs", "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16",
 		"the cluster's pod and service ranges (comma-separated), excluded from the SMS provider egress")
 	fs.StringVar(&f.trustedProxyCIDRs, "trusted-proxy-cidrs", "", "addresses of the ingress controller's pods; default -cluster-cidrs")
@@ -80,19 +84,12 @@ func (f *operatorFlags) options(log logr.Logger) (controllers.Options, func(), e
 	if f.workloadImage == "" {
 		errs = append(errs, errors.New("-workload-image is required"))
 	}
-	var err error
-	if o.IngressAnnotations, err = parseLabels(f.ingressAnnotations); err != nil {
-		errs = append(errs, fmt.Errorf("-ingress-annotations: %w", err))
+	o.IngressAnnotations = f.ingressAnnotations.m
+	if len(f.ingressNamespaceLabels.m) > 0 {
+		o.IngressNamespaceSelector = &metav1.LabelSelector{MatchLabels: f.ingressNamespaceLabels.m}
 	}
-	if m, err := parseLabels(f.ingressNamespaceLabels); err != nil {
-		errs = append(errs, fmt.Errorf("-ingress-namespace-labels: %w", err))
-	} else if len(m) > 0 {
-		o.IngressNamespaceSelector = &metav1.LabelSelector{MatchLabels: m}
-	}
-	if m, err := parseLabels(f.ingressPodLabels); err != nil {
-		errs = append(errs, fmt.Errorf("-ingress-pod-labels: %w", err))
-	} else if len(m) > 0 {
-		o.IngressPodSelector = &metav1.LabelSelector{MatchLabels: m}
+	if len(f.ingressPodLabels.m) > 0 {
+		o.IngressPodSelector = &metav1.LabelSelector{MatchLabels: f.ingressPodLabels.m}
 	}
 	for _, cidr := range splitList(f.databaseCIDRs) {
 		o.Database.Peers = append(o.Database.Peers, networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: cidr}})
@@ -104,6 +101,7 @@ func (f *operatorFlags) options(log logr.Logger) (controllers.Options, func(), e
 	cfg := vaultapi.DefaultConfig()
 	cfg.Address = f.vaultAddr
 	if f.vaultCACert != "" {
+		var err error
 		if o.VaultCACert, err = os.ReadFile(f.vaultCACert); err != nil {
 			return o, func() {}, fmt.Errorf("-vault-ca-cert: %w", err)
 		}
@@ -141,15 +139,33 @@ func splitList(s string) []string {
 	return out
 }
 
-// parseLabels reads k=v,k=v.
-func parseLabels(s string) (map[string]string, error) {
-	m := map[string]string{}
-	for _, kv := range splitList(s) {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("%q is not key=value", kv)
-		}
-		m[strings.TrimSpace(k)] = strings.TrimSpace(v)
+// kvFlag is a repeatable key=value flag. Its default is replaced, not extended, by the first
+// value given on the command line. A value may hold commas and '='.
+type kvFlag struct {
+	m   map[string]string
+	set bool
+}
+
+func (f *kvFlag) String() string {
+	if f == nil {
+		return ""
 	}
-	return m, nil
+	var kv []string
+	for k, v := range f.m {
+		kv = append(kv, k+"="+v)
+	}
+	slices.Sort(kv)
+	return strings.Join(kv, " ")
+}
+
+func (f *kvFlag) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if k = strings.TrimSpace(k); !ok || k == "" {
+		return fmt.Errorf("%q is not key=value", s)
+	}
+	if !f.set || f.m == nil {
+		f.m, f.set = map[string]string{}, true
+	}
+	f.m[k] = v
+	return nil
 }

@@ -10,11 +10,3 @@ app.kubernetes.io/name: {{ include "securetext.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
-{{/* securetext.kvList renders a map as k=v,k=v (sorted), the form of the operator's label flags. */}}
-{{- define "securetext.kvList" -}}
-{{- $out := list -}}
-{{- range $k, $v := . -}}
-{{- $out = append $out (printf "%s=%s" $k $v) -}}
-{{- end -}}
-{{- join "," $out -}}
-{{- end -}}
