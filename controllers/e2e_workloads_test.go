@@ -69,6 +69,9 @@ func TestOperatorOutputRunsTheWorkloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	condition(t, name, securetextv1alpha1.ConditionVaultReady, metav1.ConditionTrue, "")
+	// The operator does not watch the database Secret (it did not make it): wait until it has
+	// seen it, so that the checksums below already include its version.
+	condition(t, name, securetextv1alpha1.ConditionWorkloadsReady, metav1.ConditionFalse, securetextv1alpha1.ReasonWorkloadsProgressing)
 	eventually(t, "Deployments and ConfigMaps", func() error {
 		for _, c := range []string{"keystore", "gateway", "viewer"} {
 			if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: c}, &appsv1.Deployment{}); err != nil {
