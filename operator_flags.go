@@ -30,7 +30,7 @@ type operatorFlags struct {
 	ingressNamespaceLabels, ingressPodLabels, ingressAnnotations kvFlag
 	ingressClass                                                 string
 	clusterCIDRs, trustedProxyCIDRs, databaseCIDRs               string
-	databasePort                                                               int
+	databasePort                                                 int
 
 	workers int
 	resync  time.Duration
