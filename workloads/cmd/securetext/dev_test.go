@@ -50,8 +50,24 @@ func freeAddr(t *testing.T) string {
 	return fmt.Sprintf("127.0.0.1:%d", port)
 }
 
-// startDev runs `securetext dev` in the test process and returns what it printed and told.
+// startDev runs `securetext dev` in the test process and returns what it printed and told. The
+// free ports it picks can be taken by another test process before dev binds them, so a start
+// that fails on an address in use is tried again with new ports.
 func startDev(t *testing.T, dataDir string) (*syncBuffer, devInfo) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		out, info, err := tryStartDev(t, dataDir)
+		if err == nil {
+			return out, info
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatal(err)
+		}
+		t.Logf("dev did not start (%v); again with other ports", err)
+	}
+}
+
+func tryStartDev(t *testing.T, dataDir string) (*syncBuffer, devInfo, error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	stdout, stderr := &syncBuffer{}, &syncBuffer{}
@@ -59,21 +75,23 @@ func startDev(t *testing.T, dataDir string) (*syncBuffer, devInfo) {
 	done := make(chan error, 1)
 	args := []string{"-data", dataDir, "-smtp-addr", freeAddr(t), "-api-addr", freeAddr(t), "-metrics-addr", freeAddr(t), "-viewer-addr", freeAddr(t)}
 	go func() { done <- runDev(ctx, args, stdout, stderr, func(i devInfo) { started <- i }) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("dev stopped with %v", err)
-		}
-	})
 	select {
 	case info := <-started:
-		return stdout, info
+		t.Cleanup(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("dev stopped with %v", err)
+			}
+		})
+		return stdout, info, nil
 	case err := <-done:
-		t.Fatalf("dev did not start: %v\n%s", err, stderr.String())
+		cancel()
+		return nil, devInfo{}, fmt.Errorf("dev did not start: %v\n%s", err, stderr.String())
 	case <-time.After(time.Minute):
-		t.Fatalf("dev did not start within a minute\n%s", stderr.String())
+		cancel()
+		<-done
+		return nil, devInfo{}, fmt.Errorf("dev did not start within a minute\n%s", stderr.String())
 	}
-	panic("unreachable")
 }
 
 var smsLine = regexp.MustCompile(`Demo Clinic: You have a secure message\. (http://127\.0\.0\.1:[0-9]+/m/[a-z2-7]{26}) Reply STOP to opt out`)
