@@ -137,6 +137,10 @@ func (r *renderer) ingress() *networkingv1.Ingress {
 			}
 		}
 		tls = []networkingv1.IngressTLS{{Hosts: hosts, SecretName: r.publicTLSSecret()}}
+	} else {
+		// No certificate named: the hosts are still TLS hosts, served with the ingress
+		// controller's default certificate, so the controller redirects plain HTTP to HTTPS.
+		tls = []networkingv1.IngressTLS{{Hosts: hosts}}
 	}
 	if len(annotations) > 0 {
 		meta.Annotations = annotations

@@ -1090,8 +1090,10 @@ func TestRenderErrors(t *testing.T) {
 	demo.Spec.TLS, demo.Spec.SMS = nil, securetextv1alpha1.SMSSpec{Provider: securetextv1alpha1.SMSConsole}
 	demo.Spec.Hostnames.API = ""
 	d := mustRender(t, demo, renderInput())
-	if len(d.Ingresses[0].Spec.TLS) != 0 {
-		t.Errorf("Ingress TLS without spec.tls: %+v", d.Ingresses[0].Spec.TLS)
+	// Without spec.tls the hosts are still TLS hosts (the controller's default certificate,
+	// HTTP redirected to HTTPS), and no Secret is named.
+	if tls := d.Ingresses[0].Spec.TLS; len(tls) != 1 || tls[0].SecretName != "" || !reflect.DeepEqual(tls[0].Hosts, []string{demo.Spec.Hostnames.Viewer}) {
+		t.Errorf("Ingress TLS without spec.tls: %+v", tls)
 	}
 	if v := findVolume(deploymentOf(t, d, ComponentGateway), "tls"); v.Secret.SecretName != "serving-tls" {
 		t.Errorf("gateway serves %s, want the generated serving-tls", v.Secret.SecretName)
