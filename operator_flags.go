@@ -74,11 +74,14 @@ func (f *operatorFlags) register(fs *flag.FlagSet) {
 // returned stop ends the Vault session.
 func (f *operatorFlags) options(log logr.Logger) (controllers.Options, func(), error) {
 	o := controllers.Options{
-		WorkloadImage: f.workloadImage, KeystoreImage: f.keystoreImage, ImagePullPolicy: corev1.PullPolicy(f.pullPolicy),
+		ClusterInput: controllers.ClusterInput{
+			WorkloadImage: f.workloadImage, KeystoreImage: f.keystoreImage, ImagePullPolicy: corev1.PullPolicy(f.pullPolicy),
+			IngressClassName: f.ingressClass,
+			ClusterCIDRs:     splitList(f.clusterCIDRs), TrustedProxyCIDRs: splitList(f.trustedProxyCIDRs),
+			Database: controllers.DatabaseInput{Port: int32(f.databasePort)},
+		},
 		VaultAddress: f.keystoreVaultAddr, VaultAudience: f.vaultAudience,
-		IngressClassName: f.ingressClass, MaxConcurrentReconciles: f.workers, Resync: f.resync,
-		ClusterCIDRs: splitList(f.clusterCIDRs), TrustedProxyCIDRs: splitList(f.trustedProxyCIDRs),
-		Database: controllers.DatabaseInput{Port: int32(f.databasePort)},
+		MaxConcurrentReconciles: f.workers, Resync: f.resync,
 	}
 	var errs []error
 	if f.workloadImage == "" {

@@ -18,11 +18,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -453,57 +451,24 @@ func e2eWriteFile(t *testing.T, file string, data []byte) {
 type e2eProcess struct {
 	w      *e2eWorkload
 	cmd    *exec.Cmd
-	stdout e2eOutput // standard output: where the console SMS provider prints texts
-	output e2eOutput // standard output and error, for failure messages
-	exited chan struct{}
-}
-
-type e2eOutput struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (o *e2eOutput) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.Write(p)
-}
-
-func (o *e2eOutput) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.String()
-}
-
-func (p *e2eProcess) lastLines() string {
-	lines := strings.Split(strings.TrimRight(p.output.String(), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-40):], "\n")
+	stdout testenv.LogTail // standard output: where the console SMS provider prints texts
+	output testenv.LogTail // standard output and error, for failure messages
+	exited <-chan struct{}
 }
 
 // start runs w with exactly its environment (and PATH and HOME), and stops it at the end.
 func (w *e2eWorkload) start(t *testing.T) *e2eProcess {
 	t.Helper()
-	p := &e2eProcess{w: w, cmd: exec.Command(w.argv[0], w.argv[1:]...), exited: make(chan struct{})}
+	p := &e2eProcess{w: w, cmd: exec.Command(w.argv[0], w.argv[1:]...)}
 	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + w.root}
 	for _, k := range slices.Sorted(maps.Keys(w.env)) {
 		p.cmd.Env = append(p.cmd.Env, k+"="+w.env[k])
 	}
 	p.cmd.Stdout, p.cmd.Stderr = io.MultiWriter(&p.stdout, &p.output), &p.output
-	// A workload must not outlive a test process that dies without cleaning up. Pdeathsig fires
-	// when the forking thread exits: fork from a locked thread that lives as long as the child.
+	// A workload must not outlive a test process that dies without cleaning up.
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := p.cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		_ = p.cmd.Wait()
-		close(p.exited)
-	}()
-	if err := <-started; err != nil {
+	var err error
+	if p.exited, err = testenv.StartChild(p.cmd, nil); err != nil {
 		t.Fatalf("start %s: %v", w.name, err)
 	}
 	t.Cleanup(func() {
@@ -515,7 +480,7 @@ func (w *e2eWorkload) start(t *testing.T) *e2eProcess {
 			<-p.exited
 		}
 		if t.Failed() || !p.cmd.ProcessState.Success() {
-			t.Logf("%s (%v), its last lines:\n%s", w.name, p.cmd.ProcessState, p.lastLines())
+			t.Logf("%s (%v), its last lines:\n%s", w.name, p.cmd.ProcessState, p.output.Last(40))
 		}
 	})
 	return p
@@ -540,11 +505,11 @@ func (p *e2eProcess) waitReady(t *testing.T, c *http.Client) {
 		}
 		select {
 		case <-p.exited:
-			t.Fatalf("%s exited (%v) before it was ready; its last lines:\n%s", p.w.name, p.cmd.ProcessState, p.lastLines())
+			t.Fatalf("%s exited (%v) before it was ready; its last lines:\n%s", p.w.name, p.cmd.ProcessState, p.output.Last(40))
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready after a minute (%v); its last lines:\n%s", p.w.name, err, p.lastLines())
+			t.Fatalf("%s not ready after a minute (%v); its last lines:\n%s", p.w.name, err, p.output.Last(40))
 		}
 	}
 }

@@ -3,7 +3,6 @@ package controllers_test
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"slices"
@@ -220,21 +219,12 @@ func TestOperatorRestartMidReconcile(t *testing.T) {
 	if !roots.AppendCertsFromPEM(ca.Data["ca.crt"]) {
 		t.Fatal("no CA certificate")
 	}
-	for _, s := range []string{controllers.SecretKeystoreTLS, controllers.SecretGatewayKeystoreClient,
-		controllers.SecretViewerKeystoreClient, controllers.SecretServingTLS} {
-		var sec corev1.Secret
-		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: s}, &sec); err != nil {
-			t.Fatal(err)
-		}
-		block, _ := pem.Decode(sec.Data["tls.crt"])
-		if block == nil {
-			t.Fatalf("%s holds no certificate", s)
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
+	for _, s := range certificateSecrets {
+		_, cert, err := secretCert(ns, s)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		if err := chainsTo(cert, roots); err != nil {
 			t.Errorf("%s does not chain to the stored tenant CA: %v", s, err)
 		}
 	}
@@ -265,7 +255,8 @@ func TestCRDReinstallKeepsTenantStacks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := controllers.Setup(mgr, controllers.Options{WorkloadImage: testImage, VaultAddress: "https://vault.vault.svc:8200"}); err != nil {
+	if err := controllers.Setup(mgr, controllers.Options{
+		ClusterInput: controllers.ClusterInput{WorkloadImage: testImage}, VaultAddress: "https://vault.vault.svc:8200"}); err != nil {
 		t.Fatal(err)
 	}
 	mctx, cancel := context.WithCancel(ctx)
@@ -334,21 +325,12 @@ func TestReplacedTenantCAIsAdopted(t *testing.T) {
 	})
 	poke(t, name) // the CA Secret's own change may not reach the operator's cache at once
 	eventually(t, "certificates re-issued from the new CA", func() error {
-		for _, s := range []string{controllers.SecretKeystoreTLS, controllers.SecretGatewayKeystoreClient,
-			controllers.SecretViewerKeystoreClient, controllers.SecretServingTLS} {
-			var sec corev1.Secret
-			if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: s}, &sec); err != nil {
-				return err
-			}
-			block, _ := pem.Decode(sec.Data["tls.crt"])
-			if block == nil {
-				return fmt.Errorf("%s holds no certificate", s)
-			}
-			cert, err := x509.ParseCertificate(block.Bytes)
+		for _, s := range certificateSecrets {
+			_, cert, err := secretCert(ns, s)
 			if err != nil {
 				return err
 			}
-			if _, err := cert.Verify(x509.VerifyOptions{Roots: ca.CertPool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			if err := chainsTo(cert, ca.CertPool()); err != nil {
 				return fmt.Errorf("%s: %v", s, err)
 			}
 		}

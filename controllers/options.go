@@ -3,18 +3,15 @@ package controllers
 import (
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Options are the operator's settings: what it needs to render and provision a tenant that is
 // not in the tenant's spec. main.go fills them from flags; tests fill them directly.
 type Options struct {
-	// WorkloadImage is the image of the gateway and viewer (and of the keystore unless
-	// KeystoreImage is set); see RenderInput.
-	WorkloadImage, KeystoreImage string
-	ImagePullPolicy              corev1.PullPolicy
+	// ClusterInput is what every tenant's objects are rendered with: images, where the
+	// ingress controller and the databases are, the cluster's address ranges.
+	ClusterInput
 
 	// Vault provisions the tenants' Vault objects; nil leaves every tenant VaultReady=False
 	// (VaultNotConfigured) and its workloads without a key store.
@@ -29,19 +26,6 @@ type Options struct {
 	VaultAudience string
 	// VaultPeers are where Vault is, for the keystore's egress policy (see VaultInput.Peers).
 	VaultPeers []networkingv1.NetworkPolicyPeer
-
-	// Database is where the tenants' PostgreSQL is, for the egress policy.
-	Database DatabaseInput
-
-	// Ingress and network settings, as in RenderInput.
-	IngressNamespaceSelector *metav1.LabelSelector
-	IngressPodSelector       *metav1.LabelSelector
-	IngressClassName         string
-	IngressAnnotations       map[string]string
-	SMTPSources              []networkingv1.NetworkPolicyPeer
-	MetricsNamespaceSelector *metav1.LabelSelector
-	ClusterCIDRs             []string
-	TrustedProxyCIDRs        []string
 
 	// CertificateValidity of generated certificates; default DefaultCertificateValidity.
 	CertificateValidity time.Duration
@@ -64,20 +48,9 @@ func (o Options) renderInput() RenderInput {
 		addr = o.Vault.Client.Address()
 	}
 	in := RenderInput{
-		WorkloadImage:            o.WorkloadImage,
-		KeystoreImage:            o.KeystoreImage,
-		ImagePullPolicy:          o.ImagePullPolicy,
-		Vault:                    VaultInput{Address: addr, TokenAudience: o.VaultAudience, Peers: o.VaultPeers},
-		Database:                 o.Database,
-		Secrets:                  generatedSecrets(),
-		IngressNamespaceSelector: o.IngressNamespaceSelector,
-		IngressPodSelector:       o.IngressPodSelector,
-		IngressClassName:         o.IngressClassName,
-		IngressAnnotations:       o.IngressAnnotations,
-		SMTPSources:              o.SMTPSources,
-		MetricsNamespaceSelector: o.MetricsNamespaceSelector,
-		ClusterCIDRs:             o.ClusterCIDRs,
-		TrustedProxyCIDRs:        o.TrustedProxyCIDRs,
+		ClusterInput: o.ClusterInput,
+		Vault:        VaultInput{Address: addr, TokenAudience: o.VaultAudience, Peers: o.VaultPeers},
+		Secrets:      generatedSecrets(),
 	}
 	if len(o.VaultCACert) > 0 {
 		in.Vault.CACertSecret = SecretVaultCA

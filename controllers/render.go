@@ -71,24 +71,16 @@ const (
 )
 
 // RenderInput is what Render needs that is not in the tenant's spec: the operator's settings
-// and what it knows about the cluster and about the Secrets it generated.
+// for every tenant (ClusterInput), and what it knows about this tenant's Vault objects and
+// generated Secrets.
 type RenderInput struct {
+	ClusterInput
+
 	// Namespace of the tenant's workloads; defaults to the tenant's TargetNamespace.
 	Namespace string
 
-	// WorkloadImage is the image of the Dockerfile's `workloads` target: /usr/local/bin/securetext
-	// (subcommands gateway and viewer) and /usr/local/bin/keystore.
-	WorkloadImage string
-	// KeystoreImage overrides WorkloadImage for the keystore; empty means WorkloadImage.
-	KeystoreImage string
-	// ImagePullPolicy of every container; empty leaves the Kubernetes default.
-	ImagePullPolicy corev1.PullPolicy
-
 	// Vault is how the keystore reaches and logs in to Vault.
 	Vault VaultInput
-
-	// Database says where the tenant's databases are, for the egress policy.
-	Database DatabaseInput
 
 	// Secrets names the Secrets the operator generates in the tenant's namespace.
 	Secrets GeneratedSecrets
@@ -100,6 +92,25 @@ type RenderInput struct {
 	// Logo, when the operator has fetched spec.branding.logoURL into a ConfigMap, is that
 	// ConfigMap; the viewer serves the logo itself (-logo-file).
 	Logo *LogoInput
+
+	// Autoscaling, per component, adds a HorizontalPodAutoscaler; the Deployment then leaves
+	// replicas to it.
+	Autoscaling map[Component]AutoscalingInput
+}
+
+// ClusterInput is what the operator knows about the cluster, the same for every tenant: the
+// images, and where the ingress controller, the databases and the cluster's own addresses are.
+type ClusterInput struct {
+	// WorkloadImage is the image of the Dockerfile's `workloads` target: /usr/local/bin/securetext
+	// (subcommands gateway and viewer) and /usr/local/bin/keystore.
+	WorkloadImage string
+	// KeystoreImage overrides WorkloadImage for the keystore; empty means WorkloadImage.
+	KeystoreImage string
+	// ImagePullPolicy of every container; empty leaves the Kubernetes default.
+	ImagePullPolicy corev1.PullPolicy
+
+	// Database says where the tenant's databases are, for the egress policy.
+	Database DatabaseInput
 
 	// IngressNamespaceSelector selects the namespace of the ingress controller, the only
 	// source of traffic to the viewer and to the gateway's API.
@@ -127,10 +138,6 @@ type RenderInput struct {
 	// it. Without either, the viewer would count every patient's failures against the
 	// controller's address.
 	TrustedProxyCIDRs []string
-
-	// Autoscaling, per component, adds a HorizontalPodAutoscaler; the Deployment then leaves
-	// replicas to it.
-	Autoscaling map[Component]AutoscalingInput
 }
 
 // VaultInput is how the keystore reaches Vault; names come from the Vault reconciler.

@@ -39,16 +39,18 @@ func TestRenderedObjectsApply(t *testing.T) {
 		},
 	}
 	in := controllers.RenderInput{
-		WorkloadImage: "example.org/securetext/workloads:test",
+		ClusterInput: controllers.ClusterInput{
+			WorkloadImage:            "example.org/securetext/workloads:test",
+			IngressNamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "ingress-nginx"}},
+			MetricsNamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "monitoring"}},
+			Database:                 controllers.DatabaseInput{Peers: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "192.0.2.0/24"}}}},
+			ClusterCIDRs:             []string{"10.244.0.0/16", "fd00::/48"},
+		},
 		Vault: controllers.VaultInput{Address: "https://vault.vault.svc:8200", AuthMount: "kubernetes", Role: "r",
 			TransitMount: "transit", WrappingKey: "w", SigningKey: "s", TokenAudience: "vault", CACertSecret: "vault-ca"},
-		Secrets:                  controllers.GeneratedSecrets{KeystoreServerTLS: "ks", GatewayKeystoreClient: "gk", ViewerKeystoreClient: "vk", Senders: "senders"},
-		IngressNamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "ingress-nginx"}},
-		MetricsNamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "monitoring"}},
-		Database:                 controllers.DatabaseInput{Peers: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "192.0.2.0/24"}}}},
-		ClusterCIDRs:             []string{"10.244.0.0/16", "fd00::/48"},
-		Autoscaling:              map[controllers.Component]controllers.AutoscalingInput{controllers.ComponentGateway: {MaxReplicas: 6}},
-		Logo:                     &controllers.LogoInput{ConfigMapName: "logo", Key: "logo.svg"},
+		Secrets:     controllers.GeneratedSecrets{KeystoreServerTLS: "ks", GatewayKeystoreClient: "gk", ViewerKeystoreClient: "vk", Senders: "senders"},
+		Autoscaling: map[controllers.Component]controllers.AutoscalingInput{controllers.ComponentGateway: {MaxReplicas: 6}},
+		Logo:        &controllers.LogoInput{ConfigMapName: "logo", Key: "logo.svg"},
 	}
 	d, err := controllers.Render(tenant, in)
 	if err != nil {

@@ -58,7 +58,11 @@ func renderTenant(name string) *securetextv1alpha1.SecureTextTenant {
 
 func renderInput() RenderInput {
 	return RenderInput{
-		WorkloadImage: "ghcr.io/securetext/workloads:v1",
+		ClusterInput: ClusterInput{
+			WorkloadImage:            "ghcr.io/securetext/workloads:v1",
+			IngressNamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{labelNamespaceName: "ingress-nginx"}},
+			ClusterCIDRs:             []string{"10.244.0.0/16", "10.96.0.0/12", "fd00::/48"},
+		},
 		Vault: VaultInput{
 			Address: "https://vault.vault.svc:8200", AuthMount: "kubernetes", Role: "keystore-clinic",
 			TransitMount: "transit", WrappingKey: "tenant-clinic", SigningKey: "tenant-clinic-audit", TokenAudience: "vault",
@@ -67,8 +71,6 @@ func renderInput() RenderInput {
 			KeystoreServerTLS: "keystore-tls", GatewayKeystoreClient: "gateway-keystore-client",
 			ViewerKeystoreClient: "viewer-keystore-client", ServingTLS: "serving-tls", Senders: "senders",
 		},
-		IngressNamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{labelNamespaceName: "ingress-nginx"}},
-		ClusterCIDRs:             []string{"10.244.0.0/16", "10.96.0.0/12", "fd00::/48"},
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -53,6 +54,18 @@ type SecureTextTenantReconciler struct {
 	Scheme    *runtime.Scheme
 	Recorder  events.EventRecorder
 	Options   Options
+
+	// vaultChecks remembers, per tenant name, the last Vault check that found everything in
+	// place (a vaultCheck), so that the reconciles a rollout's Deployment status changes cause
+	// do not each read all of the tenant's Vault objects again.
+	vaultChecks sync.Map
+}
+
+// vaultCheck is a Vault check that found the tenant's objects in place.
+type vaultCheck struct {
+	resourceVersion string // of the tenant when checked
+	at              time.Time
+	nextRotation    time.Time
 }
 
 // +kubebuilder:rbac:groups=securetext.io,resources=securetexttenants,verbs=get;list;watch;update;patch
@@ -76,6 +89,7 @@ func (r *SecureTextTenantReconciler) Reconcile(ctx context.Context, req ctrl.Req
 	if err := r.Get(ctx, req.NamespacedName, tenant); err != nil {
 		if apierrors.IsNotFound(err) {
 			forgetTenantMetrics(req.Name)
+			r.vaultChecks.Delete(req.Name)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -164,10 +178,7 @@ func (st tenantState) err() error {
 // nextCheck is when a tenant whose reconcile succeeded is looked at again: the resync period,
 // or earlier when a certificate or the wrapping key is due.
 func (r *SecureTextTenantReconciler) nextCheck(st tenantState) time.Duration {
-	next := r.Options.Resync
-	if next <= 0 {
-		next = DefaultResync
-	}
+	next := r.resync()
 	if len(st.missing) > 0 {
 		// The operator cannot watch Secrets it did not label: look again soon.
 		next = min(next, missingSecretRecheck)
@@ -179,6 +190,14 @@ func (r *SecureTextTenantReconciler) nextCheck(st tenantState) time.Duration {
 		}
 	}
 	return next
+}
+
+// resync is how often an unchanged tenant is checked again (Options.Resync).
+func (r *SecureTextTenantReconciler) resync() time.Duration {
+	if r.Options.Resync > 0 {
+		return r.Options.Resync
+	}
+	return DefaultResync
 }
 
 func (r *SecureTextTenantReconciler) now() time.Time {
@@ -299,10 +318,21 @@ func (r *SecureTextTenantReconciler) tenantInputs(tenant *securetextv1alpha1.Sec
 // that have something in Vault: one whose Vault objects were never made is deleted without
 // waiting for Vault.
 func (r *SecureTextTenantReconciler) reconcileVault(ctx context.Context, tenant *securetextv1alpha1.SecureTextTenant, tv TenantVault, st *tenantState) {
-	p := r.provisioner(tenant)
+	p := r.Options.Vault
 	if p == nil {
 		st.vaultOff = true
 		return
+	}
+	now := r.now()
+	if c, ok := r.vaultChecks.Load(tenant.Name); ok {
+		// The same tenant, checked a moment ago: Vault drift is repaired at the resync, and a
+		// spec or annotation change (a new resourceVersion) checks again at once.
+		c := c.(vaultCheck)
+		if c.resourceVersion == tenant.ResourceVersion && now.Sub(c.at) < r.resync()/2 &&
+			(c.nextRotation.IsZero() || now.Before(c.nextRotation)) {
+			st.vaultMount, st.rotateAt = tv.Mount(), c.nextRotation
+			return
+		}
 	}
 	if !controllerutil.ContainsFinalizer(tenant, VaultFinalizer) {
 		if _, err := p.Exists(ctx, tv); err != nil {
@@ -323,13 +353,7 @@ func (r *SecureTextTenantReconciler) reconcileVault(ctx context.Context, tenant 
 		return
 	}
 	st.vaultMount = tv.Mount()
-}
-
-// provisioner is the operator's VaultProvisioner. Every tenant is provisioned in the operator's
-// own Vault: spec.vault.address only says how the tenant's keystore reaches that Vault (another
-// name for it). The operator's token never goes to an address a tenant's spec names.
-func (r *SecureTextTenantReconciler) provisioner(*securetextv1alpha1.SecureTextTenant) *VaultProvisioner {
-	return r.Options.Vault
+	r.vaultChecks.Store(tenant.Name, vaultCheck{resourceVersion: tenant.ResourceVersion, at: now, nextRotation: res.NextRotation})
 }
 
 // addFinalizer adds a finalizer to the tenant with an optimistic-lock patch. The patch is sent
@@ -660,6 +684,7 @@ func (r *SecureTextTenantReconciler) finalize(ctx context.Context, tenant *secur
 		return ctrl.Result{}, client.IgnoreNotFound(fmt.Errorf("remove finalizer: %w", err))
 	}
 	forgetTenantMetrics(tenant.Name)
+	r.vaultChecks.Delete(tenant.Name)
 	return ctrl.Result{}, nil
 }
 
@@ -687,7 +712,7 @@ const tenantCRDName = "securetexttenants." + "securetext.io"
 
 // cleanUpVault runs the tenant's deletion policy in Vault, then drops the Vault finalizer.
 func (r *SecureTextTenantReconciler) cleanUpVault(ctx context.Context, tenant *securetextv1alpha1.SecureTextTenant, namespace string) error {
-	p := r.provisioner(tenant)
+	p := r.Options.Vault
 	if p == nil {
 		return &VaultError{Op: "clean up", Reason: securetextv1alpha1.ReasonVaultNotConfigured,
 			Err: errors.New("the operator has no Vault settings, but the tenant has objects in Vault")}

@@ -74,6 +74,30 @@ func setAvailable(ns string) error {
 	return nil
 }
 
+// certificateSecrets are the generated Secrets that hold a certificate.
+var certificateSecrets = []string{controllers.SecretKeystoreTLS, controllers.SecretGatewayKeystoreClient,
+	controllers.SecretViewerKeystoreClient, controllers.SecretServingTLS}
+
+// secretCert reads Secret ns/name and the certificate in its tls.crt.
+func secretCert(ns, name string) (*corev1.Secret, *x509.Certificate, error) {
+	var sec corev1.Secret
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &sec); err != nil {
+		return nil, nil, err
+	}
+	block, _ := pem.Decode(sec.Data["tls.crt"])
+	if block == nil {
+		return &sec, nil, fmt.Errorf("Secret %s holds no certificate", name)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	return &sec, cert, err
+}
+
+// chainsTo checks that cert is signed by a CA in roots.
+func chainsTo(cert *x509.Certificate, roots *x509.CertPool) error {
+	_, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err
+}
+
 // provideDatabase creates the tenant's database Secret (spec.database.secretRef "db"), as the
 // platform engineer does once the operator has made the namespace.
 func provideDatabase(t *testing.T, ns string) {
@@ -241,6 +265,33 @@ func TestTenantStack(t *testing.T) {
 		}
 	})
 
+	t.Run("a child's event does not read Vault again", func(t *testing.T) {
+		poke(t, name) // the last check remembers this resourceVersion of the tenant
+		mark, before := vaultWrites.readMark(), reconciles(t)
+		eventually(t, "annotate the keystore Deployment", func() error {
+			var d appsv1.Deployment
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "keystore"}, &d); err != nil {
+				return err
+			}
+			if d.Annotations == nil {
+				d.Annotations = map[string]string{}
+			}
+			d.Annotations["test.securetext.io/touched"] = time.Now().Format(time.RFC3339Nano)
+			return k8s.Update(ctx, &d)
+		})
+		eventually(t, "a reconcile for the Deployment's event", func() error {
+			if reconciles(t) <= before {
+				return errors.New("no reconcile yet")
+			}
+			return nil
+		})
+		for _, path := range vaultWrites.readsSince(mark) {
+			if strings.Contains(path, "securetext-tenant-"+name) || strings.Contains(path, "/securetext/"+name+"/") {
+				t.Errorf("a reconcile caused by a Deployment event read Vault: %s", path)
+			}
+		}
+	})
+
 	t.Run("an edited Deployment is repaired", func(t *testing.T) {
 		eventually(t, "edit the gateway", func() error {
 			var d appsv1.Deployment
@@ -369,15 +420,7 @@ func TestTenantStack(t *testing.T) {
 			return k8s.Update(ctx, &cur)
 		})
 		eventually(t, "serving certificate names the new domain", func() error {
-			var sec corev1.Secret
-			if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: controllers.SecretServingTLS}, &sec); err != nil {
-				return err
-			}
-			block, _ := pem.Decode(sec.Data["tls.crt"])
-			if block == nil {
-				return errors.New("no certificate")
-			}
-			cert, err := x509.ParseCertificate(block.Bytes)
+			_, cert, err := secretCert(ns, controllers.SecretServingTLS)
 			if err != nil {
 				return err
 			}
@@ -641,22 +684,14 @@ func checkSecrets(t *testing.T, tenant, ns string) {
 		t.Fatal("tenant CA has no certificate")
 	}
 	leaf := func(secret string) *x509.Certificate {
-		var s corev1.Secret
-		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: secret}, &s); err != nil {
+		s, cert, err := secretCert(ns, secret)
+		if err != nil {
 			t.Fatal(err)
 		}
 		if s.Type != corev1.SecretTypeTLS || len(s.Data["tls.key"]) == 0 {
 			t.Errorf("%s: type %s", secret, s.Type)
 		}
-		block, _ := pem.Decode(s.Data["tls.crt"])
-		if block == nil {
-			t.Fatalf("%s: no certificate", secret)
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		if err := chainsTo(cert, roots); err != nil {
 			t.Errorf("%s does not chain to the tenant CA: %v", secret, err)
 		}
 		if s.Annotations[controllers.AnnotationNotAfter] != cert.NotAfter.UTC().Format(time.RFC3339) {

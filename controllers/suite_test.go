@@ -99,10 +99,9 @@ func run(m *testing.M) int {
 		return 1
 	}
 	operatorOptions = controllers.Options{
-		WorkloadImage: testImage,
+		ClusterInput:  controllers.ClusterInput{WorkloadImage: testImage, ClusterCIDRs: []string{"10.0.0.0/8"}},
 		Vault:         provisioner,
 		VaultAudience: testAudience,
-		ClusterCIDRs:  []string{"10.0.0.0/8"},
 	}
 	if err := restartOperator(); err != nil {
 		fmt.Fprintln(os.Stderr, "FAIL: operator:", err)
@@ -278,20 +277,36 @@ func applyTarget(obj runtime.ApplyConfiguration) string {
 	return fmt.Sprintf("%s %s/%s", o.Kind, o.Metadata.Namespace, o.Metadata.Name)
 }
 
-// vaultLog records the operator's Vault requests other than reads, "METHOD /v1/path".
+// vaultLog records the operator's Vault requests: writes as "METHOD /v1/path" in all, every
+// request's path in reads.
 type vaultLog struct {
-	next http.RoundTripper
-	mu   sync.Mutex
-	all  []string
+	next  http.RoundTripper
+	mu    sync.Mutex
+	all   []string
+	reads []string
 }
 
 func (v *vaultLog) RoundTrip(req *http.Request) (*http.Response, error) {
+	v.mu.Lock()
 	if req.Method != http.MethodGet {
-		v.mu.Lock()
 		v.all = append(v.all, req.Method+" "+req.URL.Path)
-		v.mu.Unlock()
 	}
+	v.reads = append(v.reads, req.URL.Path)
+	v.mu.Unlock()
 	return v.next.RoundTrip(req)
+}
+
+// readsSince returns the paths of every request after mark (a len of an earlier readMark).
+func (v *vaultLog) readsSince(mark int) []string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return append([]string(nil), v.reads[mark:]...)
+}
+
+func (v *vaultLog) readMark() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return len(v.reads)
 }
 
 func (v *vaultLog) mark() int {

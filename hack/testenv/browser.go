@@ -185,7 +185,7 @@ func Browser(t testing.TB, opts ...BrowserOption) context.Context {
 	if err != nil {
 		t.Fatalf("start the browser's outbound sink: %v", err)
 	}
-	output := &logTail{}
+	output := &LogTail{}
 	logger := &guardedLog{t: t}
 
 	flags := append(chromedp.DefaultExecAllocatorOptions[:],

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -38,10 +37,10 @@ const pgMissingMsg = "PostgreSQL server binaries not found: run `make test-binar
 type Postgres struct {
 	base *url.URL // connection URL of the maintenance database
 
-	cmd    *exec.Cmd     // nil for an external server
-	dir    string        // temporary directory holding the data and the Unix socket
-	exited chan struct{} // closed once the server process has exited
-	log    *logTail
+	cmd    *exec.Cmd       // nil for an external server
+	dir    string          // temporary directory holding the data and the Unix socket
+	exited <-chan struct{} // closed once the server process has exited
+	log    *LogTail
 }
 
 // URL returns the connection URL of database dbname on this server.
@@ -191,7 +190,7 @@ func StartPostgresProcess(ctx context.Context) (*Postgres, error) {
 
 func pgStart(ctx context.Context, bin, dir string, cred *syscall.Credential) (*Postgres, error) {
 	data := filepath.Join(dir, "data")
-	initLog := &logTail{}
+	initLog := &LogTail{}
 	initdb := exec.CommandContext(ctx, filepath.Join(bin, "initdb"),
 		"-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
 	initdb.Dir = dir // initdb fails if it cannot read the working directory, e.g. /root/...
@@ -223,10 +222,9 @@ func pgRun(ctx context.Context, bin, dir string, cred *syscall.Credential) (*Pos
 		return nil, err
 	}
 	p := &Postgres{
-		base:   &url.URL{Scheme: "postgres", User: url.User("postgres"), Host: fmt.Sprintf("127.0.0.1:%d", port), Path: "/postgres", RawQuery: "sslmode=disable"},
-		dir:    dir,
-		exited: make(chan struct{}),
-		log:    &logTail{},
+		base: &url.URL{Scheme: "postgres", User: url.User("postgres"), Host: fmt.Sprintf("127.0.0.1:%d", port), Path: "/postgres", RawQuery: "sslmode=disable"},
+		dir:  dir,
+		log:  &LogTail{},
 	}
 	p.cmd = exec.Command(filepath.Join(bin, "postgres"),
 		"-D", filepath.Join(dir, "data"), "-p", strconv.Itoa(port), "-k", dir,
@@ -237,20 +235,7 @@ func pgRun(ctx context.Context, bin, dir string, cred *syscall.Credential) (*Pos
 	// our direct child, so Pdeathsig and Stop reach it. SIGQUIT is an immediate shutdown.
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT}
 
-	// Pdeathsig fires when the OS thread that forked the child exits, not the process. Fork from
-	// a locked thread that lives until the server exits, so the Go runtime never retires it early.
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := p.cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		_ = p.cmd.Wait()
-		close(p.exited)
-	}()
-	if err := <-started; err != nil {
+	if p.exited, err = StartChild(p.cmd, nil); err != nil {
 		return nil, fmt.Errorf("start postgres: %w", err)
 	}
 

@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -98,14 +100,14 @@ func FreePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// logTail keeps the last 64 KiB a process wrote, so that a failure can show what the server
-// said without holding its whole log.
-type logTail struct {
+// LogTail keeps the last 64 KiB a process wrote, so that a failure can show what it said
+// without holding its whole log. It is safe for concurrent writes.
+type LogTail struct {
 	mu  sync.Mutex
 	buf []byte
 }
 
-func (l *logTail) Write(p []byte) (int, error) {
+func (l *LogTail) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.buf = append(l.buf, p...)
@@ -116,14 +118,14 @@ func (l *logTail) Write(p []byte) (int, error) {
 }
 
 // String is everything kept.
-func (l *logTail) String() string {
+func (l *LogTail) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return string(l.buf)
 }
 
 // Last is the last n lines kept.
-func (l *logTail) Last(n int) string {
+func (l *LogTail) Last(n int) string {
 	text := strings.TrimRight(l.String(), "\n")
 	if strings.TrimSpace(text) == "" {
 		return "(nothing written)"
@@ -147,4 +149,30 @@ func Eventually(t testing.TB, what string, check func() error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// StartChild starts cmd from an OS thread that stays locked until cmd exits, and waits for it
+// in the background: then it runs after (when not nil) and closes the returned channel. A
+// Pdeathsig in cmd.SysProcAttr fires when the thread that forked the child ends, not the
+// process, so this is what makes it mean "when the test process dies".
+func StartChild(cmd *exec.Cmd, after func()) (exited <-chan struct{}, err error) {
+	done := make(chan struct{})
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		_ = cmd.Wait()
+		if after != nil {
+			after()
+		}
+		close(done)
+	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	return done, nil
 }

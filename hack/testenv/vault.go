@@ -31,7 +31,7 @@ type Vault struct {
 	RootToken string
 
 	cmd      *exec.Cmd
-	stderr   *logTail
+	stderr   *LogTail
 	exited   chan struct{} // closed once cmd.Wait has returned
 	waitErr  error         // cmd.Wait's result, set before exited is closed
 	stopOnce sync.Once
@@ -69,7 +69,7 @@ func StartVaultProcess(ctx context.Context) (*Vault, error) {
 	ready := make(chan []byte, 1)
 	v := &Vault{
 		cmd:    exec.Command(path, "-addr", "127.0.0.1:0"),
-		stderr: &logTail{},
+		stderr: &LogTail{},
 		exited: make(chan struct{}),
 	}
 	v.cmd.Stdout = &vaultReadyLine{ready: ready}

@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -494,12 +495,7 @@ func (v *Viewer) login(w http.ResponseWriter, r *http.Request, l link) {
 			return
 		}
 	}
-	if err := v.startSession(ctx, w, r, rc.ID, "password"); err != nil {
-		v.failed(w, r, l, "start session", err)
-		return
-	}
-	v.metrics.logins.WithLabelValues("success").Inc()
-	v.reveal(w, r, l, rc.ID)
+	v.signInAndReveal(w, r, l, rc.ID, "password")
 }
 
 // loginFailed answers the failures-th consecutive failed sign-in, after the progressive delay.
@@ -561,21 +557,8 @@ func (v *Viewer) setPassword(w http.ResponseWriter, r *http.Request, l link) {
 		again(http.StatusUnprocessableEntity, refusal.Message)
 		return
 	}
-	if policy.OneTimeCode {
-		ok, msg, err := v.useCode(ctx, rc.ID, store.CodeSetup, r.PostFormValue("code"))
-		if err != nil {
-			v.failed(w, r, l, "check one-time code", err)
-			return
-		}
-		if !ok {
-			v.addrs.add(addr, now)
-			again(http.StatusUnauthorized, msg)
-			return
-		}
-	}
-	hash, err := password.HashWith(ctx, pw, v.cfg.HashParams)
-	if err != nil {
-		v.failed(w, r, l, "hash password", err)
+	hash, ok := v.newPasswordHash(w, r, l, rc.ID, store.CodeSetup, policy.OneTimeCode, addr, pw, again)
+	if !ok {
 		return
 	}
 	err = v.cfg.Store.SetFirstPassword(ctx, rc.ID, hash, audit.Event{Time: now, Kind: audit.KindPasswordSet, Actor: "patient",
@@ -588,12 +571,43 @@ func (v *Viewer) setPassword(w http.ResponseWriter, r *http.Request, l link) {
 		v.failed(w, r, l, "set first password", err)
 		return
 	}
-	if err := v.startSession(ctx, w, r, rc.ID, "first-password"); err != nil {
+	v.signInAndReveal(w, r, l, rc.ID, "first-password")
+}
+
+// newPasswordHash checks the one-time code the form carries for purpose (when needCode) and
+// hashes the new password pw. When it has answered the request itself (a wrong code, which
+// also counts against addr, or a failure) ok is false.
+func (v *Viewer) newPasswordHash(w http.ResponseWriter, r *http.Request, l link, recipientID string, purpose store.CodePurpose,
+	needCode bool, addr netip.Addr, pw string, again func(code int, msg string)) (hash string, ok bool) {
+	ctx := r.Context()
+	if needCode {
+		ok, msg, err := v.useCode(ctx, recipientID, purpose, r.PostFormValue("code"))
+		if err != nil {
+			v.failed(w, r, l, "check one-time code", err)
+			return "", false
+		}
+		if !ok {
+			v.addrs.add(addr, v.now())
+			again(http.StatusUnauthorized, msg)
+			return "", false
+		}
+	}
+	hash, err := password.HashWith(ctx, pw, v.cfg.HashParams)
+	if err != nil {
+		v.failed(w, r, l, "hash password", err)
+		return "", false
+	}
+	return hash, true
+}
+
+// signInAndReveal starts a session for recipientID, signed in by how, and shows l's message.
+func (v *Viewer) signInAndReveal(w http.ResponseWriter, r *http.Request, l link, recipientID, how string) {
+	if err := v.startSession(r.Context(), w, r, recipientID, how); err != nil {
 		v.failed(w, r, l, "start session", err)
 		return
 	}
 	v.metrics.logins.WithLabelValues("success").Inc()
-	v.reveal(w, r, l, rc.ID)
+	v.reveal(w, r, l, recipientID)
 }
 
 var sixDigits = regexp.MustCompile(`^[0-9]{6}$`)
@@ -802,19 +816,8 @@ func (v *Viewer) reset(w http.ResponseWriter, r *http.Request, l link) {
 		v.failed(w, r, l, "read recipient", err)
 		return
 	}
-	ok, msg, err := v.useCode(ctx, rc.ID, store.CodeReset, r.PostFormValue("code"))
-	if err != nil {
-		v.failed(w, r, l, "check one-time code", err)
-		return
-	}
+	hash, ok := v.newPasswordHash(w, r, l, rc.ID, store.CodeReset, true, addr, pw, again)
 	if !ok {
-		v.addrs.add(addr, now)
-		again(http.StatusUnauthorized, msg)
-		return
-	}
-	hash, err := password.HashWith(ctx, pw, v.cfg.HashParams)
-	if err != nil {
-		v.failed(w, r, l, "hash password", err)
 		return
 	}
 	if err := v.cfg.Store.ResetPassword(ctx, rc.ID, hash, audit.Event{Time: now, Kind: audit.KindPasswordReset, Actor: "patient",
@@ -822,12 +825,7 @@ func (v *Viewer) reset(w http.ResponseWriter, r *http.Request, l link) {
 		v.failed(w, r, l, "reset password", err)
 		return
 	}
-	if err := v.startSession(ctx, w, r, rc.ID, "reset"); err != nil {
-		v.failed(w, r, l, "start session", err)
-		return
-	}
-	v.metrics.logins.WithLabelValues("success").Inc()
-	v.reveal(w, r, l, rc.ID)
+	v.signInAndReveal(w, r, l, rc.ID, "reset")
 }
 
 // logout is POST /logout.

@@ -143,7 +143,7 @@ func startStack(ctx context.Context, o options, logPath string) (s *stack, err e
 	vclient.SetToken(s.operatorToken)
 	vclient.ClearNamespace()
 	if err := controllers.Setup(mgr, controllers.Options{
-		WorkloadImage:           workloadImage,
+		ClusterInput:            controllers.ClusterInput{WorkloadImage: workloadImage},
 		Vault:                   &controllers.VaultProvisioner{Client: vclient},
 		MaxConcurrentReconciles: o.workers,
 	}); err != nil {

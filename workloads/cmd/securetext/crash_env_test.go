@@ -229,7 +229,7 @@ type crashGateway struct {
 
 type crashGatewayRun struct {
 	cmd    *exec.Cmd
-	exited chan struct{}
+	exited <-chan struct{}
 	ready  chan struct{}
 	state  *os.ProcessState
 }
@@ -270,7 +270,7 @@ func (g *crashGateway) start() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	r := &crashGatewayRun{exited: make(chan struct{}), ready: make(chan struct{})}
+	r := &crashGatewayRun{ready: make(chan struct{})}
 	watch := &crashReadyWatcher{ready: r.ready, tail: g.tail}
 	out := io.MultiWriter(logFile, watch)
 	r.cmd = exec.Command(g.bin, g.args...)
@@ -278,22 +278,11 @@ func (g *crashGateway) start() (string, error) {
 	r.cmd.Stdout, r.cmd.Stderr = out, out
 	// The gateway must not outlive a test process that dies without cleaning up.
 	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	// Pdeathsig fires when the thread that forked the child exits: fork from a locked thread
-	// that lives until the child has exited.
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := r.cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		_ = r.cmd.Wait()
+	r.exited, err = testenv.StartChild(r.cmd, func() {
 		r.state = r.cmd.ProcessState
 		_ = logFile.Close()
-		close(r.exited)
-	}()
-	if err := <-started; err != nil {
+	})
+	if err != nil {
 		_ = logFile.Close()
 		return logPath, fmt.Errorf("start gateway: %w", err)
 	}
