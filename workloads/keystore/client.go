@@ -33,8 +33,10 @@ const (
 // ClientConfig configures a Client.
 type ClientConfig struct {
 	// Batch coalesces concurrent WrapNewKey calls into one keystore request (wrap-new with a
-	// count), as the keystore coalesces them into one Vault call. Defaults: 64 keys per
-	// request, 2 requests in flight (bigger requests, fewer Vault calls), no window. Batch.Disabled sends one request per key.
+	// count), and concurrent Unwrap calls likewise (unwrap with wrapped_keys), as the
+	// keystore coalesces them into one Vault call. Defaults: 64 keys per request, 2 requests
+	// in flight (bigger requests, fewer Vault calls), no window. Batch.Disabled sends one
+	// request per key.
 	Batch BatchConfig
 	// URL is the keystore's base URL, for example "https://keystore.tenant-acme.svc:8443".
 	URL string
@@ -55,6 +57,7 @@ type ClientConfig struct {
 // ErrUnauthenticated, 403 gives ErrForbidden, 422 gives ErrInvalidWrappedKey.
 type Client struct {
 	wrap      *batch.Batcher[struct{}, DataKey]
+	unwrap    *batch.Batcher[string, []byte]
 	base      string
 	http      *http.Client
 	transport *http.Transport
@@ -116,12 +119,14 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		bc.MaxInFlight = 2
 	}
 	c.wrap = batch.New(bc, cfg.Timeout, c.wrapNewBatch, func(k DataKey) { envelope.Zero(k.Plaintext) }, unavailable)
+	c.unwrap = batch.New(bc, cfg.Timeout, c.unwrapBatch, envelope.Zero, unavailable)
 	return c, nil
 }
 
-// Close stops the Client's batcher: calls waiting in it fail with a temporary error.
+// Close stops the Client's batchers: calls waiting in them fail with a temporary error.
 func (c *Client) Close() {
 	c.wrap.Close()
+	c.unwrap.Close()
 	c.transport.CloseIdleConnections()
 }
 
@@ -169,25 +174,71 @@ func (c *Client) wrapNewBatch(ctx context.Context, in []struct{}) ([]DataKey, []
 	return keys, make([]error, len(in)), nil
 }
 
-// Unwrap implements Service.
+// Unwrap implements Service. Concurrent calls share keystore requests (ClientConfig.Batch).
 func (c *Client) Unwrap(ctx context.Context, wrapped string) ([]byte, error) {
-	req, err := json.Marshal(struct {
-		Wrapped string `json:"wrapped"`
-	}{wrapped})
-	if err != nil {
-		return nil, fmt.Errorf("keystore: unwrap: encode request: %w", err)
-	}
-	var resp struct {
+	return c.unwrap.Do(ctx, wrapped)
+}
+
+// unwrapBatch asks the keystore to unwrap the keys in one request. A batch of one goes in
+// the single-key form, which every keystore version understands.
+func (c *Client) unwrapBatch(ctx context.Context, in []string) ([][]byte, []error, error) {
+	type result struct {
 		Plaintext []byte `json:"plaintext"`
+		Error     string `json:"error"`
 	}
-	if err := c.call(ctx, "unwrap", http.MethodPost, "/v1/keys/unwrap", req, &resp); err != nil {
-		return nil, err
+	var (
+		req  any
+		resp struct {
+			result
+			Results []result `json:"results"`
+		}
+	)
+	if len(in) == 1 {
+		req = struct {
+			Wrapped string `json:"wrapped"`
+		}{in[0]}
+	} else {
+		req = struct {
+			WrappedKeys []string `json:"wrapped_keys"`
+		}{in}
 	}
-	if len(resp.Plaintext) != DataKeySize {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("keystore: unwrap: encode request: %w", err)
+	}
+	zero := func() {
 		envelope.Zero(resp.Plaintext)
-		return nil, fmt.Errorf("keystore: unwrap: keystore answered a %d-byte data key, want %d", len(resp.Plaintext), DataKeySize)
+		for _, r := range resp.Results {
+			envelope.Zero(r.Plaintext)
+		}
 	}
-	return resp.Plaintext, nil
+	if err := c.call(ctx, "unwrap", http.MethodPost, "/v1/keys/unwrap", body, &resp); err != nil {
+		zero()
+		if len(in) == 1 && errors.Is(err, ErrInvalidWrappedKey) {
+			return make([][]byte, 1), []error{err}, nil // the caller's key, not the keystore, is at fault
+		}
+		return nil, nil, err
+	}
+	if len(in) == 1 {
+		resp.Results = []result{resp.result}
+	}
+	if len(resp.Results) != len(in) {
+		zero()
+		return nil, nil, fmt.Errorf("keystore: unwrap: keystore answered %d keys for %d: %w", len(resp.Results), len(in), ErrUnavailable)
+	}
+	keys, errs := make([][]byte, len(in)), make([]error, len(in))
+	for i, r := range resp.Results {
+		switch {
+		case r.Error != "":
+			errs[i] = fmt.Errorf("keystore: unwrap: the keystore refused the wrapped key (%s): %w", r.Error, ErrInvalidWrappedKey)
+		case len(r.Plaintext) != DataKeySize:
+			zero()
+			return nil, nil, fmt.Errorf("keystore: unwrap: keystore answered a %d-byte data key, want %d", len(r.Plaintext), DataKeySize)
+		default:
+			keys[i] = r.Plaintext
+		}
+	}
+	return keys, errs, nil
 }
 
 // Sign implements Service and audit.Signer.

@@ -4,17 +4,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 )
 
-// gatedService holds its first WrapNewKey until released, and counts the keys asked for in each
-// keystore request (each HTTP request has its own context).
+// gatedService holds its first WrapNewKey or Unwrap until released, and counts the keys asked
+// for in each keystore request (each HTTP request has its own context).
 type gatedService struct {
 	Service
 	gate    chan struct{}
@@ -37,11 +40,40 @@ func (g *gatedService) WrapNewKey(ctx context.Context) (DataKey, error) {
 	return g.Service.WrapNewKey(ctx)
 }
 
+func (g *gatedService) Unwrap(ctx context.Context, wrapped string) ([]byte, error) {
+	g.mu.Lock()
+	g.perReq[ctx]++
+	g.mu.Unlock()
+	held := false
+	g.first.Do(func() { held = true })
+	if held {
+		close(g.entered)
+		<-g.gate
+	}
+	return g.Service.Unwrap(ctx, wrapped)
+}
+
+func newGatedService(t *testing.T) *gatedService {
+	return &gatedService{Service: newTestLocal(t), gate: make(chan struct{}), entered: make(chan struct{}), perReq: map[context.Context]int{}}
+}
+
+// requestSizes returns the keys per keystore request, smallest first.
+func (g *gatedService) requestSizes() []int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var sizes []int
+	for _, n := range g.perReq {
+		sizes = append(sizes, n)
+	}
+	slices.Sort(sizes)
+	return sizes
+}
+
 // TestClientCoalescesWrapNewKey: callers that arrive while the client's only request is in
 // flight leave together in the next request, which the keystore serves concurrently.
 func TestClientCoalescesWrapNewKey(t *testing.T) {
-	local := newTestLocal(t)
-	svc := &gatedService{Service: local, gate: make(chan struct{}), entered: make(chan struct{}), perReq: map[context.Context]int{}}
+	svc := newGatedService(t)
+	local := svc.Service
 	f := startKeystore(t, svc, nil)
 	c, err := NewClient(ClientConfig{URL: f.url, Certificate: f.clientCert(t, testTenant, ComponentGateway),
 		RootCAs: f.ca.CertPool(), Batch: BatchConfig{MaxInFlight: 1}})
@@ -78,12 +110,7 @@ func TestClientCoalescesWrapNewKey(t *testing.T) {
 	close(svc.gate)
 	wg.Wait()
 	close(keys)
-	var sizes []int
-	for _, n := range svc.perReq {
-		sizes = append(sizes, n)
-	}
-	slices.Sort(sizes)
-	if !slices.Equal(sizes, []int{1, 31}) {
+	if sizes := svc.requestSizes(); !slices.Equal(sizes, []int{1, 31}) {
 		t.Fatalf("keys per keystore request %v, want [1 31]: the 31 callers queued behind the first were not coalesced", sizes)
 	}
 	seen := map[string]bool{}
@@ -99,6 +126,96 @@ func TestClientCoalescesWrapNewKey(t *testing.T) {
 	}
 	if len(seen) != 32 {
 		t.Fatalf("%d keys for 32 callers", len(seen))
+	}
+}
+
+// TestClientCoalescesUnwrap: concurrent Unwrap calls share keystore requests, each caller
+// gets its own key back, and a caller whose wrapped key is refused fails alone.
+func TestClientCoalescesUnwrap(t *testing.T) {
+	svc := newGatedService(t)
+	f := startKeystore(t, svc, nil)
+	c, err := NewClient(ClientConfig{URL: f.url, Certificate: f.clientCert(t, testTenant, ComponentViewer),
+		RootCAs: f.ca.CertPool(), Batch: BatchConfig{MaxInFlight: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+
+	ctx := context.Background()
+	keys := make([]DataKey, 32)
+	for i := range keys {
+		if keys[i], err = svc.Service.WrapNewKey(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const altered = 7
+	keys[altered].Wrapped = badWrappedKeys(t, keys[altered].Wrapped, newTestLocal(t))["flipped middle char"]
+	got := make([][]byte, len(keys))
+	errs := make([]error, len(keys))
+	var wg sync.WaitGroup
+	wg.Go(func() { got[0], errs[0] = c.Unwrap(ctx, keys[0].Wrapped) })
+	<-svc.entered // the first request is in flight and holds the client's only slot
+	for i := 1; i < len(keys); i++ {
+		wg.Go(func() { got[i], errs[i] = c.Unwrap(ctx, keys[i].Wrapped) })
+	}
+	for c.unwrap.Queued() < 30 {
+		runtime.Gosched()
+	}
+	close(svc.gate)
+	wg.Wait()
+	if sizes := svc.requestSizes(); !slices.Equal(sizes, []int{1, 31}) {
+		t.Fatalf("keys per keystore request %v, want [1 31]: the 31 callers queued behind the first were not coalesced", sizes)
+	}
+	for i, k := range keys {
+		switch {
+		case i == altered:
+			if !errors.Is(errs[i], ErrInvalidWrappedKey) || IsTemporary(errs[i]) {
+				t.Errorf("altered key: %v, want ErrInvalidWrappedKey and not temporary", errs[i])
+			}
+		case errs[i] != nil:
+			t.Errorf("key %d: %v", i, errs[i])
+		case !bytes.Equal(got[i], k.Plaintext):
+			t.Errorf("key %d unwrapped to another key's plaintext", i)
+		}
+	}
+}
+
+func TestServerUnwrapMany(t *testing.T) {
+	local := newTestLocal(t)
+	f := startKeystore(t, local, nil)
+	cert := f.clientCert(t, testTenant, ComponentViewer)
+	hc := f.httpClient(t, &cert)
+	ctx := context.Background()
+	good, err := local.WrapNewKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := badWrappedKeys(t, good.Wrapped, newTestLocal(t))["flipped middle char"]
+	a := f.do(t, hc, "POST", "/v1/keys/unwrap", fmt.Sprintf(`{"wrapped_keys": [%q, %q]}`, good.Wrapped, bad))
+	var many struct {
+		Results []struct {
+			Plaintext []byte `json:"plaintext"`
+			Error     string `json:"error"`
+		} `json:"results"`
+	}
+	if a.status != http.StatusOK || json.Unmarshal(a.body, &many) != nil || len(many.Results) != 2 ||
+		!bytes.Equal(many.Results[0].Plaintext, good.Plaintext) || many.Results[1].Error != "invalid-wrapped-key" ||
+		many.Results[1].Plaintext != nil {
+		t.Fatalf("a good and an altered key: %d %s", a.status, a.body)
+	}
+	tooMany := `{"wrapped_keys": [` + strings.TrimSuffix(strings.Repeat(strconv.Quote(good.Wrapped)+",", 257), ",") + `]}`
+	for _, body := range []string{`{}`, `{"wrapped_keys": []}`, tooMany,
+		fmt.Sprintf(`{"wrapped": %q, "wrapped_keys": [%q]}`, good.Wrapped, good.Wrapped)} {
+		if a := f.do(t, hc, "POST", "/v1/keys/unwrap", body); a.status != http.StatusBadRequest {
+			t.Errorf("%.60s: %d, want 400", body, a.status)
+		}
+	}
+
+	down := startKeystore(t, &faultyService{Service: local, err: fmt.Errorf("vault sealed: %w", ErrUnavailable)}, nil)
+	a = down.do(t, down.httpClient(t, new(down.clientCert(t, testTenant, ComponentViewer))), "POST", "/v1/keys/unwrap",
+		fmt.Sprintf(`{"wrapped_keys": [%q, %q]}`, good.Wrapped, good.Wrapped))
+	if a.status != http.StatusServiceUnavailable || bytes.Contains(a.body, []byte("plaintext")) {
+		t.Errorf("key holder down: %d %s, want 503 for the whole batch", a.status, a.body)
 	}
 }
 

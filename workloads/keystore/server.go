@@ -447,16 +447,31 @@ func (s *Server) wrapNew(w http.ResponseWriter, r *http.Request) {
 	envelope.Zero(body)
 }
 
+// unwrap answers {"wrapped": k} with {"plaintext": …}, and {"wrapped_keys": [k, …]} (the
+// client's batches) with {"results": [{"plaintext": …} or {"error": "invalid-wrapped-key"},
+// …]} in the same order: one refused key does not fail the others, but a key holder that is
+// unavailable fails the whole request, so the caller retries it.
 func (s *Server) unwrap(w http.ResponseWriter, r *http.Request) {
 	var req struct {
-		Wrapped *string `json:"wrapped"`
+		Wrapped     *string  `json:"wrapped"`
+		WrappedKeys []string `json:"wrapped_keys"`
 	}
-	const example = `{"wrapped": "<wrapped key>"}`
+	const example = `{"wrapped": "<wrapped key>"} or {"wrapped_keys": ["<wrapped key>", …]}`
 	if !decodeRequest(w, r, &req, false, example) {
 		return
 	}
-	if req.Wrapped == nil {
-		badRequest(w, "field wrapped is required: send "+example)
+	switch {
+	case req.Wrapped == nil && req.WrappedKeys == nil:
+		badRequest(w, "field wrapped is required (or wrapped_keys, for several keys): send "+example)
+		return
+	case req.Wrapped != nil && req.WrappedKeys != nil:
+		badRequest(w, "give only one of the fields wrapped and wrapped_keys: send "+example)
+		return
+	case req.WrappedKeys != nil && (len(req.WrappedKeys) < 1 || len(req.WrappedKeys) > maxWrapCount):
+		badRequest(w, fmt.Sprintf("wrapped_keys must hold 1 to %d keys", maxWrapCount))
+		return
+	case req.WrappedKeys != nil:
+		s.unwrapMany(w, r, req.WrappedKeys)
 		return
 	}
 	key, err := s.svc.Unwrap(r.Context(), *req.Wrapped)
@@ -469,6 +484,47 @@ func (s *Server) unwrap(w http.ResponseWriter, r *http.Request) {
 	body = append(body, `{"plaintext":"`...)
 	body = base64.StdEncoding.AppendEncode(body, key)
 	body = append(body, `"}`...)
+	writeJSON(w, http.StatusOK, body)
+	envelope.Zero(body)
+}
+
+func (s *Server) unwrapMany(w http.ResponseWriter, r *http.Request, wrapped []string) {
+	// Concurrent calls, so that a batching backend (Transit) unwraps them in one Vault call.
+	keys := make([][]byte, len(wrapped))
+	errs := make([]error, len(wrapped))
+	var wg sync.WaitGroup
+	for i, k := range wrapped {
+		wg.Go(func() { keys[i], errs[i] = s.svc.Unwrap(r.Context(), k) })
+	}
+	wg.Wait()
+	defer func() {
+		for _, k := range keys {
+			envelope.Zero(k)
+		}
+	}()
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, ErrInvalidWrappedKey) {
+			s.fail(w, r, "unwrap", err)
+			return
+		}
+	}
+	body := make([]byte, 0, 16+len(keys)*(20+base64.StdEncoding.EncodedLen(DataKeySize)))
+	body = append(body, `{"results":[`...)
+	for i, k := range keys {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		if errs[i] != nil {
+			s.log.LogAttrs(r.Context(), slog.LevelWarn, "keystore refused a wrapped key",
+				slog.String("operation", "unwrap"), slog.String("error", errs[i].Error()))
+			body = append(body, `{"error":"invalid-wrapped-key"}`...)
+			continue
+		}
+		body = append(body, `{"plaintext":"`...)
+		body = base64.StdEncoding.AppendEncode(body, k)
+		body = append(body, `"}`...)
+	}
+	body = append(body, "]}"...)
 	writeJSON(w, http.StatusOK, body)
 	envelope.Zero(body)
 }

@@ -19,22 +19,22 @@ import (
 //go:embed migrations/postgres/*.sql
 var postgresMigrations embed.FS
 
-// defaultPostgresConns sizes the pool for the gateway's intake: 32 concurrent writers plus
-// the viewer's reads and the relays. A pool_max_conns parameter in the URL overrides it.
-const defaultPostgresConns = 48
+// DefaultMaxConnections sizes the pool for the gateway's intake: 32 concurrent writers plus
+// the relays. WithMaxConnections or a pool_max_conns parameter in the URL overrides it.
+const DefaultMaxConnections = 48
 
 type postgres struct {
 	pool *pgxpool.Pool
 }
 
-func openPostgres(ctx context.Context, dsn string) (*postgres, error) {
+func openPostgres(ctx context.Context, dsn string, maxConns int) (*postgres, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		// The parse error can quote the URL, password included.
 		return nil, fmt.Errorf("%w: PostgreSQL URL does not parse", ErrInvalid)
 	}
 	if u, err := url.Parse(dsn); err == nil && !u.Query().Has("pool_max_conns") {
-		cfg.MaxConns = defaultPostgresConns
+		cfg.MaxConns = int32(maxConns)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

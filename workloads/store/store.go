@@ -18,12 +18,14 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base32"
 	"fmt"
 	"github.com/securetext/securetext/workloads/internal/batch"
 	"log/slog"
+	"math"
 	"strings"
 	"time"
 )
@@ -35,11 +37,12 @@ type Store struct {
 	log    *slog.Logger
 	now    func() time.Time
 
-	groups  batch.Config
-	accepts *batch.Batcher[acceptCall, AcceptResult] // nil: every accept commits on its own
-	sents   *batch.Batcher[sentCall, struct{}]       // MarkSent's groups, as accepts
-	optOuts *batch.Batcher[string, bool]             // OptedOut's lookups, one query per group
-	appends *batch.Batcher[[]step, struct{}]         // AppendAudit's groups, as accepts
+	groups   batch.Config
+	maxConns int                                      // PostgreSQL pool size; 0: DefaultMaxConnections
+	accepts  *batch.Batcher[acceptCall, AcceptResult] // nil: every accept commits on its own
+	sents    *batch.Batcher[sentCall, struct{}]       // MarkSent's groups, as accepts
+	optOuts  *batch.Batcher[string, bool]             // OptedOut's lookups, one query per group
+	appends  *batch.Batcher[[]step, struct{}]         // AppendAudit's groups, as accepts
 }
 
 // Option configures Open.
@@ -47,6 +50,10 @@ type Option func(*Store)
 
 // WithLogger sets where the audit sequencer reports failures (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.log = l } }
+
+// WithMaxConnections caps the PostgreSQL connections the store opens (default 48, sized for
+// the gateway's intake). A pool_max_conns parameter in the URL wins over it.
+func WithMaxConnections(n int) Option { return func(s *Store) { s.maxConns = n } }
 
 // WithAcceptGroups sets how concurrent AcceptMessage (and MarkSent, AppendAudit) calls share transactions: up to maxItems
 // messages per commit, and up to maxInFlight such commits at once (defaults 64 and 2; the
@@ -75,13 +82,13 @@ func Open(ctx context.Context, dsn, tenant string, opts ...Option) (*Store, erro
 	for _, opt := range opts {
 		opt(s)
 	}
-	if s.groups.MaxItems < 0 || s.groups.MaxInFlight < 0 {
-		return nil, fmt.Errorf("open store: %w: accept groups need positive sizes", ErrInvalid)
+	if s.groups.MaxItems < 0 || s.groups.MaxInFlight < 0 || s.maxConns < 0 || s.maxConns > math.MaxInt32 {
+		return nil, fmt.Errorf("open store: %w: accept groups and connections need positive sizes", ErrInvalid)
 	}
 	var err error
 	switch {
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		s.db, err = openPostgres(ctx, dsn)
+		s.db, err = openPostgres(ctx, dsn, cmp.Or(s.maxConns, DefaultMaxConnections))
 	case strings.HasPrefix(dsn, "sqlite:"):
 		s.db, err = openSQLite(ctx, strings.TrimPrefix(dsn, "sqlite:"))
 	default:

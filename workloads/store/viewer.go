@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/securetext/securetext/workloads/audit"
@@ -247,3 +248,81 @@ func lockRecipient(ctx context.Context, q querier, lock, id string) error {
 	err := q.queryRow(ctx, `SELECT id FROM recipients WHERE id = $1`+lock, id).Scan(&got)
 	return noRows(err)
 }
+
+// LinkVisit is what one request on a link needs, read together by VisitLink.
+type LinkVisit struct {
+	Message Message
+	// Session is the browser's session if it exists and belongs to the message's recipient;
+	// whether it is still valid is for the caller to decide (Session.Valid).
+	Session *Session
+	// Parts are the message's parts in order, read only when asked for and Session is set.
+	Parts []Part
+}
+
+// VisitLink returns the message whose link token hashes to linkHash together with session
+// sessionHash (a zero hash for none) if that is a session of the message's recipient, and,
+// with withParts, the parts the session may be about to see. A remembered patient's page
+// needs all of it on every request, so it is one query instead of three. No such message is
+// ErrNotFound.
+func (s *Store) VisitLink(ctx context.Context, linkHash, sessionHash [32]byte, withParts bool) (LinkVisit, error) {
+	rows, err := s.db.query(ctx,
+		`SELECT `+prefixed("m.", messageColumns)+`, s.recipient_id, s.created_at, s.last_seen_at, s.expires_at, p.name, p.ciphertext
+		FROM messages m
+		LEFT JOIN sessions s ON s.id_hash = $2 AND s.recipient_id = m.recipient_id
+		LEFT JOIN message_parts p ON $3 AND s.id_hash IS NOT NULL AND p.message_id = m.id
+		WHERE m.link_token_hash = $1
+		ORDER BY p.position`, linkHash[:], sessionHash[:], withParts)
+	if err != nil {
+		return LinkVisit{}, failed("read link", err)
+	}
+	defer rows.Close()
+	var v *LinkVisit
+	for rows.Next() {
+		var (
+			sess             Session
+			sessionRecipient sql.NullString
+			partName         sql.NullString
+			ciphertext       []byte
+		)
+		m, err := scanMessage(withColumns{rows, []any{&sessionRecipient, timeDest{&sess.CreatedAt},
+			timeDest{&sess.LastSeenAt}, timeDest{&sess.ExpiresAt}, &partName, &ciphertext}})
+		if err != nil {
+			return LinkVisit{}, failed("read link", err)
+		}
+		if v == nil {
+			v = &LinkVisit{Message: m}
+			if sessionRecipient.Valid {
+				sess.IDHash, sess.RecipientID = sessionHash, sessionRecipient.String
+				v.Session = &sess
+			}
+		}
+		if partName.Valid {
+			v.Parts = append(v.Parts, Part{Name: partName.String, Ciphertext: ciphertext})
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return LinkVisit{}, failed("read link", err)
+	}
+	if v == nil {
+		return LinkVisit{}, failed("read link", ErrNotFound)
+	}
+	return *v, nil
+}
+
+// prefixed qualifies each column of the comma-separated list columns with prefix.
+func prefixed(prefix, columns string) string {
+	cols := strings.Split(columns, ",")
+	for i, c := range cols {
+		cols[i] = prefix + strings.TrimSpace(c)
+	}
+	return strings.Join(cols, ", ")
+}
+
+// withColumns scans a row's leading columns into the dest its caller gives and the columns
+// after them into more.
+type withColumns struct {
+	r    row
+	more []any
+}
+
+func (w withColumns) Scan(dest ...any) error { return w.r.Scan(append(dest, w.more...)...) }

@@ -157,7 +157,7 @@ func newFixture(t testing.TB, b backend, o fixtureOptions) *fixture {
 	case sqliteBackend:
 		dsn = "sqlite:" + filepath.Join(t.TempDir(), "tenant.db")
 	}
-	s, err := store.Open(ctx, dsn, o.tenant, store.WithLogger(quiet))
+	s, err := store.Open(ctx, dsn, o.tenant, store.WithLogger(quiet), store.WithMaxConnections(DatabaseConnections()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,12 +15,16 @@ import (
 	"github.com/securetext/securetext/workloads/store"
 )
 
-// openMessage decrypts message m: its data key is unwrapped by the keystore, each part opened
-// with the tenant, message id and part name as associated data, and the key zeroed after use.
-func (v *Viewer) openMessage(ctx context.Context, m store.Message) (content.Message, error) {
-	parts, err := v.cfg.Store.MessageParts(ctx, m.ID)
-	if err != nil {
-		return content.Message{}, err
+// openMessage decrypts l's message: its data key is unwrapped by the keystore, each part
+// opened with the tenant, message id and part name as associated data, and the key zeroed
+// after use. The parts are those lookup read, or else read now.
+func (v *Viewer) openMessage(ctx context.Context, l link) (content.Message, error) {
+	m, parts := l.msg, l.parts
+	if !l.partsRead {
+		var err error
+		if parts, err = v.cfg.Store.MessageParts(ctx, m.ID); err != nil {
+			return content.Message{}, err
+		}
 	}
 	key, err := v.cfg.Keys.Unwrap(ctx, m.WrappedKey)
 	if err != nil {
@@ -64,7 +68,7 @@ func (v *Viewer) markRevealed(ctx context.Context, l *link, recipientID, part st
 // reveal shows l's message to a signed-in recipient.
 func (v *Viewer) reveal(w http.ResponseWriter, r *http.Request, l link, recipientID string) {
 	ctx := r.Context()
-	msg, err := v.openMessage(ctx, l.msg)
+	msg, err := v.openMessage(ctx, l)
 	if err != nil {
 		v.failed(w, r, l, "open message", err)
 		return
@@ -88,8 +92,8 @@ func (v *Viewer) reveal(w http.ResponseWriter, r *http.Request, l link, recipien
 // download sends attachment n of l's message to a signed-in recipient, as a file to save.
 func (v *Viewer) download(w http.ResponseWriter, r *http.Request, l link) {
 	ctx := r.Context()
-	s, ok := v.session(ctx, r)
-	if l.state == linkUnknown || !ok || s.recipientID != l.msg.RecipientID {
+	s, ok := v.session(ctx, l)
+	if !ok {
 		v.loginPage(w, r, http.StatusUnauthorized, "", "Your session has ended. Enter your password to continue.")
 		return
 	}
@@ -98,7 +102,7 @@ func (v *Viewer) download(w http.ResponseWriter, r *http.Request, l link) {
 		v.notFound(w, r)
 		return
 	}
-	msg, err := v.openMessage(ctx, l.msg)
+	msg, err := v.openMessage(ctx, l)
 	if err != nil {
 		v.failed(w, r, l, "open message", err)
 		return

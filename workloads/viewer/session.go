@@ -108,38 +108,30 @@ type session struct {
 	recipientID string
 }
 
-// session returns the request's valid session, if any. A session past its idle or absolute
-// timeout is deleted. Use is recorded (for the idle timeout) at most every touchEvery, so
-// that reading pages does not write to the database on every request; the idle timeout can
-// then end up to touchEvery early, never late.
-func (v *Viewer) session(ctx context.Context, r *http.Request) (session, bool) {
-	name, _ := cookieNames(r)
-	id := cookieToken(r, name)
-	if id == "" {
+// session returns the request's valid session for l's message, if it has one: lookup read
+// the session that belongs to the message's recipient, and this checks its timeouts. A
+// session past its idle or absolute timeout is deleted. Use is recorded (for the idle
+// timeout) at most every touchEvery, so that reading pages does not write to the database on
+// every request; the idle timeout can then end up to touchEvery early, never late.
+func (v *Viewer) session(ctx context.Context, l link) (session, bool) {
+	if l.stored == nil {
 		return session{}, false
 	}
-	hash := token.Hash(id)
-	s, err := v.cfg.Store.Session(ctx, hash)
-	if err != nil {
-		if !errors.Is(err, store.ErrNotFound) {
-			v.log.WarnContext(ctx, "read session failed", "err", err)
-		}
-		return session{}, false
-	}
+	s := *l.stored
 	now := v.now()
 	if !s.Valid(now, v.cfg.Policy.IdleTimeout) {
-		if err := v.cfg.Store.DeleteSession(ctx, hash); err != nil {
+		if err := v.cfg.Store.DeleteSession(ctx, s.IDHash); err != nil {
 			v.log.WarnContext(ctx, "delete expired session failed", "err", err)
 		}
 		return session{}, false
 	}
 	if now.Sub(s.LastSeenAt) >= v.touchEvery() {
-		if err := v.cfg.Store.TouchSession(ctx, hash, now); err != nil {
+		if err := v.cfg.Store.TouchSession(ctx, s.IDHash, now); err != nil {
 			v.log.WarnContext(ctx, "record session use failed", "err", err)
 			return session{}, false
 		}
 	}
-	return session{idHash: hash, recipientID: s.RecipientID}, true
+	return session{idHash: s.IDHash, recipientID: s.RecipientID}, true
 }
 
 // touchEvery is how stale a session's last-seen time may get: 1/30 of the idle timeout, at

@@ -179,23 +179,37 @@ type link struct {
 	hash  [32]byte
 	state linkState
 	msg   store.Message
+	// stored is the browser's session if it belongs to the message's recipient, not yet
+	// checked for its timeouts (see session); parts are the message's parts when lookup was
+	// asked for them and there is such a session.
+	stored    *store.Session
+	parts     []store.Part
+	partsRead bool
 }
 
 func (l link) gone() bool {
 	return l.state == linkExpired || l.state == linkRevoked || l.state == linkPurged
 }
 
-// lookup finds the message of link token tok.
-func (v *Viewer) lookup(ctx context.Context, tok string) (link, error) {
+// lookup finds the message of link token tok and, in the same query, the request's session
+// if it is the recipient's and, withParts, the parts that session would be shown.
+func (v *Viewer) lookup(ctx context.Context, r *http.Request, tok string, withParts bool) (link, error) {
 	l := link{token: tok, hash: token.Hash(tok)}
-	m, err := v.cfg.Store.MessageByLinkHash(ctx, l.hash)
+	var sessionHash [32]byte
+	name, _ := cookieNames(r)
+	if id := cookieToken(r, name); id != "" {
+		sessionHash = token.Hash(id)
+	}
+	visit, err := v.cfg.Store.VisitLink(ctx, l.hash, sessionHash, withParts)
 	if errors.Is(err, store.ErrNotFound) {
 		return l, nil
 	}
 	if err != nil {
 		return l, err
 	}
-	l.msg = m
+	m := visit.Message
+	l.msg, l.stored = m, visit.Session
+	l.parts, l.partsRead = visit.Parts, withParts && visit.Session != nil
 	switch {
 	case m.Status == store.StatusPurged:
 		l.state = linkPurged
@@ -234,7 +248,7 @@ func (v *Viewer) landing(w http.ResponseWriter, r *http.Request) {
 		v.notFound(w, r)
 		return
 	}
-	l, err := v.lookup(r.Context(), tok)
+	l, err := v.lookup(r.Context(), r, tok, false)
 	if err != nil {
 		v.log.ErrorContext(r.Context(), "look up link failed", "err", err)
 		v.unavailable(w, r)
@@ -244,12 +258,7 @@ func (v *Viewer) landing(w http.ResponseWriter, r *http.Request) {
 		v.gonePage(w, r, l)
 		return
 	}
-	remembered := false
-	if l.state == linkLive {
-		if s, ok := v.session(r.Context(), r); ok && s.recipientID == l.msg.RecipientID {
-			remembered = true
-		}
-	}
+	_, remembered := v.session(r.Context(), l)
 	v.render(w, r, http.StatusOK, "landing", "landing", page{Title: "Secure message", Remembered: remembered})
 }
 
@@ -270,7 +279,8 @@ func (v *Viewer) step(w http.ResponseWriter, r *http.Request) {
 		v.forged(w, r)
 		return
 	}
-	l, err := v.lookup(r.Context(), tok)
+	step := r.PostFormValue("step")
+	l, err := v.lookup(r.Context(), r, tok, step == "open" || step == "download")
 	if err != nil {
 		v.log.ErrorContext(r.Context(), "look up link failed", "err", err)
 		v.unavailable(w, r)
@@ -280,7 +290,7 @@ func (v *Viewer) step(w http.ResponseWriter, r *http.Request) {
 		v.gonePage(w, r, l)
 		return
 	}
-	switch r.PostFormValue("step") {
+	switch step {
 	case "open":
 		v.open(w, r, l)
 	case "login":
@@ -317,7 +327,7 @@ func (v *Viewer) open(w http.ResponseWriter, r *http.Request, l link) {
 		v.loginPage(w, r, http.StatusOK, "", "")
 		return
 	}
-	if s, ok := v.session(ctx, r); ok && s.recipientID == l.msg.RecipientID {
+	if s, ok := v.session(ctx, l); ok {
 		v.reveal(w, r, l, s.recipientID)
 		return
 	}
@@ -356,7 +366,7 @@ func (v *Viewer) markOpened(ctx context.Context, l *link) error {
 // page, anything else "try again".
 func (v *Viewer) failed(w http.ResponseWriter, r *http.Request, l link, what string, err error) {
 	if errors.Is(err, store.ErrConflict) {
-		if again, lerr := v.lookup(r.Context(), l.token); lerr == nil && again.gone() {
+		if again, lerr := v.lookup(r.Context(), r, l.token, false); lerr == nil && again.gone() {
 			v.gonePage(w, r, again)
 			return
 		}

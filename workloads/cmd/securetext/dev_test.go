@@ -21,6 +21,7 @@ import (
 
 	"github.com/securetext/securetext/hack/testenv"
 	"github.com/securetext/securetext/workloads/gateway"
+	"github.com/securetext/securetext/workloads/store"
 )
 
 // syncBuffer is a bytes.Buffer safe for the dev stack's writers and the test's reads.
@@ -314,8 +315,12 @@ func TestGatewayFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.tenant != "acme" || f.tenantName != "Acme Health" || f.smtpAddr != ":2587" {
+	if f.tenant != "acme" || f.tenantName != "Acme Health" || f.smtpAddr != ":2587" || f.database.maxConns != store.DefaultMaxConnections {
 		t.Fatalf("flags %+v", f)
+	}
+	env[gatewayEnvPrefix+"DATABASE_MAX_CONNECTIONS"] = "0"
+	if _, err := parseGatewayFlags(nil, lookup, io.Discard); err == nil || !strings.Contains(err.Error(), "-database-max-connections") {
+		t.Errorf("no database connections: %v, want a message naming the flag", err)
 	}
 	if _, err := parseTrusted("10.0.0.0/8=relay, 192.168.1.7/32=ehr"); err != nil {
 		t.Fatal(err)

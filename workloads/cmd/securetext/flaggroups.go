@@ -56,17 +56,26 @@ func serverTLS(certFile, keyFile string) (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
-// databaseFlags are -database-url and -database-url-file, of which exactly one is given.
-type databaseFlags struct{ url, urlFile string }
+// databaseFlags are -database-url and -database-url-file, of which exactly one is given, and
+// -database-max-connections.
+type databaseFlags struct {
+	url, urlFile string
+	maxConns     int
+}
 
-func (d *databaseFlags) register(fs *flag.FlagSet) {
+// register adds the flags, with maxConns the component's default pool size.
+func (d *databaseFlags) register(fs *flag.FlagSet, maxConns int) {
 	fs.StringVar(&d.url, "database-url", "", "PostgreSQL URL of the tenant's database, or sqlite:PATH (prefer -database-url-file)")
 	fs.StringVar(&d.urlFile, "database-url-file", "", "file holding the database URL (from a Secret)")
+	fs.IntVar(&d.maxConns, "database-max-connections", maxConns, "most PostgreSQL connections this process opens")
 }
 
 func (d *databaseFlags) check() error {
 	if (d.url == "") == (d.urlFile == "") {
 		return errors.New("give exactly one of -database-url-file and -database-url")
+	}
+	if d.maxConns < 1 {
+		return errors.New("-database-max-connections must be at least 1")
 	}
 	return nil
 }
@@ -80,7 +89,7 @@ func (d *databaseFlags) open(ctx context.Context, tenant string, log *slog.Logge
 			return nil, fmt.Errorf("-database-url-file: %w", err)
 		}
 	}
-	return store.Open(ctx, dsn, tenant, store.WithLogger(log))
+	return store.Open(ctx, dsn, tenant, store.WithLogger(log), store.WithMaxConnections(d.maxConns))
 }
 
 // keystoreFlags are -keystore-url, -keystore-cert, -keystore-key and -keystore-ca, all required.

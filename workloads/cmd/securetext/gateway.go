@@ -13,6 +13,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/securetext/securetext/workloads/gateway"
+	"github.com/securetext/securetext/workloads/store"
 )
 
 const gatewayEnvPrefix = "SECURETEXT_GATEWAY_"
@@ -43,7 +44,7 @@ func parseGatewayFlags(args []string, lookupEnv func(string) (string, bool), std
 	fs.StringVar(&f.tenantName, "tenant-name", "", "the organisation's name as patients know it; starts every SMS (required)")
 	fs.StringVar(&f.textDomain, "text-domain", "", "mail domain of recipients, e.g. text.clinic.example (required)")
 	fs.StringVar(&f.region, "region", "US", "default region of phone numbers (ISO 3166)")
-	f.database.register(fs)
+	f.database.register(fs, store.DefaultMaxConnections)
 	f.keystore.register(fs, "gateway")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for STARTTLS, SMTPS and the API (required)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM key of -tls-cert (required)")

@@ -43,7 +43,7 @@ func parseViewerFlags(args []string, lookupEnv func(string) (string, bool), stde
 	fs.StringVar(&f.tenantName, "tenant-name", "", "the organisation's name as patients know it, shown on every page (required)")
 	fs.StringVar(&f.language, "language", "en", "language of the pages (the lang attribute)")
 	fs.StringVar(&f.timeZone, "time-zone", "America/New_York", "time zone in which pages show times")
-	f.database.register(fs)
+	f.database.register(fs, viewer.DatabaseConnections())
 	f.keystore.register(fs, "viewer")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for HTTPS (required with -addr)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM key of -tls-cert")

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"testing"
@@ -128,4 +129,61 @@ func testSessions(t *testing.T, h harness) {
 	_, err = s.Session(ctx, sess.IDHash)
 	wantErr(t, "read deleted session", err, store.ErrNotFound)
 	must(t, "delete a deleted session", s.DeleteSession(ctx, sess.IDHash))
+}
+
+// VisitLink reads a link's message, the browser's session only if it is the recipient's, and
+// the parts only when asked and signed in.
+func testVisitLink(t *testing.T, h harness) {
+	ctx := context.Background()
+	s, _ := h.open(t)
+	req := NewRequest(newPhone())
+	res := accept(t, s, req)
+	other := accept(t, s, NewRequest(newPhone())).RecipientID
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	own := store.Session{IDHash: sha256.Sum256([]byte("own")), RecipientID: res.RecipientID,
+		CreatedAt: now, LastSeenAt: now, ExpiresAt: now.Add(time.Hour)}
+	foreign := store.Session{IDHash: sha256.Sum256([]byte("foreign")), RecipientID: other,
+		CreatedAt: now, LastSeenAt: now, ExpiresAt: now.Add(time.Hour)}
+	must(t, "create session", s.CreateSession(ctx, own))
+	must(t, "create session", s.CreateSession(ctx, foreign))
+	want, err := s.Message(ctx, req.MessageID)
+	must(t, "read message", err)
+
+	for _, tc := range []struct {
+		name        string
+		session     [32]byte
+		withParts   bool
+		wantSession bool
+		wantParts   int
+	}{
+		{"no session", [32]byte{}, true, false, 0},
+		{"unknown session", sha256.Sum256([]byte("nobody")), true, false, 0},
+		{"another recipient's session", foreign.IDHash, true, false, 0},
+		{"own session without parts", own.IDHash, false, true, 0},
+		{"own session with parts", own.IDHash, true, true, len(req.Parts)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v, err := s.VisitLink(ctx, req.LinkTokenHash, tc.session, tc.withParts)
+			must(t, "visit link", err)
+			if v.Message != want {
+				t.Errorf("message = %+v, want %+v", v.Message, want)
+			}
+			switch {
+			case tc.wantSession && (v.Session == nil || *v.Session != own):
+				t.Errorf("session = %+v, want %+v", v.Session, own)
+			case !tc.wantSession && v.Session != nil:
+				t.Errorf("session = %+v, want none", v.Session)
+			}
+			if len(v.Parts) != tc.wantParts {
+				t.Fatalf("%d parts, want %d", len(v.Parts), tc.wantParts)
+			}
+			for i, p := range v.Parts {
+				if p.Name != req.Parts[i].Name || !bytes.Equal(p.Ciphertext, req.Parts[i].Ciphertext) {
+					t.Errorf("part %d = %s, want %s in accept order", i, p.Name, req.Parts[i].Name)
+				}
+			}
+		})
+	}
+	_, err = s.VisitLink(ctx, sha256.Sum256([]byte("missing")), own.IDHash, true)
+	wantErr(t, "unknown link", err, store.ErrNotFound)
 }

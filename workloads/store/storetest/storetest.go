@@ -43,6 +43,7 @@ func Run(t *testing.T, newDatabase func(t *testing.T) string) {
 		{"ReadsNotFound", testReadsNotFound},
 		{"LoginFailures", testLoginFailures},
 		{"Sessions", testSessions},
+		{"VisitLink", testVisitLink},
 		{"FirstPassword", testFirstPassword},
 		{"FirstPasswordRace", testFirstPasswordRace},
 		{"ResetPassword", testResetPassword},
