@@ -63,6 +63,7 @@ const (
 	defaultMaxMessageBytes   = int64(26214400)
 	defaultSMSRatePerMinute  = int32(240)
 	defaultRegion            = "US"
+	defaultReplyMaxLength    = int32(1000)
 	defaultDatabaseSecretKey = "url"
 	defaultDatabasePort      = int32(5432)
 	defaultVaultPort         = int32(8200)

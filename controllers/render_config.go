@@ -76,6 +76,8 @@ const (
 	flagIdleTimeout       = "idle-timeout"
 	flagSessionLifetime   = "session-lifetime"
 	flagMaxFailures       = "max-failures"
+	flagReplies           = "replies"
+	flagReplyMaxLength    = "reply-max-length"
 
 	// keystore
 	flagListen         = "listen"
@@ -355,6 +357,13 @@ func (r *renderer) viewerConfig() componentConfig {
 	if a.LockoutThreshold != 0 {
 		cc.set(p, flagMaxFailures, strconv.Itoa(int(a.LockoutThreshold)))
 	}
+	// Always set, like one-time-code: the tenant's policy decides, not the viewer's defaults.
+	replyMax := r.spec.Replies.MaxLength
+	if replyMax == 0 {
+		replyMax = defaultReplyMaxLength
+	}
+	cc.set(p, flagReplies, strconv.FormatBool(r.spec.Replies.Enabled))
+	cc.set(p, flagReplyMaxLength, strconv.Itoa(int(replyMax)))
 	// The viewer texts one-time codes itself; without codes it needs no SMS provider at all.
 	if r.viewerSendsSMS() {
 		r.sms(p, &cc)

@@ -51,6 +51,7 @@ func renderTenant(name string) *securetextv1alpha1.SecureTextTenant {
 			ViewerAuth: securetextv1alpha1.ViewerAuth{
 				MinPasswordLength: 15, SessionIdleTimeout: "15m", SessionAbsoluteTimeout: "12h", LockoutThreshold: 10,
 			},
+			Replies:        securetextv1alpha1.Replies{MaxLength: 1000},
 			DeletionPolicy: securetextv1alpha1.DeletionRetain,
 		},
 	}
@@ -349,6 +350,7 @@ func TestRenderConfigValues(t *testing.T) {
 			envName(v, "idle-timeout"): "10m", envName(v, "session-lifetime"): "8h", envName(v, "max-failures"): "5",
 			envName(v, "logo-file"): "/etc/securetext/logo/logo.png", envName(v, "trusted-proxies"): "10.244.0.0/16",
 			envName(v, "sms-provider"): "twilio",
+			envName(v, "replies"):      "false", envName(v, "reply-max-length"): "1000",
 		},
 		ComponentKeystore: {
 			envName(k, "tenant"): "clinic", envName(k, "listen"): ":8443", envName(k, "backend"): "vault",
@@ -372,6 +374,25 @@ func TestRenderConfigValues(t *testing.T) {
 		t.Errorf("trusted proxies default %q, want the cluster CIDRs", got)
 	}
 	in.TrustedProxyCIDRs = []string{"10.244.0.0/16"}
+
+	// Replies: the tenant's choice, and the CRD's default length for a spec that was not defaulted.
+	for _, tc := range []struct {
+		replies         securetextv1alpha1.Replies
+		enabled, maxLen string
+	}{
+		{securetextv1alpha1.Replies{Enabled: true, MaxLength: 280}, "true", "280"},
+		{securetextv1alpha1.Replies{}, "false", "1000"},
+	} {
+		r := tenant.DeepCopy()
+		r.Spec.Replies = tc.replies
+		cfg := configOf(t, mustRender(t, r, in), ComponentViewer)
+		if got := cfg[envName(v, "replies")]; got != tc.enabled {
+			t.Errorf("%+v: replies=%q, want %q", tc.replies, got, tc.enabled)
+		}
+		if got := cfg[envName(v, "reply-max-length")]; got != tc.maxLen {
+			t.Errorf("%+v: reply-max-length=%q, want %q", tc.replies, got, tc.maxLen)
+		}
+	}
 
 	// The binaries of the workloads image.
 	if c := deploymentOf(t, d, ComponentGateway).Spec.Template.Spec.Containers[0]; !reflect.DeepEqual(c.Command, []string{"/usr/local/bin/securetext"}) || !reflect.DeepEqual(c.Args, []string{"gateway"}) {
@@ -449,13 +470,15 @@ func TestRenderFlagsExist(t *testing.T) {
 			"backend", "vault-addr", "vault-auth", "vault-auth-mount", "vault-role", "transit-mount", "wrapping-key", "signing-key"}},
 	}
 	durations := map[string]bool{"idle-timeout": true, "session-lifetime": true}
-	ints := map[string]bool{"min-password-length": true, "max-failures": true, "max-message-bytes": true}
+	ints := map[string]bool{"min-password-length": true, "max-failures": true, "max-message-bytes": true, "reply-max-length": true}
+	bools := map[string]bool{"one-time-code": true, "replies": true}
 
 	for _, provider := range []securetextv1alpha1.SMSProviderType{securetextv1alpha1.SMSTwilio, securetextv1alpha1.SMSWebhook, securetextv1alpha1.SMSConsole} {
 		tenant := renderTenant("clinic")
 		tenant.Spec.SMS.Provider = provider
 		tenant.Spec.SMS.MessagingServiceSID = "MG0123456789abcdef0123456789abcdef"
 		tenant.Spec.ViewerAuth.OneTimeCode = true
+		tenant.Spec.Replies = securetextv1alpha1.Replies{Enabled: true, MaxLength: 280}
 		tenant.Spec.SMTP.ImplicitTLSPort = 465
 		in := renderInput()
 		in.Logo = &LogoInput{ConfigMapName: "logo", Key: "logo.svg"}
@@ -486,6 +509,10 @@ func TestRenderFlagsExist(t *testing.T) {
 					}
 				case ints[flag]:
 					if _, err := strconv.ParseInt(val, 10, 64); err != nil {
+						t.Errorf("%s: -%s=%q: %v", c, flag, val, err)
+					}
+				case bools[flag]:
+					if _, err := strconv.ParseBool(val); err != nil {
 						t.Errorf("%s: -%s=%q: %v", c, flag, val, err)
 					}
 				}
@@ -538,6 +565,12 @@ func TestRenderChecksum(t *testing.T) {
 		}, []Component{ComponentViewer}},
 		{"lockout threshold", func(t *securetextv1alpha1.SecureTextTenant, _ *RenderInput) {
 			t.Spec.ViewerAuth.LockoutThreshold = 20
+		}, []Component{ComponentViewer}},
+		{"replies enabled", func(t *securetextv1alpha1.SecureTextTenant, _ *RenderInput) {
+			t.Spec.Replies.Enabled = true
+		}, []Component{ComponentViewer}},
+		{"reply length", func(t *securetextv1alpha1.SecureTextTenant, _ *RenderInput) {
+			t.Spec.Replies.MaxLength = 280
 		}, []Component{ComponentViewer}},
 		{"display name", func(t *securetextv1alpha1.SecureTextTenant, _ *RenderInput) {
 			t.Spec.DisplayName = "Other Clinic"

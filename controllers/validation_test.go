@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -157,6 +158,12 @@ func TestSchemaRefusals(t *testing.T) {
 		{"empty tls secret", "spec.tls.secretName", func(s map[string]any) {
 			s["tls"] = map[string]any{"secretName": ""}
 		}},
+		{"reply length zero", "spec.replies.maxLength in body should be greater than or equal to 1", func(s map[string]any) {
+			s["replies"] = map[string]any{"enabled": true, "maxLength": int64(0)}
+		}},
+		{"reply length above 5000", "spec.replies.maxLength in body should be less than or equal to 5000", func(s map[string]any) {
+			s["replies"] = map[string]any{"enabled": true, "maxLength": int64(6000)}
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -191,6 +198,9 @@ func TestSchemaAccepts(t *testing.T) {
 			s["viewerAuth"] = map[string]any{"minPasswordLength": int64(8), "oneTimeCode": true}
 		},
 		"dotted name with namespace": func(s map[string]any) { s["namespace"] = "clinic-example" },
+		"replies of 280 characters": func(s map[string]any) {
+			s["replies"] = map[string]any{"enabled": true, "maxLength": int64(280)}
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			obj, _ := readManifest(t, "config/samples/securetext_v1alpha1_securetexttenant_demo.yaml")
@@ -202,6 +212,19 @@ func TestSchemaAccepts(t *testing.T) {
 				t.Fatalf("refused: %v", err)
 			}
 		})
+	}
+}
+
+// TestSchemaDefaultsReplies: a tenant that does not mention replies gets them off, with the
+// viewer's own default length, so the operator renders the same settings the viewer would assume.
+func TestSchemaDefaultsReplies(t *testing.T) {
+	obj, _ := readManifest(t, "config/samples/securetext_v1alpha1_securetexttenant_demo.yaml")
+	if err := k8s.Create(context.Background(), obj, client.DryRunAll); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := unstructured.NestedMap(obj.Object, "spec", "replies")
+	if err != nil || !reflect.DeepEqual(got, map[string]any{"enabled": false, "maxLength": int64(1000)}) {
+		t.Fatalf("spec.replies defaulted to %v (%v), want enabled: false, maxLength: 1000", got, err)
 	}
 }
 

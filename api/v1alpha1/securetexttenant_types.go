@@ -291,6 +291,24 @@ type ViewerAuth struct {
 	LockoutThreshold int32 `json:"lockoutThreshold,omitempty"`
 }
 
+// Replies is the tenant's policy on patients answering a message from its page in the viewer.
+type Replies struct {
+	// Enabled shows a reply form under each message. A reply is stored encrypted under the
+	// message's own key, is purged together with the message (retentionPolicyName) and is never
+	// texted: the sender reads it in GET /v1/messages/{id}/events, as an event of kind "replied".
+	// Turn it on only where someone on the sender's side reads those events. A change rolls the
+	// viewer's pods.
+	// +kubebuilder:default=false
+	// +optional
+	Enabled bool `json:"enabled"`
+	// MaxLength is the longest reply a patient may send, in characters (1000 by default).
+	// +kubebuilder:default=1000
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=5000
+	// +optional
+	MaxLength int32 `json:"maxLength,omitempty"`
+}
+
 // SecureTextTenantSpec is one customer's dedicated SecureText stack.
 // +kubebuilder:validation:XValidation:rule="has(self.__namespace__) == has(oldSelf.__namespace__) && (!has(self.__namespace__) || self.__namespace__ == oldSelf.__namespace__)",message="spec.namespace is immutable: it cannot be set, changed or removed after the tenant is created (delete and recreate the tenant to move it)"
 type SecureTextTenantSpec struct {
@@ -350,6 +368,11 @@ type SecureTextTenantSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	ViewerAuth ViewerAuth `json:"viewerAuth,omitempty"`
+
+	// Replies lets patients answer a message from its page (tenant policy).
+	// +kubebuilder:default={}
+	// +optional
+	Replies Replies `json:"replies,omitempty"`
 
 	// RetentionPolicyName names the RetentionPolicy that decides when links expire and content is
 	// purged; empty means the operator's default policy.

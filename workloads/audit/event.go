@@ -50,13 +50,14 @@ const (
 	KindLogin         Kind = "login"          // the patient signed in; a new viewer session began
 	KindLogout        Kind = "logout"         // the patient ended a viewer session
 	KindCodeSent      Kind = "code-sent"      // a one-time code was texted to the patient
+	KindReplied       Kind = "replied"        // the patient answered a message (the reply is stored sealed, not here)
 )
 
 var kinds = []Kind{
 	KindAccepted, KindNotified, KindDelivered, KindFailed, KindLinkOpened, KindRevealed,
 	KindAuthFailed, KindLocked, KindRevoked, KindExpired, KindPurged, KindHoldApplied,
 	KindHoldReleased, KindKeyRotated, KindAdminAction, KindOptedOut, KindOptedIn,
-	KindPasswordSet, KindPasswordReset, KindLogin, KindLogout, KindCodeSent,
+	KindPasswordSet, KindPasswordReset, KindLogin, KindLogout, KindCodeSent, KindReplied,
 }
 
 // IsValid reports whether k is one of the kinds above.

@@ -16,12 +16,15 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/securetext/securetext/workloads/audit"
 	"github.com/securetext/securetext/workloads/content"
+	"github.com/securetext/securetext/workloads/envelope"
+	"github.com/securetext/securetext/workloads/keystore"
 	"github.com/securetext/securetext/workloads/phone"
 	"github.com/securetext/securetext/workloads/store"
 )
@@ -45,6 +48,9 @@ type APIConfig struct {
 	Metrics         *Metrics
 	// RetryAfter is what a 503 asks senders to wait (default 30 s).
 	RetryAfter time.Duration
+	// Keys opens the replies patients write in the viewer, so that a sender reads them in
+	// its message's events; nil: replied events carry no text.
+	Keys KeyUnwrapper
 }
 
 // API is the REST API for senders (EHRs, scripts): submit a message, read its status and
@@ -53,7 +59,8 @@ type APIConfig struct {
 // behind TLS.
 //
 // Responses never carry a recipient's phone number or a message's content, and neither do
-// its logs: they hold message ids, sender ids and reason codes.
+// its logs: they hold message ids, sender ids and reason codes. The one text they carry is a
+// patient's reply, in the events of the message it answers, for the sender who sent it.
 type API struct {
 	cfg     APIConfig
 	intake  *Intake
@@ -224,6 +231,7 @@ type eventBody struct {
 	Kind   string            `json:"kind"`
 	Actor  string            `json:"actor"`
 	Detail map[string]string `json:"detail"`
+	Reply  string            `json:"reply,omitempty"` // a replied event's text, for the sender only
 }
 
 func timestamp(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
@@ -694,13 +702,53 @@ func (a *API) events(w http.ResponseWriter, r *http.Request, sender string) {
 		a.answer(w, a.storeProblem(ctx, "read message events", m.ID, err))
 		return
 	}
+	var replies map[string]string
+	if slices.ContainsFunc(events, func(e audit.Event) bool { return e.Kind == audit.KindReplied }) {
+		if replies, err = a.openReplies(ctx, m); err != nil {
+			a.answer(w, a.storeProblem(ctx, "open replies", m.ID, err))
+			return
+		}
+	}
 	body := eventsBody{Events: make([]eventBody, 0, len(events))}
 	for _, e := range events {
 		detail := e.Detail
 		if detail == nil {
 			detail = map[string]string{}
 		}
-		body.Events = append(body.Events, eventBody{Seq: e.Seq, Time: timestamp(e.Time), Kind: string(e.Kind), Actor: e.Actor, Detail: detail})
+		ev := eventBody{Seq: e.Seq, Time: timestamp(e.Time), Kind: string(e.Kind), Actor: e.Actor, Detail: detail}
+		if e.Kind == audit.KindReplied {
+			ev.Reply = replies[detail["reply"]]
+		}
+		body.Events = append(body.Events, ev)
 	}
 	writeJSON(w, http.StatusOK, body)
+}
+
+// openReplies returns the text of each reply to message m by reply id: none without Keys or
+// once the message is purged (its key and replies are gone).
+func (a *API) openReplies(ctx context.Context, m store.Message) (map[string]string, error) {
+	if a.cfg.Keys == nil || m.WrappedKey == "" {
+		return nil, nil
+	}
+	replies, err := a.intake.Store.Replies(ctx, m.ID)
+	if err != nil || len(replies) == 0 {
+		return nil, err
+	}
+	key, err := a.cfg.Keys.Unwrap(ctx, m.WrappedKey)
+	if err != nil {
+		if keystore.IsTemporary(err) {
+			return nil, fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+		}
+		return nil, err
+	}
+	defer envelope.Zero(key)
+	texts := make(map[string]string, len(replies))
+	for _, rp := range replies {
+		b, err := envelope.Open(key, envelope.AssociatedData{Tenant: a.intake.Tenant, MessageID: m.ID, Part: store.ReplyPart(rp.ID)}, rp.Ciphertext)
+		if err != nil {
+			return nil, fmt.Errorf("open reply %s: %w", rp.ID, err)
+		}
+		texts[rp.ID] = string(b)
+	}
+	return texts, nil
 }

@@ -656,6 +656,76 @@ func TestAPIRevoke(t *testing.T) {
 	}
 }
 
+// A patient's reply (written in the viewer) reaches the sender in the message's events: the
+// text rides on the replied event while the message lives, and needs the keystore.
+func TestAPIEventsCarryReplies(t *testing.T) {
+	ctx := context.Background()
+	e := newAPIEnv(t, sqliteBackend, APIConfig{Keys: nil})
+	acc := e.send(t, message("(202) 555-0192"))
+	m, err := e.Store.Message(ctx, acc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const text = "Tuesday works for me."
+	replyID := store.NewID()
+	key, err := e.Local.Unwrap(ctx, m.WrappedKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := envelope.Seal(key, envelope.AssociatedData{Tenant: e.Intake.Tenant, MessageID: acc.ID, Part: store.ReplyPart(replyID)}, []byte(text))
+	envelope.Zero(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = e.Store.AddReply(ctx, store.Reply{ID: replyID, MessageID: acc.ID, Ciphertext: sealed}, 5,
+		audit.Event{Kind: audit.KindReplied, Actor: "patient", Detail: map[string]string{"reply": replyID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := "/v1/messages/" + acc.ID + "/events"
+	replied := func(body []byte) eventBody {
+		t.Helper()
+		for _, ev := range decodeAs[eventsBody](t, body).Events {
+			if ev.Kind == "replied" {
+				return ev
+			}
+		}
+		t.Fatalf("no replied event in %s", body)
+		return eventBody{}
+	}
+
+	// Without Keys the API cannot open replies: the event comes without text.
+	_, body := e.do(t, http.MethodGet, path, nil)
+	if ev := replied(body); ev.Reply != "" || ev.Detail["reply"] != replyID {
+		t.Errorf("without keys: %+v", ev)
+	}
+	e.API.cfg.Keys = e.Keys
+	_, body = e.do(t, http.MethodGet, path, nil)
+	if ev := replied(body); ev.Reply != text || ev.Actor != "patient" {
+		t.Errorf("replied event %+v, want the patient's text", ev)
+	}
+	// The other sender does not see the message at all.
+	resp, _ := e.do(t, http.MethodGet, path, nil, asKey(e.OtherKey))
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("other sender: %d, want 404", resp.StatusCode)
+	}
+
+	e.KeystoreDown()
+	resp, body = e.do(t, http.MethodGet, path, nil)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || bytes.Contains(body, []byte(text)) {
+		t.Errorf("keystore down: %d %s, want 503 with Retry-After", resp.StatusCode, body)
+	}
+	e.KeystoreUp()
+
+	if err := e.Store.Purge(ctx, acc.ID, audit.Event{Kind: audit.KindPurged, Actor: "retention"}); err != nil {
+		t.Fatal(err)
+	}
+	_, body = e.do(t, http.MethodGet, path, nil)
+	if ev := replied(body); ev.Reply != "" {
+		t.Errorf("after purge the reply is still readable: %+v", ev)
+	}
+}
+
 func TestAPIIdempotency(t *testing.T) {
 	e := newAPIEnv(t, postgresBackend, APIConfig{})
 	msg := message("(202) 555-0191")

@@ -141,7 +141,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle("/", NewAPI(APIConfig{Region: cfg.Region, Logger: log, Metrics: metrics}, intake, cfg.Senders))
+	mux.Handle("/", NewAPI(APIConfig{Region: cfg.Region, Logger: log, Metrics: metrics, Keys: cfg.Keys}, intake, cfg.Senders))
 	mux.Handle("/sms/"+cfg.ProviderName+"/", cfg.SMS.Handler(notifier))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {

@@ -462,7 +462,7 @@ func (s *Store) Transition(ctx context.Context, id string, to Status, ev audit.E
 	return nil
 }
 
-// Purge deletes the content of message id for good: its parts and its wrapped data key (so
+// Purge deletes the content of message id for good: its parts, replies and wrapped data key (so
 // that copies of the ciphertext in backups cannot be opened either), cancels a notification
 // not yet sent, sets the status to purged and audits ev, in one transaction. Purging from any
 // status is allowed (retention purges expired messages); a purged message is ErrConflict.
@@ -471,7 +471,10 @@ func (s *Store) Purge(ctx context.Context, id string, ev audit.Event) error {
 		if from == StatusPurged {
 			return fmt.Errorf("%w: already purged", ErrConflict)
 		}
-		steps := []step{{sql: `DELETE FROM message_parts WHERE message_id = $1`, args: []any{id}}}
+		steps := []step{
+			{sql: `DELETE FROM message_parts WHERE message_id = $1`, args: []any{id}},
+			{sql: `DELETE FROM replies WHERE message_id = $1`, args: []any{id}},
+		}
 		return q.batch(ctx, append(steps, s.setStatus(id, StatusPurged, now)...))
 	})
 	if err != nil {

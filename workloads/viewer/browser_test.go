@@ -543,6 +543,45 @@ func TestBrowserLogin(t *testing.T) {
 	p.finish()
 }
 
+// The optional reply (tenant policy): the patient answers from the message page; a reply
+// that is too long is refused with the field marked, a good one is shown under the message.
+func TestBrowserReply(t *testing.T) {
+	f := newFixture(t, sqliteBackend, fixtureOptions{policy: Policy{Replies: true, ReplyMaxLength: 60}})
+	_, first := f.send(phoneA, labResults)
+	id, link := f.send(phoneA, appointment)
+	wantStatus(t, "set the first password", f.browser().setFirstPassword(first, goodPassword), http.StatusOK)
+
+	p := newPatient(t, f, testenv.Phone, true)
+	p.openLink(link)
+	p.act("continue", chromedp.Click(stepButton("open")))
+	p.showsMessage("message-with-reply-form", p.submit("login", "password", goodPassword), appointment)
+	if !strings.Contains(p.text(), "Reply to "+f.Viewer.brand.DisplayName) {
+		t.Errorf("message page: no reply form; it shows:\n%s", p.text())
+	}
+	// A browser stops typing at maxlength; set the field as a script (or an older browser) could.
+	p.act("type a long reply", chromedp.SetValue(chromedp.ID("reply"), strings.Repeat("a", 61)),
+		chromedp.Click(stepButton("reply")))
+	p.page("reply-too-long", http.StatusUnprocessableEntity, http.StatusUnprocessableEntity, appointment.subject,
+		"Your reply has 61 characters; it can have at most 60. Please shorten it.")
+	if !p.exists(`#reply[aria-invalid="true"][aria-describedby~="form-error"]`) {
+		t.Error("reply error: the reply field is not marked invalid and tied to the error")
+	}
+	const reply = "Tuesday works. Can I bring my daughter?"
+	if got := evaluate[string](p, `document.getElementById("reply").value`); got != strings.Repeat("a", 61) {
+		t.Errorf("reply error: the field holds %q, want what the patient wrote", got)
+	}
+	sent := p.act("send a reply", chromedp.SetValue(chromedp.ID("reply"), reply), chromedp.Click(stepButton("reply")))
+	p.page("reply-sent", sent, http.StatusOK, appointment.subject,
+		"Your reply was sent to", reply, "You replied")
+	// Each page that shows the message is a reveal, the one refusing the long reply too.
+	want := []audit.Kind{audit.KindAccepted, audit.KindLinkOpened, audit.KindRevealed, audit.KindRevealed,
+		audit.KindReplied, audit.KindRevealed}
+	if got := f.events(id); !slices.Equal(got, want) {
+		t.Errorf("events = %v, want %v", got, want)
+	}
+	p.finish()
+}
+
 // Flow 3: after signing in, another message's link for the same recipient shows the message
 // after one explicit click; opening the link (GET) shows none of it and changes nothing. The
 // session does not extend to another recipient's message.

@@ -118,7 +118,20 @@ type Policy struct {
 	CodeMaxAttempts int
 	CodesPerWindow  int
 	CodeWindow      time.Duration
+	// Replies shows a form under each message with which the patient can answer it. A reply
+	// is sealed under the message's data key, so it is purged with the message, and reaches
+	// the sender in the API's message events. ReplyMaxLength caps one reply in characters
+	// (default 1000, at most MaxReplyLength); a message takes at most MaxReplies replies.
+	Replies        bool
+	ReplyMaxLength int
 }
+
+// Reply limits: the longest reply a tenant may allow, and the most replies one message takes
+// (a bound on what one link can write, not a conversation).
+const (
+	MaxReplyLength = 5000
+	MaxReplies     = 20
+)
 
 var hexColor = regexp.MustCompile(`^#[0-9a-fA-F]{6}$`)
 
@@ -209,6 +222,10 @@ func (cfg Config) withDefaults() (Config, error) {
 	defInt(&p.CodeMaxAttempts, 5)
 	defInt(&p.CodesPerWindow, 3)
 	def(&p.CodeWindow, time.Hour)
+	defInt(&p.ReplyMaxLength, 1000)
+	if p.ReplyMaxLength < 1 || p.ReplyMaxLength > MaxReplyLength {
+		bad("viewer: Policy.ReplyMaxLength %d must be 1 to %d characters", p.ReplyMaxLength, MaxReplyLength)
+	}
 	switch {
 	case p.MinPasswordLength < 8:
 		bad("viewer: Policy.MinPasswordLength %d is below 8, the least NIST SP 800-63B allows", p.MinPasswordLength)

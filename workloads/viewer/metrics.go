@@ -16,6 +16,7 @@ type Metrics struct {
 	reveals  *prometheus.CounterVec
 	logins   *prometheus.CounterVec
 	lockouts prometheus.Counter
+	replies  prometheus.Counter
 	codes    *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 }
@@ -42,6 +43,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "securetext_viewer_lockouts_total",
 			Help: "Failed sign-ins that locked a recipient out (also each failure during a renewed lock).",
 		}),
+		replies: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "securetext_viewer_replies_total",
+			Help: "Replies patients sent (when the tenant takes replies).",
+		}),
 		codes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "securetext_viewer_codes_total",
 			Help: "One-time codes by purpose (setup, reset) and result: sent, rate-limited, send-failed, accepted, wrong, missing.",
@@ -52,7 +57,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"route", "method", "code"}),
 	}
-	reg.MustRegister(m.views, m.reveals, m.logins, m.lockouts, m.codes, m.latency)
+	reg.MustRegister(m.views, m.reveals, m.logins, m.lockouts, m.replies, m.codes, m.latency)
 	return m
 }
 

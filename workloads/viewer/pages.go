@@ -65,6 +65,15 @@ type page struct {
 type messageView struct {
 	Subject, Text, Sent, Until string
 	Attachments                []attachmentView
+	Replies                    []replyView
+	// ReplyMax is the longest reply the form takes; 0 when replies are off or no more are
+	// taken for this message.
+	ReplyMax int
+	Reply    string // what the patient typed, shown again when it was refused
+}
+
+type replyView struct {
+	Text, Sent string
 }
 
 type attachmentView struct {

@@ -2,12 +2,14 @@ package viewer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"mime"
 	"net/http"
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/securetext/securetext/workloads/audit"
 	"github.com/securetext/securetext/workloads/content"
@@ -15,10 +17,21 @@ import (
 	"github.com/securetext/securetext/workloads/store"
 )
 
-// openMessage decrypts l's message: its data key is unwrapped by the keystore, each part
-// opened with the tenant, message id and part name as associated data, and the key zeroed
-// after use. The parts are those lookup read, or else read now.
-func (v *Viewer) openMessage(ctx context.Context, l link) (content.Message, error) {
+// withKey unwraps the data key of message m with the keystore, runs use with it and zeroes
+// it afterwards.
+func (v *Viewer) withKey(ctx context.Context, m store.Message, use func(key []byte) error) error {
+	key, err := v.cfg.Keys.Unwrap(ctx, m.WrappedKey)
+	if err != nil {
+		return fmt.Errorf("unwrap data key of message %s: %w", m.ID, err)
+	}
+	defer envelope.Zero(key)
+	return use(key)
+}
+
+// openMessage decrypts l's message with its data key: each part is opened with the tenant,
+// message id and part name as associated data. The parts are those lookup read, or else read
+// now.
+func (v *Viewer) openMessage(ctx context.Context, l link, key []byte) (content.Message, error) {
 	m, parts := l.msg, l.parts
 	if !l.partsRead {
 		var err error
@@ -26,11 +39,6 @@ func (v *Viewer) openMessage(ctx context.Context, l link) (content.Message, erro
 			return content.Message{}, err
 		}
 	}
-	key, err := v.cfg.Keys.Unwrap(ctx, m.WrappedKey)
-	if err != nil {
-		return content.Message{}, fmt.Errorf("unwrap data key of message %s: %w", m.ID, err)
-	}
-	defer envelope.Zero(key)
 	plain := make([]content.Part, 0, len(parts))
 	for _, p := range parts {
 		b, err := envelope.Open(key, envelope.AssociatedData{Tenant: v.cfg.Tenant, MessageID: m.ID, Part: p.Name}, p.Ciphertext)
@@ -44,6 +52,23 @@ func (v *Viewer) openMessage(ctx context.Context, l link) (content.Message, erro
 		return content.Message{}, fmt.Errorf("decode message %s: %w", m.ID, err)
 	}
 	return msg, nil
+}
+
+// openReplies decrypts the patient's replies to message m with its data key, oldest first.
+func (v *Viewer) openReplies(ctx context.Context, m store.Message, key []byte) ([]replyView, error) {
+	replies, err := v.cfg.Store.Replies(ctx, m.ID)
+	if err != nil {
+		return nil, err
+	}
+	views := make([]replyView, 0, len(replies))
+	for _, rp := range replies {
+		b, err := envelope.Open(key, envelope.AssociatedData{Tenant: v.cfg.Tenant, MessageID: m.ID, Part: store.ReplyPart(rp.ID)}, rp.Ciphertext)
+		if err != nil {
+			return nil, fmt.Errorf("open reply %s to message %s: %w", rp.ID, m.ID, err)
+		}
+		views = append(views, replyView{Text: string(b), Sent: v.formatTime(rp.CreatedAt)})
+	}
+	return views, nil
 }
 
 // markRevealed audits that part of l's message is shown to recipientID, before it is shown:
@@ -65,10 +90,27 @@ func (v *Viewer) markRevealed(ctx context.Context, l *link, recipientID, part st
 	return v.cfg.Store.AppendAudit(ctx, ev)
 }
 
-// reveal shows l's message to a signed-in recipient.
-func (v *Viewer) reveal(w http.ResponseWriter, r *http.Request, l link, recipientID string) {
+// revealed is what a message page says besides the message: a notice, or why the reply the
+// patient typed was refused.
+type revealed struct {
+	notice, replyError, typed string
+}
+
+// reveal shows l's message, and the recipient's replies when the tenant takes them, to a
+// signed-in recipient.
+func (v *Viewer) reveal(w http.ResponseWriter, r *http.Request, l link, recipientID string, say revealed) {
 	ctx := r.Context()
-	msg, err := v.openMessage(ctx, l)
+	var (
+		msg     content.Message
+		replies []replyView
+	)
+	err := v.withKey(ctx, l.msg, func(key []byte) (err error) {
+		if msg, err = v.openMessage(ctx, l, key); err != nil || !v.cfg.Policy.Replies {
+			return err
+		}
+		replies, err = v.openReplies(ctx, l.msg, key)
+		return err
+	})
 	if err != nil {
 		v.failed(w, r, l, "open message", err)
 		return
@@ -80,13 +122,85 @@ func (v *Viewer) reveal(w http.ResponseWriter, r *http.Request, l link, recipien
 	view := &messageView{
 		Subject: msg.Subject, Text: msg.Text,
 		Sent: v.formatTime(l.msg.CreatedAt), Until: v.formatTime(l.msg.ExpiresAt),
+		Replies: replies, Reply: say.typed,
+	}
+	if v.cfg.Policy.Replies && len(replies) < MaxReplies {
+		view.ReplyMax = v.cfg.Policy.ReplyMaxLength
 	}
 	for i, a := range msg.Attachments {
 		view.Attachments = append(view.Attachments, attachmentView{Index: i, Name: fileName(a.Name, i), Size: byteSize(len(a.Data))})
 	}
 	v.metrics.reveals.WithLabelValues("message").Inc()
-	title := "Secure message"
-	v.render(w, r, http.StatusOK, "message", "message", page{Title: title, Message: view})
+	code := http.StatusOK
+	if say.replyError != "" {
+		code = http.StatusUnprocessableEntity
+	}
+	v.render(w, r, code, "message", "message", page{Title: "Secure message", Message: view, Notice: say.notice, Error: say.replyError})
+}
+
+// reply stores the signed-in recipient's answer to l's message, sealed under the message's
+// data key, and shows the message again with the reply under it.
+func (v *Viewer) reply(w http.ResponseWriter, r *http.Request, l link) {
+	ctx := r.Context()
+	s, ok := v.session(ctx, l)
+	if !ok {
+		v.loginPage(w, r, http.StatusUnauthorized, "", "Your session has ended. Enter your password to continue.")
+		return
+	}
+	if !v.cfg.Policy.Replies {
+		v.status(w, r, http.StatusBadRequest, "bad-request", "Replies are not taken",
+			v.brand.DisplayName+" does not take replies on this page. To answer, use the contact details below.")
+		return
+	}
+	typed := r.PostFormValue("reply")
+	text, problem := replyText(typed, v.cfg.Policy.ReplyMaxLength)
+	if problem != "" {
+		v.reveal(w, r, l, s.recipientID, revealed{replyError: problem, typed: typed})
+		return
+	}
+	id := store.NewID()
+	err := v.withKey(ctx, l.msg, func(key []byte) error {
+		sealed, err := envelope.Seal(key, envelope.AssociatedData{Tenant: v.cfg.Tenant, MessageID: l.msg.ID, Part: store.ReplyPart(id)}, []byte(text))
+		if err != nil {
+			return err
+		}
+		return v.cfg.Store.AddReply(ctx, store.Reply{ID: id, MessageID: l.msg.ID, CreatedAt: v.now(), Ciphertext: sealed}, MaxReplies,
+			audit.Event{Time: v.now(), Kind: audit.KindReplied, Actor: "patient", MessageID: l.msg.ID,
+				Detail: map[string]string{"recipient": s.recipientID, "reply": id}})
+	})
+	switch {
+	case errors.Is(err, store.ErrRateLimited):
+		v.reveal(w, r, l, s.recipientID, revealed{
+			replyError: "This message takes no more replies. To say more, contact " + v.brand.DisplayName + " using the details below."})
+		return
+	case err != nil:
+		v.failed(w, r, l, "store reply", err)
+		return
+	}
+	v.metrics.replies.Inc()
+	v.reveal(w, r, l, s.recipientID, revealed{notice: "Your reply was sent to " + v.brand.DisplayName + "."})
+}
+
+// replyText is the reply a patient typed, with line ends made \n and other control
+// characters removed, or why it cannot be sent.
+func replyText(typed string, maxLength int) (string, string) {
+	if !utf8.ValidString(typed) {
+		return "", "Your reply could not be read. Please type it again."
+	}
+	text := strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\t' || !unicode.IsControl(r) {
+			return r
+		}
+		return -1
+	}, strings.ReplaceAll(typed, "\r\n", "\n"))
+	text = strings.TrimSpace(text)
+	switch n := utf8.RuneCountInString(text); {
+	case n == 0:
+		return "", "Write your reply in the box before sending it."
+	case n > maxLength:
+		return "", fmt.Sprintf("Your reply has %d characters; it can have at most %d. Please shorten it.", n, maxLength)
+	}
+	return text, ""
 }
 
 // download sends attachment n of l's message to a signed-in recipient, as a file to save.
@@ -102,7 +216,11 @@ func (v *Viewer) download(w http.ResponseWriter, r *http.Request, l link) {
 		v.notFound(w, r)
 		return
 	}
-	msg, err := v.openMessage(ctx, l)
+	var msg content.Message
+	err = v.withKey(ctx, l.msg, func(key []byte) (err error) {
+		msg, err = v.openMessage(ctx, l, key)
+		return err
+	})
 	if err != nil {
 		v.failed(w, r, l, "open message", err)
 		return

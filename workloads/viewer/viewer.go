@@ -280,7 +280,7 @@ func (v *Viewer) step(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	step := r.PostFormValue("step")
-	l, err := v.lookup(r.Context(), r, tok, step == "open" || step == "download")
+	l, err := v.lookup(r.Context(), r, tok, step == "open" || step == "download" || step == "reply")
 	if err != nil {
 		v.log.ErrorContext(r.Context(), "look up link failed", "err", err)
 		v.unavailable(w, r)
@@ -303,6 +303,8 @@ func (v *Viewer) step(w http.ResponseWriter, r *http.Request) {
 		v.reset(w, r, l)
 	case "download":
 		v.download(w, r, l)
+	case "reply":
+		v.reply(w, r, l)
 	default:
 		v.status(w, r, http.StatusBadRequest, "bad-request", "Please start again",
 			"This form is not one this page knows. Open the link from your text message again.")
@@ -328,7 +330,7 @@ func (v *Viewer) open(w http.ResponseWriter, r *http.Request, l link) {
 		return
 	}
 	if s, ok := v.session(ctx, l); ok {
-		v.reveal(w, r, l, s.recipientID)
+		v.reveal(w, r, l, s.recipientID, revealed{})
 		return
 	}
 	if err := v.markOpened(ctx, &l); err != nil {
@@ -617,7 +619,7 @@ func (v *Viewer) signInAndReveal(w http.ResponseWriter, r *http.Request, l link,
 		return
 	}
 	v.metrics.logins.WithLabelValues("success").Inc()
-	v.reveal(w, r, l, recipientID)
+	v.reveal(w, r, l, recipientID, revealed{})
 }
 
 var sixDigits = regexp.MustCompile(`^[0-9]{6}$`)

@@ -108,6 +108,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, starte
 			Branding: viewer.Branding{
 				DisplayName: devTenantName, SupportPhone: "(202) 555-0100", SupportEmail: "support@demo.localhost",
 			},
+			Policy:   viewer.Policy{Replies: true}, // the demo shows every patient-facing feature
 			HTTPAddr: *viewerAddr, Logger: log,
 			Started: func(a viewer.Addrs) { viewerStarted <- a },
 		})

@@ -33,6 +33,8 @@ type viewerFlags struct {
 	oneTimeCode                            bool
 	idleTimeout, sessionLifetime, lockFor  time.Duration
 	maxFailures, maxFailuresPerAddress     int
+	replies                                bool
+	replyMaxLength                         int
 }
 
 func parseViewerFlags(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (*viewerFlags, error) {
@@ -63,6 +65,8 @@ func parseViewerFlags(args []string, lookupEnv func(string) (string, bool), stde
 	fs.IntVar(&f.maxFailures, "max-failures", 10, "consecutive failed sign-ins that lock a recipient (at most 100)")
 	fs.DurationVar(&f.lockFor, "lock-for", 15*time.Minute, "how long a lock lasts")
 	fs.IntVar(&f.maxFailuresPerAddress, "max-failures-per-address", 30, "failed attempts from one client address per 15 minutes")
+	fs.BoolVar(&f.replies, "replies", false, "let patients answer a message from its page (the sender reads replies in the API's message events)")
+	fs.IntVar(&f.replyMaxLength, "reply-max-length", 1000, fmt.Sprintf("longest reply in characters (at most %d)", viewer.MaxReplyLength))
 	f.sms.register(fs, "twilio, webhook or console, for one-time codes; empty: no codes (forgotten passwords go through support)", false)
 	required := append([]string{"tenant", "tenant-name"}, keystoreFlagNames...)
 	if err := parseFlags(fs, viewerEnvPrefix, args, lookupEnv, required...); err != nil {
@@ -137,6 +141,7 @@ func runViewer(ctx context.Context, args []string, lookupEnv func(string) (strin
 			MinPasswordLength: f.minPasswordLength, OneTimeCode: f.oneTimeCode,
 			IdleTimeout: f.idleTimeout, SessionLifetime: f.sessionLifetime,
 			MaxFailures: f.maxFailures, LockFor: f.lockFor, MaxFailuresPerAddress: f.maxFailuresPerAddress,
+			Replies: f.replies, ReplyMaxLength: f.replyMaxLength,
 		},
 		TLS: tlsConfig, Addr: f.addr, HTTPAddr: f.httpAddr, MetricsAddr: f.metricsAddr, TrustedProxies: proxies,
 		Logger: log, Started: started,

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/securetext/securetext/workloads/audit"
 	"github.com/securetext/securetext/workloads/store"
 )
 
@@ -186,4 +187,50 @@ func testVisitLink(t *testing.T, h harness) {
 	}
 	_, err = s.VisitLink(ctx, sha256.Sum256([]byte("missing")), own.IDHash, true)
 	wantErr(t, "unknown link", err, store.ErrNotFound)
+}
+
+// Replies are stored with an audit event, capped per message, refused once the message is
+// gone, and deleted when it is purged.
+func testReplies(t *testing.T, h harness) {
+	ctx := context.Background()
+	s, _ := h.open(t)
+	r := NewRequest(newPhone())
+	recipient := accept(t, s, r).RecipientID
+	replied := func(id string) audit.Event {
+		return audit.Event{Kind: audit.KindReplied, Actor: "patient", Detail: map[string]string{"recipient": recipient, "reply": id}}
+	}
+	first := store.Reply{ID: store.NewID(), MessageID: r.MessageID, Ciphertext: randomBytes(40)}
+	second := store.Reply{ID: store.NewID(), MessageID: r.MessageID, Ciphertext: randomBytes(50),
+		CreatedAt: time.Now().Add(time.Minute)}
+	must(t, "add reply", s.AddReply(ctx, first, 2, replied(first.ID)))
+	must(t, "add second reply", s.AddReply(ctx, second, 2, replied(second.ID)))
+	third := store.Reply{ID: store.NewID(), MessageID: r.MessageID, Ciphertext: randomBytes(10)}
+	wantErr(t, "reply past the cap", s.AddReply(ctx, third, 2, replied(third.ID)), store.ErrRateLimited)
+	wantErr(t, "reply without ciphertext", s.AddReply(ctx, store.Reply{ID: "x", MessageID: r.MessageID}, 2, replied("x")), store.ErrInvalid)
+	wantErr(t, "reply to a missing message", s.AddReply(ctx, store.Reply{ID: "y", MessageID: "missing", Ciphertext: []byte{1}}, 2, replied("y")), store.ErrNotFound)
+
+	got, err := s.Replies(ctx, r.MessageID)
+	must(t, "read replies", err)
+	if len(got) != 2 || got[0].ID != first.ID || got[1].ID != second.ID ||
+		!bytes.Equal(got[0].Ciphertext, first.Ciphertext) || !bytes.Equal(got[1].Ciphertext, second.Ciphertext) {
+		t.Fatalf("replies = %+v, want the two stored, oldest first", got)
+	}
+	events, err := s.MessageEvents(ctx, r.MessageID)
+	must(t, "read events", err)
+	var ids []string
+	for _, e := range events {
+		if e.Kind == audit.KindReplied {
+			ids = append(ids, e.Detail["reply"])
+		}
+	}
+	if len(ids) != 2 || ids[0] != first.ID || ids[1] != second.ID {
+		t.Errorf("replied events name %v, want the two stored replies (the refused one audits nothing)", ids)
+	}
+
+	must(t, "revoke", s.Transition(ctx, r.MessageID, store.StatusRevoked, event(audit.KindRevoked)))
+	wantErr(t, "reply to a revoked message", s.AddReply(ctx, third, 5, replied(third.ID)), store.ErrConflict)
+	must(t, "purge", s.Purge(ctx, r.MessageID, event(audit.KindPurged)))
+	if got, err := s.Replies(ctx, r.MessageID); err != nil || len(got) != 0 {
+		t.Errorf("after purge: %d replies, %v; want none", len(got), err)
+	}
 }

@@ -44,6 +44,7 @@ func Run(t *testing.T, newDatabase func(t *testing.T) string) {
 		{"LoginFailures", testLoginFailures},
 		{"Sessions", testSessions},
 		{"VisitLink", testVisitLink},
+		{"Replies", testReplies},
 		{"FirstPassword", testFirstPassword},
 		{"FirstPasswordRace", testFirstPasswordRace},
 		{"ResetPassword", testResetPassword},
