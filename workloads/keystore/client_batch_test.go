@@ -57,6 +57,18 @@ func newGatedService(t *testing.T) *gatedService {
 	return &gatedService{Service: newTestLocal(t), gate: make(chan struct{}), entered: make(chan struct{}), perReq: map[context.Context]int{}}
 }
 
+// oneSlotClient is a client of component whose batches go one at a time, so that callers
+// arriving while one is in flight queue for the next.
+func (f *keystoreFixture) oneSlotClient(t *testing.T, component string) *Client {
+	c, err := NewClient(ClientConfig{URL: f.url, Certificate: f.clientCert(t, testTenant, component),
+		RootCAs: f.ca.CertPool(), Batch: BatchConfig{MaxInFlight: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
 // requestSizes returns the keys per keystore request, smallest first.
 func (g *gatedService) requestSizes() []int {
 	g.mu.Lock()
@@ -75,12 +87,7 @@ func TestClientCoalescesWrapNewKey(t *testing.T) {
 	svc := newGatedService(t)
 	local := svc.Service
 	f := startKeystore(t, svc, nil)
-	c, err := NewClient(ClientConfig{URL: f.url, Certificate: f.clientCert(t, testTenant, ComponentGateway),
-		RootCAs: f.ca.CertPool(), Batch: BatchConfig{MaxInFlight: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := f.oneSlotClient(t, ComponentGateway)
 
 	ctx := context.Background()
 	keys := make(chan DataKey, 32)
@@ -134,12 +141,8 @@ func TestClientCoalescesWrapNewKey(t *testing.T) {
 func TestClientCoalescesUnwrap(t *testing.T) {
 	svc := newGatedService(t)
 	f := startKeystore(t, svc, nil)
-	c, err := NewClient(ClientConfig{URL: f.url, Certificate: f.clientCert(t, testTenant, ComponentViewer),
-		RootCAs: f.ca.CertPool(), Batch: BatchConfig{MaxInFlight: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := f.oneSlotClient(t, ComponentViewer)
+	var err error
 
 	ctx := context.Background()
 	keys := make([]DataKey, 32)

@@ -471,6 +471,15 @@ func signIn(p *patient, link string, m testMessage) {
 	p.showsMessage("message", p.submit("login", "password", goodPassword), m)
 }
 
+// signInTo opens link, continues and signs in with the right password, and checks that the
+// page (called name) is m.
+func (p *patient) signInTo(name, link string, m testMessage) {
+	p.t.Helper()
+	p.openLink(link)
+	p.act("continue", chromedp.Click(stepButton("open")))
+	p.showsMessage(name, p.submit("login", "password", goodPassword), m)
+}
+
 // signOut presses "Sign out" on a message page.
 func (p *patient) signOut() {
 	p.t.Helper()
@@ -552,9 +561,7 @@ func TestBrowserReply(t *testing.T) {
 	wantStatus(t, "set the first password", f.browser().setFirstPassword(first, goodPassword), http.StatusOK)
 
 	p := newPatient(t, f, testenv.Phone, true)
-	p.openLink(link)
-	p.act("continue", chromedp.Click(stepButton("open")))
-	p.showsMessage("message-with-reply-form", p.submit("login", "password", goodPassword), appointment)
+	p.signInTo("message-with-reply-form", link, appointment)
 	if !strings.Contains(p.text(), "Reply to "+f.Viewer.brand.DisplayName) {
 		t.Errorf("message page: no reply form; it shows:\n%s", p.text())
 	}
@@ -593,9 +600,7 @@ func TestBrowserRememberedSession(t *testing.T) {
 	wantStatus(t, "set the first password", f.browser().setFirstPassword(first, goodPassword), http.StatusOK)
 
 	p := newPatient(t, f, testenv.Phone, true)
-	p.openLink(first)
-	p.act("continue", chromedp.Click(stepButton("open")))
-	p.showsMessage("first-message", p.submit("login", "password", goodPassword), labResults)
+	p.signInTo("first-message", first, labResults)
 
 	for range 2 { // a link previewer and the patient: every GET alike
 		p.page("landing-remembered", p.openLink(second), http.StatusOK, "You have a secure message",

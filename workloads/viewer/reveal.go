@@ -138,13 +138,23 @@ func (v *Viewer) reveal(w http.ResponseWriter, r *http.Request, l link, recipien
 	v.render(w, r, code, "message", "message", page{Title: "Secure message", Message: view, Notice: say.notice, Error: say.replyError})
 }
 
+// signedIn returns the request's session for l's message, or else answers with the login
+// page: a step that needs the patient signed in (a download, a reply) comes from a message
+// page whose session may have ended since.
+func (v *Viewer) signedIn(w http.ResponseWriter, r *http.Request, l link) (session, bool) {
+	s, ok := v.session(r.Context(), l)
+	if !ok {
+		v.loginPage(w, r, http.StatusUnauthorized, "", "Your session has ended. Enter your password to continue.")
+	}
+	return s, ok
+}
+
 // reply stores the signed-in recipient's answer to l's message, sealed under the message's
 // data key, and shows the message again with the reply under it.
 func (v *Viewer) reply(w http.ResponseWriter, r *http.Request, l link) {
 	ctx := r.Context()
-	s, ok := v.session(ctx, l)
+	s, ok := v.signedIn(w, r, l)
 	if !ok {
-		v.loginPage(w, r, http.StatusUnauthorized, "", "Your session has ended. Enter your password to continue.")
 		return
 	}
 	if !v.cfg.Policy.Replies {
@@ -206,9 +216,8 @@ func replyText(typed string, maxLength int) (string, string) {
 // download sends attachment n of l's message to a signed-in recipient, as a file to save.
 func (v *Viewer) download(w http.ResponseWriter, r *http.Request, l link) {
 	ctx := r.Context()
-	s, ok := v.session(ctx, l)
+	s, ok := v.signedIn(w, r, l)
 	if !ok {
-		v.loginPage(w, r, http.StatusUnauthorized, "", "Your session has ended. Enter your password to continue.")
 		return
 	}
 	n, err := strconv.Atoi(r.PostFormValue("n"))
