@@ -1,6 +1,7 @@
 package viewer
 
 import (
+	"context"
 	"crypto/tls"
 	"io"
 	"net/http"
@@ -92,8 +93,14 @@ func BenchmarkLogin(b *testing.B) {
 
 // runConcurrent runs do b.N times from benchClients goroutines, each with its own
 // connection, after a warm-up round that opens every connection (viewer, keystore and
-// database pools), and reports p50 and p99 latency and throughput.
+// database pools), and reports p50 and p99 latency and throughput. The audit sequencer runs
+// meanwhile, every second, as it does in the viewer (Run): chaining the events the pages
+// write is part of their cost.
 func runConcurrent(b *testing.B, f *fixture, unit string, do func(c *http.Client) bool) {
+	ctx, stop := context.WithCancel(context.Background())
+	sequenced := make(chan struct{})
+	go func() { f.Store.RunAuditSequencer(ctx, time.Second); close(sequenced) }()
+	defer func() { stop(); <-sequenced }()
 	base := f.Server.Client().Transport.(*http.Transport)
 	clients := make([]*http.Client, benchClients)
 	for i := range clients {
