@@ -27,7 +27,8 @@ type gatedService struct {
 	perReq  map[context.Context]int
 }
 
-func (g *gatedService) WrapNewKey(ctx context.Context) (DataKey, error) {
+// pass counts a key of ctx's request and holds the very first call until the gate opens.
+func (g *gatedService) pass(ctx context.Context) {
 	g.mu.Lock()
 	g.perReq[ctx]++
 	g.mu.Unlock()
@@ -37,19 +38,15 @@ func (g *gatedService) WrapNewKey(ctx context.Context) (DataKey, error) {
 		close(g.entered)
 		<-g.gate
 	}
+}
+
+func (g *gatedService) WrapNewKey(ctx context.Context) (DataKey, error) {
+	g.pass(ctx)
 	return g.Service.WrapNewKey(ctx)
 }
 
 func (g *gatedService) Unwrap(ctx context.Context, wrapped string) ([]byte, error) {
-	g.mu.Lock()
-	g.perReq[ctx]++
-	g.mu.Unlock()
-	held := false
-	g.first.Do(func() { held = true })
-	if held {
-		close(g.entered)
-		<-g.gate
-	}
+	g.pass(ctx)
 	return g.Service.Unwrap(ctx, wrapped)
 }
 
