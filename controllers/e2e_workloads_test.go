@@ -472,13 +472,7 @@ func (w *e2eWorkload) start(t *testing.T) *e2eProcess {
 		t.Fatalf("start %s: %v", w.name, err)
 	}
 	t.Cleanup(func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(15 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-		}
+		testenv.StopChild(p.cmd, p.exited, syscall.SIGTERM, 15*time.Second)
 		if t.Failed() || !p.cmd.ProcessState.Success() {
 			t.Logf("%s (%v), its last lines:\n%s", w.name, p.cmd.ProcessState, p.output.Last(40))
 		}

@@ -18,7 +18,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	securetextv1alpha1 "github.com/securetext/securetext/api/v1alpha1"
@@ -30,20 +29,11 @@ import (
 // tenantSeries counts the operator's metric series labelled with tenant.
 func tenantSeries(t *testing.T, tenant string) int {
 	t.Helper()
-	families, err := metrics.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := 0
-	for _, f := range families {
-		if !strings.HasPrefix(f.GetName(), "securetext_operator_") {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "tenant" && l.GetValue() == tenant {
-					n++
-				}
+	for _, m := range series(t, func(family string) bool { return strings.HasPrefix(family, "securetext_operator_") }) {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "tenant" && l.GetValue() == tenant {
+				n++
 			}
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -139,25 +140,34 @@ func poke(t *testing.T, name string) {
 // reconciles is controller-runtime's count of finished tenant reconciles.
 func reconciles(t *testing.T) float64 {
 	t.Helper()
-	families, err := metrics.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
 	total := 0.0
-	for _, f := range families {
-		if f.GetName() != "controller_runtime_reconcile_total" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "controller" && l.GetValue() == "securetexttenant" {
-					total += m.GetCounter().GetValue()
-				}
+	for _, m := range series(t, isFamily("controller_runtime_reconcile_total")) {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "controller" && l.GetValue() == "securetexttenant" {
+				total += m.GetCounter().GetValue()
 			}
 		}
 	}
 	return total
 }
+
+// series returns the series of the registered metric families that keep takes.
+func series(t *testing.T, keep func(family string) bool) []*dto.Metric {
+	t.Helper()
+	families, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*dto.Metric
+	for _, f := range families {
+		if keep(f.GetName()) {
+			out = append(out, f.GetMetric()...)
+		}
+	}
+	return out
+}
+
+func isFamily(name string) func(string) bool { return func(f string) bool { return f == name } }
 
 // writesFor keeps the writes that touch tenant name or its namespace.
 func writesFor(all []string, name string) []string {

@@ -85,13 +85,7 @@ func (p *Postgres) Stop() error {
 		return nil
 	}
 	// SIGQUIT is PostgreSQL's immediate shutdown: no checkpoint, as the data is thrown away.
-	_ = p.cmd.Process.Signal(syscall.SIGQUIT)
-	select {
-	case <-p.exited:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-	}
+	StopChild(p.cmd, p.exited, syscall.SIGQUIT, 10*time.Second)
 	return os.RemoveAll(p.dir)
 }
 

@@ -176,3 +176,18 @@ func StartChild(cmd *exec.Cmd, after func()) (exited <-chan struct{}, err error)
 	}
 	return done, nil
 }
+
+// StopChild asks a child started with StartChild to stop with sig and waits until exited is
+// closed, or, after grace, kills it and waits for that. It reports whether the child had to
+// be killed.
+func StopChild(cmd *exec.Cmd, exited <-chan struct{}, sig os.Signal, grace time.Duration) (killed bool) {
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-exited:
+		return false
+	case <-time.After(grace):
+		_ = cmd.Process.Kill()
+		<-exited
+		return true
+	}
+}

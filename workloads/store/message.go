@@ -386,15 +386,6 @@ func (s *Store) Message(ctx context.Context, id string) (Message, error) {
 	return m, nil
 }
 
-// MessageByLinkHash returns the message whose link token hashes to hash, or ErrNotFound.
-func (s *Store) MessageByLinkHash(ctx context.Context, hash [32]byte) (Message, error) {
-	m, err := scanMessage(s.db.queryRow(ctx, `SELECT `+messageColumns+` FROM messages WHERE link_token_hash = $1`, hash[:]))
-	if err != nil {
-		return Message{}, failed("read message by link", err)
-	}
-	return m, nil
-}
-
 // MessageByProviderID returns the message whose notification the SMS provider knows as
 // providerMessageID (for delivery reports), or ErrNotFound.
 func (s *Store) MessageByProviderID(ctx context.Context, providerMessageID string) (Message, error) {

@@ -330,12 +330,7 @@ func (g *crashGateway) Stop() error {
 		return nil
 	default:
 	}
-	_ = g.cur.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-g.cur.exited:
-	case <-time.After(30 * time.Second):
-		_ = g.cur.cmd.Process.Kill()
-		<-g.cur.exited
+	if testenv.StopChild(g.cur.cmd, g.cur.exited, syscall.SIGTERM, 30*time.Second) {
 		return fmt.Errorf("gateway did not stop within 30 s of SIGTERM; its last lines:\n%s", g.tail.String())
 	}
 	if !g.cur.state.Success() {

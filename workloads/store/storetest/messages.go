@@ -47,10 +47,10 @@ func testAcceptAndRead(t *testing.T, h harness) {
 		t.Errorf("times are not UTC: %v, %v", m.CreatedAt.Location(), m.ExpiresAt.Location())
 	}
 
-	byLink, err := s.MessageByLinkHash(ctx, r.LinkTokenHash)
+	byLink, err := s.VisitLink(ctx, r.LinkTokenHash, [32]byte{}, false)
 	must(t, "read message by link hash", err)
-	if byLink != m {
-		t.Errorf("by link hash = %+v, want %+v", byLink, m)
+	if byLink.Message != m {
+		t.Errorf("by link hash = %+v, want %+v", byLink.Message, m)
 	}
 
 	parts, err := s.MessageParts(ctx, r.MessageID)
@@ -525,8 +525,8 @@ func testReadsNotFound(t *testing.T, h harness) {
 	s, _ := h.open(t)
 	_, err := s.Message(ctx, "missing")
 	wantErr(t, "Message", err, store.ErrNotFound)
-	_, err = s.MessageByLinkHash(ctx, sha256.Sum256([]byte("missing")))
-	wantErr(t, "MessageByLinkHash", err, store.ErrNotFound)
+	_, err = s.VisitLink(ctx, sha256.Sum256([]byte("missing")), [32]byte{}, false)
+	wantErr(t, "VisitLink", err, store.ErrNotFound)
 	_, err = s.MessageByProviderID(ctx, "missing")
 	wantErr(t, "MessageByProviderID", err, store.ErrNotFound)
 	_, err = s.MessageParts(ctx, "missing")
