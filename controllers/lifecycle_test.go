@@ -2,7 +2,6 @@ package controllers_test
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"slices"
@@ -201,14 +200,7 @@ func TestOperatorRestartMidReconcile(t *testing.T) {
 
 	// Every certificate must chain to the one CA that is stored: a CA made by the first
 	// operator and lost, or made twice, would show here.
-	var ca corev1.Secret
-	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: controllers.SecretTenantCA}, &ca); err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(ca.Data["ca.crt"]) {
-		t.Fatal("no CA certificate")
-	}
+	roots := tenantRoots(t, ns)
 	for _, s := range certificateSecrets {
 		_, cert, err := secretCert(ns, s)
 		if err != nil {

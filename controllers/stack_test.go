@@ -683,16 +683,23 @@ func checkNetworkPolicies(t *testing.T, ns string) {
 	}
 }
 
-func checkSecrets(t *testing.T, tenant, ns string) {
-	ctx := context.Background()
+// tenantRoots is a pool holding the CA certificate stored in namespace ns.
+func tenantRoots(t *testing.T, ns string) *x509.CertPool {
+	t.Helper()
 	var ca corev1.Secret
-	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: controllers.SecretTenantCA}, &ca); err != nil {
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: controllers.SecretTenantCA}, &ca); err != nil {
 		t.Fatal(err)
 	}
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(ca.Data["ca.crt"]) {
 		t.Fatal("tenant CA has no certificate")
 	}
+	return roots
+}
+
+func checkSecrets(t *testing.T, tenant, ns string) {
+	ctx := context.Background()
+	roots := tenantRoots(t, ns)
 	leaf := func(secret string) *x509.Certificate {
 		s, cert, err := secretCert(ns, secret)
 		if err != nil {
