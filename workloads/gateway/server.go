@@ -178,7 +178,7 @@ func Run(ctx context.Context, cfg Config) error {
 		g.Serve("metrics", func() error { return metricsServer.Serve(metricsLn) }, metricsServer.Shutdown)
 	}
 	g.Go(notifier.Run)
-	g.Go(func(ctx context.Context) { cfg.Store.RunAuditSequencer(ctx, time.Second) })
+	g.Go(func(ctx context.Context) { cfg.Store.RunAuditSequencer(ctx, store.AuditSequencerInterval) })
 	interval := cfg.AuditCheckpointInterval
 	if interval <= 0 {
 		interval = 5 * time.Minute

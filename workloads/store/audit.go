@@ -17,8 +17,9 @@ import (
 // single audit_head row, takes pending rows in id order, links them onto the chain with
 // audit.Chain, inserts them into audit_events, deletes them from audit_pending and moves the
 // head. The head lock makes sequencers of several replicas take turns, so the chain never
-// forks; pending rows are taken with SKIP LOCKED and deleted by the same statement, so no row
-// is chained twice or lost.
+// forks; pending rows are deleted by the statement that reads them, under that lock and with
+// the snapshot of a statement that started after the previous sequencer committed, so no row is
+// chained twice or lost.
 //
 // An event's hash covers its time formatted to the nanosecond, and PostgreSQL stores
 // microseconds: event times are truncated to microseconds before they are stored, and the
@@ -26,6 +27,13 @@ import (
 
 // sequenceBatch is how many pending events RunAuditSequencer links per transaction.
 const sequenceBatch = 1000
+
+// AuditSequencerInterval is how long the gateway's and the viewer's sequencers wait after
+// draining the pending events. It is short so that the work comes in small, steady batches: a
+// sequencer that ran every second linked thousands of events at once under load, and the
+// requests of the next few hundred milliseconds paid for it in latency (the viewer's bench).
+// An idle sequencer only looks whether anything is pending.
+const AuditSequencerInterval = 100 * time.Millisecond
 
 // pending returns the step that inserts ev, unchained, for the sequencer.
 func (s *Store) pending(ev audit.Event) (step, error) {
@@ -125,7 +133,14 @@ func (s *Store) SequenceAudit(ctx context.Context, max int) (int, error) {
 		return 0, fmt.Errorf("sequence audit events: %w: max must be positive", ErrInvalid)
 	}
 	var n int
+	if err := s.db.queryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM audit_pending LIMIT 1) AS p`).Scan(&n); err != nil {
+		return 0, failed("sequence audit events", err)
+	}
+	if n == 0 {
+		return 0, nil // nothing to link: no transaction, no lock on the head
+	}
 	err := s.db.inTx(ctx, func(q querier) error {
+		n = 0
 		var (
 			seq  int64
 			head [32]byte
@@ -134,7 +149,7 @@ func (s *Store) SequenceAudit(ctx context.Context, max int) (int, error) {
 		if err != nil {
 			return fmt.Errorf("lock chain head: %w", err)
 		}
-		events, err := takePending(ctx, q, max, s.db.lockSkipLocked())
+		events, err := s.takePending(ctx, q, max)
 		if err != nil || len(events) == 0 {
 			return err
 		}
@@ -167,10 +182,12 @@ func (s *Store) SequenceAudit(ctx context.Context, max int) (int, error) {
 	return n, nil
 }
 
-// takePending deletes up to max pending events and returns them in id order.
-func takePending(ctx context.Context, q querier, max int, skipLocked string) ([]audit.Event, error) {
+// takePending deletes up to max pending events and returns them in id order. The caller holds
+// the lock on the chain head, and only a sequencer deletes pending events, so the rows need
+// no lock of their own.
+func (s *Store) takePending(ctx context.Context, q querier, max int) ([]audit.Event, error) {
 	rows, err := q.query(ctx,
-		`DELETE FROM audit_pending WHERE id IN (SELECT id FROM audit_pending ORDER BY id LIMIT $1`+skipLocked+`)
+		`DELETE FROM audit_pending WHERE `+s.db.idIn(`SELECT id FROM audit_pending ORDER BY id LIMIT $1`)+`
 		RETURNING id, occurred_at, kind, actor, message_id, detail`, max)
 	if err != nil {
 		return nil, fmt.Errorf("take pending events: %w", err)

@@ -92,6 +92,9 @@ func (d *sqliteDB) jsonStrings(param string) string {
 	return "SELECT value FROM json_each(" + param + ")"
 }
 func (d *sqliteDB) lockRow() string { return "" }
+func (d *sqliteDB) idIn(subquery string) string {
+	return "id IN (" + subquery + ")"
+}
 
 func (d *sqliteDB) query(ctx context.Context, query string, args ...any) (rows, error) {
 	r, err := d.read.QueryContext(ctx, query, args...)

@@ -1,12 +1,15 @@
 package viewer
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"io"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	"github.com/securetext/securetext/workloads/password"
+	"github.com/securetext/securetext/workloads/store"
 )
 
 // benchClients is the number of concurrent clients of the benchmarks.
@@ -53,7 +57,7 @@ const revealRate = 2000
 
 // rememberedPage makes a message, signs its recipient in, and returns the request that shows
 // it again with the remembered session.
-func rememberedPage(b *testing.B, be backend) (*fixture, func(c *http.Client) bool) {
+func rememberedPage(b *testing.B, be backend) (*fixture, func(c *benchConn) bool) {
 	f := newFixture(b, be, fixtureOptions{})
 	_, link := f.message(phoneA, "Lab results", strings.Repeat("Your results are within the normal range. ", 20))
 	br := f.browser()
@@ -62,30 +66,78 @@ func rememberedPage(b *testing.B, be backend) (*fixture, func(c *http.Client) bo
 	}
 	cookie := sessionCookie + "=" + br.cookie(sessionCookie) + "; " + csrfCookie + "=" + br.cookie(csrfCookie)
 	form := url.Values{"step": {"open"}, "csrf": {br.cookie(csrfCookie)}}.Encode()
-	return f, func(c *http.Client) bool {
-		return postForm(b, c, f.Server.URL+"/m/"+link, form, cookie, "normal range")
-	}
+	request := postRequest(f, "/m/"+link, form, cookie)
+	return f, func(c *benchConn) bool { return c.do(b, request, "normal range") }
 }
 
-// postForm posts form to url with cookie, as the viewer's own page would, and reports whether
-// the answer is 200 and shows want.
-func postForm(b *testing.B, c *http.Client, url, form, cookie, want string) bool {
-	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(form))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Cookie", cookie)
-	req.Header.Set("Sec-Fetch-Site", "same-origin")
-	resp, err := c.Do(req)
+// postRequest is the HTTP/1.1 request that posts form to path with cookie, as the viewer's own
+// page would.
+func postRequest(f *fixture, path, form, cookie string) []byte {
+	host := strings.TrimPrefix(f.Server.URL, "https://")
+	return []byte("POST " + path + " HTTP/1.1\r\nHost: " + host +
+		"\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: " + strconv.Itoa(len(form)) +
+		"\r\nCookie: " + cookie + "\r\nSec-Fetch-Site: same-origin\r\n\r\n" + form)
+}
+
+// benchConn is one bench client: a keep-alive HTTPS connection to the viewer that writes a
+// prepared request and reads the answer with http.ReadResponse. The clients share the two
+// CPUs with the viewer, its keystore and PostgreSQL, so they should take as little of them as
+// a real phone's requests would take of the server's: a net/http Transport hands each request
+// to two more goroutines, which cost the viewer about a fifth of the process's CPU time here.
+type benchConn struct {
+	f    *fixture
+	conn *tls.Conn
+	r    *bufio.Reader
+}
+
+func dialBench(f *fixture) (*benchConn, error) {
+	tr := f.Server.Client().Transport.(*http.Transport)
+	cfg := tr.TLSClientConfig.Clone()
+	cfg.NextProtos = []string{"http/1.1"} // as most phones' first request
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(f.Server.URL, "https://"), cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &benchConn{f: f, conn: conn, r: bufio.NewReader(conn)}, nil
+}
+
+// do sends request and reports whether the answer is 200 and shows want. If the viewer
+// closes the connection, the next request opens another.
+func (c *benchConn) do(b *testing.B, request []byte, want string) bool {
+	if c.conn == nil {
+		d, err := dialBench(c.f)
+		if err != nil {
+			b.Error(err)
+			return false
+		}
+		*c = *d
+	}
+	if _, err := c.conn.Write(request); err != nil {
+		b.Error(err)
+		return false
+	}
+	resp, err := http.ReadResponse(c.r, nil)
 	if err != nil {
 		b.Error(err)
 		return false
 	}
-	body, _ := io.ReadAll(resp.Body)
+	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
-		b.Errorf("status %d", resp.StatusCode)
+	if resp.Close {
+		c.conn.Close()
+		c.conn = nil
+	}
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(want)) {
+		b.Errorf("status %d, err %v", resp.StatusCode, err)
 		return false
 	}
 	return true
+}
+
+func (c *benchConn) close() {
+	if c.conn != nil {
+		c.conn.Close()
+	}
 }
 
 // BenchmarkLogin measures sign-ins with the production argon2id parameters (m=19 MiB, t=2,
@@ -102,18 +154,17 @@ func BenchmarkLogin(b *testing.B) {
 	}
 	csrf := br.cookie(csrfCookie)
 	form := url.Values{"step": {"login"}, "password": {goodPassword}, "csrf": {csrf}}.Encode()
-	runConcurrent(b, f, "logins/s", func(c *http.Client) bool {
-		return postForm(b, c, f.Server.URL+"/m/"+link, form, csrfCookie+"="+csrf, "login bench text")
-	})
+	request := postRequest(f, "/m/"+link, form, csrfCookie+"="+csrf)
+	runConcurrent(b, f, "logins/s", func(c *benchConn) bool { return c.do(b, request, "login bench text") })
 	b.ReportMetric(float64(password.Default.MemoryKiB)/1024, "argon2_MiB")
 }
 
 // runConcurrent runs do b.N times from benchClients goroutines, each with its own
 // connection, after a warm-up round that opens every connection (viewer, keystore and
 // database pools), and reports p50 and p99 latency and throughput. The audit sequencer runs
-// meanwhile, every second, as it does in the viewer (Run): chaining the events the pages
+// meanwhile, as it does in the viewer (Run): chaining the events the pages
 // write is part of their cost.
-func runConcurrent(b *testing.B, f *fixture, unit string, do func(c *http.Client) bool) {
+func runConcurrent(b *testing.B, f *fixture, unit string, do func(c *benchConn) bool) {
 	clients := startClients(b, f, do)
 	var (
 		wg        sync.WaitGroup
@@ -142,22 +193,23 @@ func runConcurrent(b *testing.B, f *fixture, unit string, do func(c *http.Client
 	report(b, latencies, time.Since(start), unit)
 }
 
-// startClients starts the audit sequencer, every second as the viewer (Run) does, since
+// startClients starts the audit sequencer, as the viewer (Run) does, since
 // chaining the events the pages write is part of their cost, and returns benchClients
 // clients, each with its own connection, warmed up with two requests each (which also
 // opens the viewer's keystore and database connections).
-func startClients(b *testing.B, f *fixture, do func(c *http.Client) bool) []*http.Client {
+func startClients(b *testing.B, f *fixture, do func(c *benchConn) bool) []*benchConn {
 	ctx, stop := context.WithCancel(context.Background())
 	sequenced := make(chan struct{})
-	go func() { f.Store.RunAuditSequencer(ctx, time.Second); close(sequenced) }()
+	go func() { f.Store.RunAuditSequencer(ctx, store.AuditSequencerInterval); close(sequenced) }()
 	b.Cleanup(func() { stop(); <-sequenced })
-	base := f.Server.Client().Transport.(*http.Transport)
-	clients := make([]*http.Client, benchClients)
+	clients := make([]*benchConn, benchClients)
 	for i := range clients {
-		clients[i] = &http.Client{Transport: &http.Transport{
-			TLSClientConfig: base.TLSClientConfig.Clone(), MaxIdleConnsPerHost: 1,
-			TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}, // HTTP/1.1, as most phones' first request
-		}}
+		c, err := dialBench(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(c.close)
+		clients[i] = c
 	}
 	var wg sync.WaitGroup
 	for _, c := range clients {
@@ -174,9 +226,9 @@ func startClients(b *testing.B, f *fixture, do func(c *http.Client) bool) []*htt
 // runOpenLoop sends b.N pages at perSecond through the benchClients clients: each page is due
 // at its time and takes the next free client (waiting for one if all are busy); its latency
 // counts from when it was due. It reports p50 and p99 and the pages/s served.
-func runOpenLoop(b *testing.B, f *fixture, perSecond float64, do func(c *http.Client) bool) {
+func runOpenLoop(b *testing.B, f *fixture, perSecond float64, do func(c *benchConn) bool) {
 	clients := startClients(b, f, do)
-	free := make(chan *http.Client, len(clients))
+	free := make(chan *benchConn, len(clients))
 	for _, c := range clients {
 		free <- c
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/securetext/securetext/workloads/internal/serve"
 	"github.com/securetext/securetext/workloads/password"
+	"github.com/securetext/securetext/workloads/store"
 )
 
 // cleanupInterval is how often expired sessions and one-time codes are deleted.
@@ -101,7 +102,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if metricsLn != nil {
 		g.Serve("metrics", func() error { return metricsServer.Serve(metricsLn) }, metricsServer.Shutdown)
 	}
-	g.Go(func(ctx context.Context) { cfg.Store.RunAuditSequencer(ctx, time.Second) })
+	g.Go(func(ctx context.Context) { cfg.Store.RunAuditSequencer(ctx, store.AuditSequencerInterval) })
 	g.Go(v.cleanup)
 	return g.Run(ctx, func() {
 		log.Info("viewer started", "tenant", cfg.Tenant, "https", addrs.HTTPS, "http", addrs.HTTP, "metrics", addrs.Metrics)
