@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"regexp"
 	"time"
@@ -91,7 +90,10 @@ func (s *Store) MarkSent(ctx context.Context, id int64, providerMessageID string
 	if s.sents != nil {
 		_, err = s.sents.Do(ctx, c)
 	} else {
-		err = s.db.inTx(ctx, func(q querier) error { return s.markSent(ctx, q, c) })
+		_, errs, gerr := s.sentGroup(ctx, []sentCall{c})
+		if err = gerr; err == nil {
+			err = errs[0]
+		}
 	}
 	if err != nil && !IsTemporary(err) {
 		return failed(fmt.Sprintf("mark notification %d sent", id), err)
@@ -106,43 +108,91 @@ type sentCall struct {
 	ev                audit.Event
 }
 
-func (s *Store) markSent(ctx context.Context, q querier, c sentCall) error {
-	return s.finishOutboxIn(ctx, q, c.id, c.ev, func(q querier, messageID string, now time.Time) error {
-		_, err := q.exec(ctx,
-			`UPDATE outbox SET sent_at = $2, claimed_until = NULL, payload = NULL WHERE id = $1`, c.id, now)
-		if err != nil {
-			return err
-		}
-		_, err = q.exec(ctx,
-			`UPDATE messages SET provider_message_id = $2,
+// sentSteps are the statements of one MarkSent call, which need no answer before the next is
+// sent: the first locks the outbox row and tells why the call changes nothing, if it does
+// not (no such notification, no longer pending, another message's event); the others change
+// rows only while the notification is still pending and its message is the event's, and the
+// outbox row, which that condition reads, changes last. They write the message's status and
+// provider id, the audit event and the outbox row. errp receives the call's refusal.
+func (s *Store) sentSteps(c sentCall, now time.Time, errp *error) ([]step, error) {
+	ev := c.ev
+	if ev.Time.IsZero() {
+		ev.Time = now
+	}
+	insertEvent, err := s.pending(ev) // args: occurred_at, kind, actor, message_id (NULL: the notification's), detail
+	if err != nil {
+		return nil, err
+	}
+	const pending = `outbox.id = $1 AND outbox.sent_at IS NULL AND outbox.failed_at IS NULL AND outbox.message_id = COALESCE($2, outbox.message_id)`
+	messageID := nullString(ev.MessageID)
+	return []step{
+		{
+			sql:  `SELECT message_id, sent_at, failed_at FROM outbox WHERE id = $1` + s.db.lockRow(),
+			args: []any{c.id},
+			row: func(scan func(dest ...any) error) error {
+				var (
+					message          string
+					sentAt, failedAt time.Time
+				)
+				switch err := scan(&message, timeDest{&sentAt}, timeDest{&failedAt}); {
+				case err != nil:
+					*errp = noRows(err)
+				case !sentAt.IsZero() || !failedAt.IsZero():
+					*errp = fmt.Errorf("%w: notification is no longer pending", ErrConflict)
+				case ev.MessageID != "" && ev.MessageID != message:
+					*errp = errInvalid("audit event names message %s, not the notification's message %s", ev.MessageID, message)
+				}
+				return nil
+			},
+		},
+		{
+			sql: `UPDATE messages SET provider_message_id = $3,
 				status = CASE WHEN status = 'accepted' THEN 'notified' ELSE status END,
-				status_changed_at = CASE WHEN status = 'accepted' THEN $3 ELSE status_changed_at END
-			WHERE id = $1`, messageID, nullString(c.providerMessageID), now)
-		return err
-	})
+				status_changed_at = CASE WHEN status = 'accepted' THEN $4 ELSE status_changed_at END
+			WHERE id = (SELECT message_id FROM outbox WHERE ` + pending + `)`,
+			args: []any{c.id, messageID, nullString(c.providerMessageID), now},
+		},
+		{
+			sql: `INSERT INTO audit_pending (occurred_at, kind, actor, message_id, detail)
+				SELECT $3, $4, $5, outbox.message_id, $6 FROM outbox WHERE ` + pending,
+			args: append([]any{c.id, messageID}, insertEvent.args[0], insertEvent.args[1], insertEvent.args[2], insertEvent.args[4]),
+		},
+		{
+			sql:  `UPDATE outbox SET sent_at = $3, claimed_until = NULL, payload = NULL WHERE ` + pending,
+			args: []any{c.id, messageID, now},
+		},
+	}, nil
 }
 
-// sentGroup records concurrent MarkSent calls in one transaction, as acceptGroup does for
-// accepts: a call whose notification is no longer pending gets ErrConflict and changes
-// nothing; if the database refuses a statement, each call runs on its own.
+// sentGroup records concurrent MarkSent calls in one transaction and one round trip, as
+// acceptGroup does for accepts: a call whose notification is no longer pending gets
+// ErrConflict and changes nothing; if the database refuses a statement, each call runs on
+// its own.
 func (s *Store) sentGroup(ctx context.Context, calls []sentCall) ([]struct{}, []error, error) {
+	now := s.clock()
 	errs := make([]error, len(calls))
-	err := s.db.inTx(ctx, func(q querier) error {
+	run := func(calls []sentCall, errs []error) error {
+		var all []step
 		for i, c := range calls {
-			err := s.markSent(ctx, q, c)
-			if errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) {
-				errs[i] = err // decided before any write of this call
+			steps, err := s.sentSteps(c, now, &errs[i])
+			if err != nil {
+				errs[i] = err
 				continue
 			}
-			if err != nil {
-				return err
-			}
+			all = append(all, steps...)
 		}
-		return nil
-	})
+		if len(all) == 0 {
+			return nil
+		}
+		return s.db.transact(ctx, all)
+	}
+	err := run(calls, errs)
 	if err != nil && refusedByDatabase(err) && len(calls) > 1 {
-		for i, c := range calls {
-			errs[i] = s.db.inTx(ctx, func(q querier) error { return s.markSent(ctx, q, c) })
+		for i := range calls {
+			errs[i] = nil
+			if err := run(calls[i:i+1], errs[i:i+1]); err != nil {
+				errs[i] = err
+			}
 		}
 		err = nil
 	}

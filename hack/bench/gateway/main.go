@@ -38,7 +38,6 @@ import (
 type options struct {
 	messages, sessions, size int
 	restDuration             time.Duration
-	http2                    bool
 	pprofDir                 string
 	rounds                   int
 }
@@ -49,7 +48,6 @@ func main() {
 	flag.IntVar(&o.sessions, "sessions", 32, "concurrent SMTP sessions (smtp-source -s) and REST clients")
 	flag.IntVar(&o.size, "size", 1024, "message body bytes (smtp-source -l)")
 	flag.DurationVar(&o.restDuration, "rest-duration", 10*time.Second, "length of the open-loop REST run")
-	flag.BoolVar(&o.http2, "http2", false, "REST clients speak HTTP/2 (default: HTTP/1.1 keep-alive)")
 	flag.StringVar(&o.pprofDir, "pprof", "", "write a CPU profile of each SecureText run into this folder")
 	flag.IntVar(&o.rounds, "rounds", 1, "repeat Postfix, SecureText SMTP and REST closed loop this many times, alternating, and report the medians (a shared 2-core machine varies by ±20 % between runs)")
 	flag.Parse()
@@ -298,11 +296,7 @@ func benchSecureText(ctx context.Context, o options, s *stack) ([]result, error)
 	results[len(results)-1].db = dbWork(results[len(results)-1].messages)
 
 	// REST, closed loop.
-	proto := "HTTP/1.1 keep-alive"
-	if o.http2 {
-		proto = "HTTP/2"
-	}
-	logf("SecureText REST: %d HTTPS clients (%s), %d messages", o.sessions, proto, o.messages)
+	logf("SecureText REST: %d HTTPS clients (HTTP/1.1 keep-alive), %d messages", o.sessions, o.messages)
 	stop = profile("rest")
 	before = takeCPU()
 	closed := restClosedLoop(ctx, s, o)
@@ -314,7 +308,7 @@ func benchSecureText(ctx context.Context, o options, s *stack) ([]result, error)
 	}
 	results = append(results, result{
 		system: "SecureText", messages: closed.sent, elapsed: closed.elapsed, cpu: cpu,
-		workload: fmt.Sprintf("REST: %d HTTPS clients (%s), POST /v1/messages with Idempotency-Key, closed loop", o.sessions, proto),
+		workload: fmt.Sprintf("REST: %d HTTPS clients (HTTP/1.1 keep-alive), POST /v1/messages with Idempotency-Key, closed loop", o.sessions),
 	})
 	if err := check("REST run"); err != nil {
 		return results, err

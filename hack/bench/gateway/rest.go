@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -11,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,26 +20,27 @@ import (
 )
 
 // restClient submits messages like an EHR: POST /v1/messages with its API key and a fresh
-// Idempotency-Key per message.
+// Idempotency-Key per message, over one keep-alive HTTPS connection (HTTP/1.1). It writes the
+// request as bytes and reads the answer with http.ReadResponse: the clients share the two CPUs
+// with the gateway, its keystore, Vault and PostgreSQL, and a net/http Transport would hand
+// every request to two more goroutines, which is load-generator work the gateway pays for.
 type restClient struct {
-	url    string
-	apiKey string
+	addr   string
+	roots  *x509.CertPool
+	head   []byte // the request up to the Idempotency-Key value
 	body   []byte
-	http   *http.Client
 	seq    *atomic.Int64
 	prefix string
+	req    []byte
+	conn   *tls.Conn
+	r      *bufio.Reader
 }
 
-func newTransport(roots *x509.CertPool, http2 bool) *http.Transport {
-	return &http.Transport{
-		TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
-		ForceAttemptHTTP2:   http2,
-		MaxIdleConns:        1024,
-		MaxIdleConnsPerHost: 1024,
-		IdleConnTimeout:     time.Minute,
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-		TLSHandshakeTimeout: 5 * time.Second,
-	}
+func newRESTClient(s *stack, o options, seq *atomic.Int64, prefix string) *restClient {
+	body := messageBody(o.size)
+	head := "POST /v1/messages HTTP/1.1\r\nHost: " + s.addrs.API + "\r\nAuthorization: Bearer " + s.apiKey +
+		"\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\nIdempotency-Key: "
+	return &restClient{addr: s.addrs.API, roots: s.roots, head: []byte(head), body: body, seq: seq, prefix: prefix}
 }
 
 // messageBody is a REST submission whose body text is size bytes.
@@ -48,28 +51,55 @@ func messageBody(size int) []byte {
 	return b
 }
 
-// submit sends one message and reports whether the gateway answered 201.
-func (c *restClient) submit(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(c.body))
+// submit sends one message and reports whether the gateway answered 201. A broken or closed
+// connection is replaced on the next call.
+func (c *restClient) submit() error {
+	if c.conn == nil {
+		d := &net.Dialer{Timeout: 5 * time.Second}
+		conn, err := tls.DialWithDialer(d, "tcp", c.addr, &tls.Config{RootCAs: c.roots, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			return err
+		}
+		c.conn, c.r = conn, bufio.NewReader(conn)
+	}
+	c.req = append(append(c.req[:0], c.head...), c.prefix...)
+	c.req = strconv.AppendInt(append(c.req, '-'), c.seq.Add(1), 10)
+	c.req = append(append(c.req, "\r\n\r\n"...), c.body...)
+	_ = c.conn.SetDeadline(time.Now().Add(time.Minute))
+	code, answer, err := c.roundTrip()
 	if err != nil {
+		c.close()
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.apiKey)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Idempotency-Key", fmt.Sprintf("%s-%d", c.prefix, c.seq.Add(1)))
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(b))
+	if code != http.StatusCreated {
+		return fmt.Errorf("HTTP %d: %s", code, bytes.TrimSpace(answer))
 	}
 	return nil
+}
+
+// roundTrip writes the request and reads the answer. If the gateway says it closes the
+// connection, the client closes its end.
+func (c *restClient) roundTrip() (int, []byte, error) {
+	if _, err := c.conn.Write(c.req); err != nil {
+		return 0, nil, err
+	}
+	resp, err := http.ReadResponse(c.r, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if err == nil && resp.Close {
+		c.close()
+	}
+	return resp.StatusCode, b, err
+}
+
+func (c *restClient) close() {
+	if c.conn != nil {
+		c.conn.Close()
+		c.conn = nil
+	}
 }
 
 // loadResult is one load run.
@@ -101,15 +131,14 @@ func restClosedLoop(ctx context.Context, s *stack, o options) loadResult {
 		firstErr  error
 		wg        sync.WaitGroup
 	)
-	body := messageBody(o.size)
+	prefix := "closed-" + randomHex(4)
 	start := time.Now()
 	for range o.sessions {
-		c := &restClient{url: "https://" + s.addrs.API + "/v1/messages", apiKey: s.apiKey, body: body, seq: &seq, prefix: "closed-" + randomHex(4),
-			http: &http.Client{Transport: newTransport(s.roots, o.http2), Timeout: 60 * time.Second}}
+		c := newRESTClient(s, o, &seq, prefix)
 		wg.Go(func() {
-			defer c.http.CloseIdleConnections()
-			for next.Add(1) <= int64(o.messages) {
-				if err := c.submit(ctx); err != nil {
+			defer c.close()
+			for next.Add(1) <= int64(o.messages) && ctx.Err() == nil {
+				if err := c.submit(); err != nil {
 					failed.Add(1)
 					errOnce.Do(func() { firstErr = err })
 				}
@@ -132,16 +161,17 @@ func restOpenLoop(ctx context.Context, s *stack, o options, perSecond float64, d
 		wg       sync.WaitGroup
 		interval = time.Duration(float64(time.Second) / perSecond)
 	)
-	// The senders keep o.sessions connections, as the closed loop did: Go's transport would
-	// otherwise open a connection for every request that finds them all busy, and the TLS
-	// handshakes of a burst of new connections slow everything down and open more.
-	tr := newTransport(s.roots, o.http2)
-	tr.MaxConnsPerHost = o.sessions
-	c := &restClient{url: "https://" + s.addrs.API + "/v1/messages", apiKey: s.apiKey, body: messageBody(o.size), seq: &seq, prefix: "open-" + randomHex(4),
-		http: &http.Client{Transport: tr, Timeout: 60 * time.Second}}
-	defer c.http.CloseIdleConnections()
+	// The senders keep o.sessions connections, as the closed loop did; a message that finds
+	// them all busy waits for one.
+	free := make(chan *restClient, o.sessions)
+	prefix := "open-" + randomHex(4)
+	for range o.sessions {
+		c := newRESTClient(s, o, &seq, prefix)
+		defer c.close()
+		free <- c
+	}
 	start := time.Now()
-	for i := 0; ; i++ {
+	for i := 0; ctx.Err() == nil; i++ {
 		due := start.Add(time.Duration(i) * interval)
 		if due.Sub(start) >= d {
 			break
@@ -150,8 +180,10 @@ func restOpenLoop(ctx context.Context, s *stack, o options, perSecond float64, d
 			time.Sleep(wait)
 		}
 		wg.Go(func() {
-			err := c.submit(ctx)
+			c := <-free
+			err := c.submit()
 			lat := time.Since(due)
+			free <- c
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {

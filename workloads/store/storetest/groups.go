@@ -146,6 +146,75 @@ func testMarkSentGroups(t *testing.T, h harness) {
 	}
 }
 
+// testMarkSentRace marks each notification sent from two replicas at once, as two notifiers
+// whose leases overlapped would: one call wins, the other gets ErrConflict, and the message
+// has the winner's provider id and one notified event. An event that names another message is
+// refused and changes nothing.
+func testMarkSentRace(t *testing.T, h harness) {
+	ctx := context.Background()
+	s, dsn := h.open(t)
+	replica := Open(t, dsn)
+	const n = 40
+	for range n {
+		accept(t, s, NewRequest(newPhone()))
+	}
+	sequenceAll(t, s)
+	entries, err := s.ClaimOutbox(ctx, time.Now(), n, time.Minute)
+	must(t, "claim", err)
+	if len(entries) != n {
+		t.Fatalf("claimed %d, want %d", len(entries), n)
+	}
+
+	other := entries[1].MessageID
+	err = s.MarkSent(ctx, entries[0].ID, "SM-wrong", audit.Event{Kind: audit.KindNotified, Actor: "notifier", MessageID: other})
+	wantErr(t, "mark sent with another message's event", err, store.ErrInvalid)
+	if m, err := s.Message(ctx, entries[0].MessageID); err != nil || m.Status != store.StatusAccepted || m.ProviderMessageID != "" {
+		t.Errorf("after a refused mark: %s, provider id %q (%v); want accepted and none", m.Status, m.ProviderMessageID, err)
+	}
+	if events := sequenceAll(t, s); len(events) != 0 {
+		t.Errorf("a refused mark audited %d events", len(events))
+	}
+
+	errs := make([][2]error, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, e := range entries {
+		for j, st := range []*store.Store{s, replica} {
+			wg.Go(func() {
+				<-start
+				errs[i][j] = st.MarkSent(ctx, e.ID, fmt.Sprintf("SM-%d-%d", i, j), audit.Event{Kind: audit.KindNotified, Actor: "notifier"})
+			})
+		}
+	}
+	close(start)
+	wg.Wait()
+	for i, e := range entries {
+		winner := -1
+		for j, err := range errs[i] {
+			switch {
+			case err == nil && winner < 0:
+				winner = j
+			case err == nil:
+				t.Errorf("notification %d: both replicas marked it sent", i)
+			case !errors.Is(err, store.ErrConflict):
+				t.Errorf("notification %d, replica %d: %v; want success or ErrConflict", i, j, err)
+			}
+		}
+		if winner < 0 {
+			t.Errorf("notification %d: neither replica marked it sent: %v", i, errs[i])
+			continue
+		}
+		m, err := s.Message(ctx, e.MessageID)
+		must(t, "read", err)
+		if want := fmt.Sprintf("SM-%d-%d", i, winner); m.Status != store.StatusNotified || m.ProviderMessageID != want {
+			t.Errorf("message %d: %s, provider id %q; want notified, %s", i, m.Status, m.ProviderMessageID, want)
+		}
+	}
+	if events := sequenceAll(t, s); len(events) != n {
+		t.Errorf("audited %d notified events, want %d: one per notification", len(events), n)
+	}
+}
+
 // testAppendAuditGroups appends events from many callers at once, so that they share
 // transactions: every event is chained once, and each caller's events keep their order.
 func testAppendAuditGroups(t *testing.T, h harness) {

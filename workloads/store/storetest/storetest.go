@@ -55,6 +55,7 @@ func Run(t *testing.T, newDatabase func(t *testing.T) string) {
 		{"OutboxConcurrentClaimers", testOutboxConcurrentClaimers},
 		{"OutboxRetryFailSent", testOutboxRetryFailSent},
 		{"MarkSentGroups", testMarkSentGroups},
+		{"MarkSentRace", testMarkSentRace},
 		{"OutboxStats", testOutboxStats},
 		{"AuditChainVerifies", testAuditChainVerifies},
 		{"AuditRefusesInvalid", testAuditRefusesInvalid},
