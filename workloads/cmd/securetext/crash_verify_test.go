@@ -49,7 +49,7 @@ func verifyCrashStore(t *testing.T, st *store.Store, dsn string, env *crashEnv, 
 	defer cancel()
 	var res crashResult
 	p := &crashProblems{t: t}
-	// The gateway's sequencer chains pending events every second; what its last run left is
+	// The gateway's sequencer chains pending events as they come; what its last run left is
 	// chained here, as its next start would do.
 	for {
 		n, err := st.SequenceAudit(ctx, 1000)
