@@ -133,7 +133,7 @@ func (s *Store) SequenceAudit(ctx context.Context, max int) (int, error) {
 		return 0, fmt.Errorf("sequence audit events: %w: max must be positive", ErrInvalid)
 	}
 	var n int
-	if err := s.db.queryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM audit_pending LIMIT 1) AS p`).Scan(&n); err != nil {
+	if err := s.db.queryRow(ctx, `SELECT count(*) FROM (SELECT id FROM audit_pending ORDER BY id LIMIT 1) AS p`).Scan(&n); err != nil {
 		return 0, failed("sequence audit events", err)
 	}
 	if n == 0 {

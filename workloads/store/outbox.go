@@ -1,9 +1,11 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/securetext/securetext/workloads/audit"
@@ -172,9 +174,15 @@ func (s *Store) sentGroup(ctx context.Context, calls []sentCall) ([]struct{}, []
 	now := s.clock()
 	errs := make([]error, len(calls))
 	run := func(calls []sentCall, errs []error) error {
+		// Rows are locked in id order, so that groups of two replicas cannot deadlock.
+		order := make([]int, len(calls))
+		for i := range order {
+			order[i] = i
+		}
+		slices.SortFunc(order, func(a, b int) int { return cmp.Compare(calls[a].id, calls[b].id) })
 		var all []step
-		for i, c := range calls {
-			steps, err := s.sentSteps(c, now, &errs[i])
+		for _, i := range order {
+			steps, err := s.sentSteps(calls[i], now, &errs[i])
 			if err != nil {
 				errs[i] = err
 				continue

@@ -137,8 +137,12 @@ func restClosedLoop(ctx context.Context, s *stack, o options) loadResult {
 		c := newRESTClient(s, o, &seq, prefix)
 		wg.Go(func() {
 			defer c.close()
-			for next.Add(1) <= int64(o.messages) && ctx.Err() == nil {
-				if err := c.submit(); err != nil {
+			for next.Add(1) <= int64(o.messages) {
+				err := ctx.Err() // interrupted: the rest count as failed
+				if err == nil {
+					err = c.submit()
+				}
+				if err != nil {
 					failed.Add(1)
 					errOnce.Do(func() { firstErr = err })
 				}

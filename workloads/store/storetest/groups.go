@@ -88,15 +88,7 @@ func testMarkSentGroups(t *testing.T, h harness) {
 	ctx := context.Background()
 	s, _ := h.open(t)
 	const n = 40
-	for range n {
-		accept(t, s, NewRequest(newPhone()))
-	}
-	sequenceAll(t, s)
-	entries, err := s.ClaimOutbox(ctx, time.Now(), n, time.Minute)
-	must(t, "claim", err)
-	if len(entries) != n {
-		t.Fatalf("claimed %d, want %d", len(entries), n)
-	}
+	entries := claimNew(t, s, n)
 	done := entries[0]
 	must(t, "mark sent", s.MarkSent(ctx, done.ID, "SM-done", audit.Event{Kind: audit.KindNotified, Actor: "notifier"}))
 
@@ -146,6 +138,22 @@ func testMarkSentGroups(t *testing.T, h harness) {
 	}
 }
 
+// claimNew accepts n messages to new recipients, chains their events and claims their n
+// notifications.
+func claimNew(t *testing.T, s *store.Store, n int) []store.OutboxEntry {
+	t.Helper()
+	for range n {
+		accept(t, s, NewRequest(newPhone()))
+	}
+	sequenceAll(t, s)
+	entries, err := s.ClaimOutbox(context.Background(), time.Now(), n, time.Minute)
+	must(t, "claim", err)
+	if len(entries) != n {
+		t.Fatalf("claimed %d, want %d", len(entries), n)
+	}
+	return entries
+}
+
 // testMarkSentRace marks each notification sent from two replicas at once, as two notifiers
 // whose leases overlapped would: one call wins, the other gets ErrConflict, and the message
 // has the winner's provider id and one notified event. An event that names another message is
@@ -155,18 +163,10 @@ func testMarkSentRace(t *testing.T, h harness) {
 	s, dsn := h.open(t)
 	replica := Open(t, dsn)
 	const n = 40
-	for range n {
-		accept(t, s, NewRequest(newPhone()))
-	}
-	sequenceAll(t, s)
-	entries, err := s.ClaimOutbox(ctx, time.Now(), n, time.Minute)
-	must(t, "claim", err)
-	if len(entries) != n {
-		t.Fatalf("claimed %d, want %d", len(entries), n)
-	}
+	entries := claimNew(t, s, n)
 
 	other := entries[1].MessageID
-	err = s.MarkSent(ctx, entries[0].ID, "SM-wrong", audit.Event{Kind: audit.KindNotified, Actor: "notifier", MessageID: other})
+	err := s.MarkSent(ctx, entries[0].ID, "SM-wrong", audit.Event{Kind: audit.KindNotified, Actor: "notifier", MessageID: other})
 	wantErr(t, "mark sent with another message's event", err, store.ErrInvalid)
 	if m, err := s.Message(ctx, entries[0].MessageID); err != nil || m.Status != store.StatusAccepted || m.ProviderMessageID != "" {
 		t.Errorf("after a refused mark: %s, provider id %q (%v); want accepted and none", m.Status, m.ProviderMessageID, err)
