@@ -104,7 +104,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	fs.DurationVar(&c.vaultTimeout, "vault-timeout", 5*time.Second, "bound on each Vault call")
 	fs.BoolVar(&c.batch.Disabled, "batch-disabled", false, "send every wrap and unwrap as its own Vault call")
 	fs.IntVar(&c.batch.MaxItems, "batch-max-items", 256, "most items in one Vault batch call")
-	fs.IntVar(&c.batch.MaxInFlight, "batch-max-in-flight", 4, "most Vault batch calls in progress at once")
+	fs.IntVar(&c.batch.MaxInFlight, "batch-max-in-flight", keystore.TransitMaxInFlight, "most Vault batch calls of one kind (wrap, unwrap) in progress at once")
 	fs.DurationVar(&c.batch.Window, "batch-window", 0, "how long a batch waits for more requests after its first")
 
 	if err := flagenv.Apply(fs, envPrefix, lookupEnv); err != nil {
