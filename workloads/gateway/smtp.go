@@ -372,7 +372,7 @@ func (s *SMTPServer) admit(c net.Conn) (*smtpConn, string) {
 	case s.perIP[ip] >= s.cfg.MaxConnectionsPerIP:
 		return nil, "max-connections-per-ip"
 	}
-	tc := &smtpConn{Conn: c, s: s, ip: ip, id: store.NewID()[:12], readTimeout: s.cfg.ReadTimeout}
+	tc := &smtpConn{Conn: c, s: s, ip: ip, id: store.NewID()[14:], readTimeout: s.cfg.ReadTimeout}
 	s.conns[tc] = struct{}{}
 	s.perIP[ip]++
 	return tc, ""

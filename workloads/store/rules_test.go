@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"errors"
 	"regexp"
 	"testing"
@@ -40,6 +41,32 @@ func TestNewID(t *testing.T) {
 			t.Fatalf("NewID() = %q: not 26 lowercase base32 characters, or repeated", id)
 		}
 		seen[id] = true
+	}
+
+	// Ids sort in the order they were made, to the millisecond, and carry the time.
+	before := time.Now()
+	first := NewID()
+	time.Sleep(2 * time.Millisecond)
+	second := NewID()
+	if first >= second {
+		t.Errorf("NewID() made %q, then %q two milliseconds later: not in order", first, second)
+	}
+	b, err := idEncoding.DecodeString(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	made := time.UnixMilli(int64(binary.BigEndian.Uint64(b[:8]) >> 16))
+	if made.Before(before.Truncate(time.Millisecond)) || made.After(time.Now()) {
+		t.Errorf("id %q says it was made at %s, not between %s and now", first, made, before)
+	}
+
+	// The other 80 bits are random: ids made in the same millisecond differ there.
+	tails := make(map[string]bool)
+	for range 1000 {
+		tails[NewID()[10:]] = true
+	}
+	if len(tails) != 1000 {
+		t.Errorf("1000 ids have %d distinct random tails", len(tails))
 	}
 }
 
