@@ -227,3 +227,20 @@ func TestMask(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkNormalize measures the recipient check every SMTP RCPT and REST submission makes:
+// a US number in a US tenant, and a Canadian one, which is valid for another region that
+// shares +1.
+//
+//	go test ./workloads/phone -run '^$' -bench Normalize
+func BenchmarkNormalize(b *testing.B) {
+	for _, n := range []struct{ name, in string }{{"home-region", "202.555.0143"}, {"other-region", "514-555-0143"}} {
+		b.Run(n.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := Normalize(n.in, "US"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
