@@ -82,8 +82,8 @@ func postRequest(f *fixture, path, form, cookie string) []byte {
 // benchConn is one bench client: a keep-alive HTTPS connection to the viewer that writes a
 // prepared request and reads the answer with http.ReadResponse. The clients share the two
 // CPUs with the viewer, its keystore and PostgreSQL, so they should take as little of them as
-// a real phone's requests would take of the server's: a net/http Transport hands each request
-// to two more goroutines, which cost the viewer about a fifth of the process's CPU time here.
+// they can: with a net/http Transport, which hands each request to two more goroutines, the
+// clients took about a fifth of the process's CPU time; like this, about a tenth.
 type benchConn struct {
 	f    *fixture
 	conn *tls.Conn
@@ -162,8 +162,8 @@ func BenchmarkLogin(b *testing.B) {
 // runConcurrent runs do b.N times from benchClients goroutines, each with its own
 // connection, after a warm-up round that opens every connection (viewer, keystore and
 // database pools), and reports p50 and p99 latency and throughput. The audit sequencer runs
-// meanwhile, as it does in the viewer (Run): chaining the events the pages
-// write is part of their cost.
+// meanwhile, as it does in the viewer (Run): chaining the events the pages write is part of
+// their cost.
 func runConcurrent(b *testing.B, f *fixture, unit string, do func(c *benchConn) bool) {
 	clients := startClients(b, f, do)
 	var (
