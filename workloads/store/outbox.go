@@ -136,14 +136,8 @@ func (s *Store) sentSteps(c sentCall, now time.Time, errp *error) ([]step, error
 					message          string
 					sentAt, failedAt time.Time
 				)
-				switch err := scan(&message, timeDest{&sentAt}, timeDest{&failedAt}); {
-				case err != nil:
-					*errp = noRows(err)
-				case !sentAt.IsZero() || !failedAt.IsZero():
-					*errp = fmt.Errorf("%w: notification is no longer pending", ErrConflict)
-				case ev.MessageID != "" && ev.MessageID != message:
-					*errp = errInvalid("audit event names message %s, not the notification's message %s", ev.MessageID, message)
-				}
+				err := scan(&message, timeDest{&sentAt}, timeDest{&failedAt})
+				*errp = outboxRefusal(err, message, sentAt, failedAt, ev.MessageID)
 				return nil
 			},
 		},
@@ -241,32 +235,19 @@ func (s *Store) MarkFailed(ctx context.Context, id int64, errCode string, ev aud
 }
 
 // finishOutbox locks pending notification id and runs finish on it and its message, with ev
-// audited for that message.
+// audited for that message, in one transaction. Its refusals (ErrConflict, ErrNotFound,
+// ErrInvalid) come before it writes anything.
 func (s *Store) finishOutbox(ctx context.Context, id int64, ev audit.Event, finish func(q querier, messageID string, now time.Time) error) error {
-	return s.db.inTx(ctx, func(q querier) error { return s.finishOutboxIn(ctx, q, id, ev, finish) })
-}
-
-// finishOutboxIn is finishOutbox within q's transaction. Its refusals (ErrConflict,
-// ErrNotFound, ErrInvalid) come before it writes anything.
-func (s *Store) finishOutboxIn(ctx context.Context, q querier, id int64, ev audit.Event, finish func(q querier, messageID string, now time.Time) error) error {
-	now := s.clock()
-	{
+	return s.db.inTx(ctx, func(q querier) error {
+		now := s.clock()
 		var messageID string
 		var sentAt, failedAt time.Time
 		err := q.queryRow(ctx, `SELECT message_id, sent_at, failed_at FROM outbox WHERE id = $1`+s.db.lockRow(), id).
 			Scan(&messageID, timeDest{&sentAt}, timeDest{&failedAt})
-		if err != nil {
-			return noRows(err)
+		if err := outboxRefusal(err, messageID, sentAt, failedAt, ev.MessageID); err != nil {
+			return err
 		}
-		if !sentAt.IsZero() || !failedAt.IsZero() {
-			return fmt.Errorf("%w: notification is no longer pending", ErrConflict)
-		}
-		if ev.MessageID == "" {
-			ev.MessageID = messageID
-		}
-		if ev.MessageID != messageID {
-			return errInvalid("audit event names message %s, not the notification's message %s", ev.MessageID, messageID)
-		}
+		ev.MessageID = messageID
 		if ev.Time.IsZero() {
 			ev.Time = now
 		}
@@ -278,7 +259,22 @@ func (s *Store) finishOutboxIn(ctx context.Context, q querier, id int64, ev audi
 			return err
 		}
 		return q.batch(ctx, []step{insertEvent})
+	})
+}
+
+// outboxRefusal says why a notification read as messageID, sentAt and failedAt (or not read:
+// scanErr) cannot be finished with an audit event naming eventMessage ("" for the
+// notification's own), or returns nil if it can.
+func outboxRefusal(scanErr error, messageID string, sentAt, failedAt time.Time, eventMessage string) error {
+	switch {
+	case scanErr != nil:
+		return noRows(scanErr)
+	case !sentAt.IsZero() || !failedAt.IsZero():
+		return fmt.Errorf("%w: notification is no longer pending", ErrConflict)
+	case eventMessage != "" && eventMessage != messageID:
+		return errInvalid("audit event names message %s, not the notification's message %s", eventMessage, messageID)
 	}
+	return nil
 }
 
 // RetryLater releases claimed notification id to be tried again at next, recording a short

@@ -259,19 +259,21 @@ type LinkVisit struct {
 	Parts []Part
 }
 
+// visitLinkSQL is VisitLink's query, built once: it runs on every page.
+var visitLinkSQL = `SELECT ` + prefixed("m.", messageColumns) + `, s.recipient_id, s.created_at, s.last_seen_at, s.expires_at, p.name, p.ciphertext
+	FROM messages m
+	LEFT JOIN sessions s ON s.id_hash = $2 AND s.recipient_id = m.recipient_id
+	LEFT JOIN message_parts p ON $3 AND s.id_hash IS NOT NULL AND p.message_id = m.id
+	WHERE m.link_token_hash = $1
+	ORDER BY p.position`
+
 // VisitLink returns the message whose link token hashes to linkHash together with session
 // sessionHash (a zero hash for none) if that is a session of the message's recipient, and,
 // with withParts, the parts the session may be about to see. A remembered patient's page
 // needs all of it on every request, so it is one query instead of three. No such message is
 // ErrNotFound.
 func (s *Store) VisitLink(ctx context.Context, linkHash, sessionHash [32]byte, withParts bool) (LinkVisit, error) {
-	rows, err := s.db.query(ctx,
-		`SELECT `+prefixed("m.", messageColumns)+`, s.recipient_id, s.created_at, s.last_seen_at, s.expires_at, p.name, p.ciphertext
-		FROM messages m
-		LEFT JOIN sessions s ON s.id_hash = $2 AND s.recipient_id = m.recipient_id
-		LEFT JOIN message_parts p ON $3 AND s.id_hash IS NOT NULL AND p.message_id = m.id
-		WHERE m.link_token_hash = $1
-		ORDER BY p.position`, linkHash[:], sessionHash[:], withParts)
+	rows, err := s.db.query(ctx, visitLinkSQL, linkHash[:], sessionHash[:], withParts)
 	if err != nil {
 		return LinkVisit{}, failed("read link", err)
 	}
