@@ -129,15 +129,28 @@ func (s *Store) appendGroup(ctx context.Context, calls [][]step) ([]struct{}, []
 // SequenceAudit links up to max pending events onto the chain, in one transaction, and
 // returns how many it linked. Concurrent calls, also from other replicas, take turns.
 func (s *Store) SequenceAudit(ctx context.Context, max int) (int, error) {
+	return s.sequenceAudit(ctx, max, true)
+}
+
+// sequenceAudit is SequenceAudit. With look, it first looks whether anything is pending,
+// without a transaction or the lock on the chain head, and stops there if not: the sequencer
+// of an idle replica costs one index lookup. A sequencer that has just linked events does not
+// look, since more are likely pending.
+//
+// In PostgreSQL, a run takes four round trips: begin; lock the head and take the pending
+// events; insert them chained and move the head; commit.
+func (s *Store) sequenceAudit(ctx context.Context, max int, look bool) (int, error) {
 	if max <= 0 {
 		return 0, fmt.Errorf("sequence audit events: %w: max must be positive", ErrInvalid)
 	}
 	var n int
-	if err := s.db.queryRow(ctx, `SELECT count(*) FROM (SELECT id FROM audit_pending ORDER BY id LIMIT 1) AS p`).Scan(&n); err != nil {
-		return 0, failed("sequence audit events", err)
-	}
-	if n == 0 {
-		return 0, nil // nothing to link: no transaction, no lock on the head
+	if look {
+		if err := s.db.queryRow(ctx, `SELECT count(*) FROM (SELECT id FROM audit_pending ORDER BY id LIMIT 1) AS p`).Scan(&n); err != nil {
+			return 0, failed("sequence audit events", err)
+		}
+		if n == 0 {
+			return 0, nil
+		}
 	}
 	err := s.db.inTx(ctx, func(q querier) error {
 		n = 0
@@ -145,13 +158,17 @@ func (s *Store) SequenceAudit(ctx context.Context, max int) (int, error) {
 			seq  int64
 			head [32]byte
 		)
-		err := q.queryRow(ctx, `SELECT seq, hash FROM audit_head`+s.db.lockRow()).Scan(&seq, hashDest{&head})
-		if err != nil {
-			return fmt.Errorf("lock chain head: %w", err)
+		lock := step{
+			sql: `SELECT seq, hash FROM audit_head` + s.db.lockRow(),
+			row: func(scan func(...any) error) error { return scan(&seq, hashDest{&head}) },
 		}
-		events, err := s.takePending(ctx, q, max)
-		if err != nil || len(events) == 0 {
-			return err
+		take, taken := s.takePending(max)
+		if err := q.batch(ctx, []step{lock, take}); err != nil {
+			return fmt.Errorf("lock chain head and take pending events: %w", err)
+		}
+		events := taken()
+		if len(events) == 0 {
+			return nil
 		}
 		chain := audit.NewChain(s.tenant, uint64(seq), head)
 		chained := make([]chainedEvent, len(events))
@@ -166,12 +183,12 @@ func (s *Store) SequenceAudit(ctx context.Context, max int) (int, error) {
 				messageID: e.MessageID, detail: detail, prevHash: e.PrevHash[:], hash: e.Hash[:],
 			}
 		}
-		if err := s.db.insertChained(ctx, q, chained); err != nil {
-			return fmt.Errorf("insert chained events: %w", err)
-		}
 		last, hash := chain.Head()
-		if _, err := q.exec(ctx, `UPDATE audit_head SET seq = $1, hash = $2`, int64(last), hash[:]); err != nil {
-			return fmt.Errorf("move chain head: %w", err)
+		steps := append(s.db.insertChained(chained), step{
+			sql: `UPDATE audit_head SET seq = $1, hash = $2`, args: []any{int64(last), hash[:]},
+		})
+		if err := q.batch(ctx, steps); err != nil {
+			return fmt.Errorf("insert chained events and move chain head: %w", err)
 		}
 		n = len(events)
 		return nil
@@ -182,45 +199,44 @@ func (s *Store) SequenceAudit(ctx context.Context, max int) (int, error) {
 	return n, nil
 }
 
-// takePending deletes up to max pending events and returns them in id order. The caller holds
-// the lock on the chain head, and only a sequencer deletes pending events, so the rows need
-// no lock of their own.
-func (s *Store) takePending(ctx context.Context, q querier, max int) ([]audit.Event, error) {
-	rows, err := q.query(ctx,
-		`DELETE FROM audit_pending WHERE `+s.db.idIn(`SELECT id FROM audit_pending ORDER BY id LIMIT $1`)+`
-		RETURNING id, occurred_at, kind, actor, message_id, detail`, max)
-	if err != nil {
-		return nil, fmt.Errorf("take pending events: %w", err)
-	}
-	defer rows.Close()
+// takePending returns the statement that deletes up to max pending events, and a function
+// that returns the events it deleted, in id order. The caller holds the lock on the chain
+// head, and only a sequencer deletes pending events, so the rows need no lock of their own.
+func (s *Store) takePending(max int) (step, func() []audit.Event) {
 	type pendingEvent struct {
 		id int64
 		ev audit.Event
 	}
 	var taken []pendingEvent
-	for rows.Next() {
-		var (
-			p      pendingEvent
-			detail string
-		)
-		if err := rows.Scan(&p.id, timeDest{&p.ev.Time}, &p.ev.Kind, &p.ev.Actor, stringDest{&p.ev.MessageID}, &detail); err != nil {
-			return nil, fmt.Errorf("take pending events: %w", err)
+	st := step{
+		sql: `DELETE FROM audit_pending WHERE ` + s.db.idIn(`SELECT id FROM audit_pending ORDER BY id LIMIT $1`) + `
+		RETURNING id, occurred_at, kind, actor, message_id, detail`,
+		args: []any{max},
+		each: func(scan func(...any) error) error {
+			var (
+				p      pendingEvent
+				detail string
+			)
+			if err := scan(&p.id, timeDest{&p.ev.Time}, &p.ev.Kind, &p.ev.Actor, stringDest{&p.ev.MessageID}, &detail); err != nil {
+				return err
+			}
+			var err error
+			if p.ev.Detail, err = decodeDetail(detail); err != nil {
+				return err
+			}
+			taken = append(taken, p)
+			return nil
+		},
+	}
+	return st, func() []audit.Event {
+		// RETURNING has no order.
+		slices.SortFunc(taken, func(a, b pendingEvent) int { return cmp.Compare(a.id, b.id) })
+		events := make([]audit.Event, len(taken))
+		for i, p := range taken {
+			events[i] = p.ev
 		}
-		if p.ev.Detail, err = decodeDetail(detail); err != nil {
-			return nil, err
-		}
-		taken = append(taken, p)
+		return events
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("take pending events: %w", err)
-	}
-	// RETURNING has no order.
-	slices.SortFunc(taken, func(a, b pendingEvent) int { return cmp.Compare(a.id, b.id) })
-	events := make([]audit.Event, len(taken))
-	for i, p := range taken {
-		events[i] = p.ev
-	}
-	return events, nil
 }
 
 // RunAuditSequencer links pending events until ctx is done: it drains them, then waits
@@ -228,6 +244,7 @@ func (s *Store) takePending(ctx context.Context, q querier, max int) ([]audit.Ev
 func (s *Store) RunAuditSequencer(ctx context.Context, interval time.Duration) {
 	t := time.NewTimer(0)
 	defer t.Stop()
+	linked := 0 // by the last run
 	for {
 		select {
 		case <-ctx.Done():
@@ -235,7 +252,8 @@ func (s *Store) RunAuditSequencer(ctx context.Context, interval time.Duration) {
 		case <-t.C:
 		}
 		for {
-			n, err := s.SequenceAudit(ctx, sequenceBatch)
+			n, err := s.sequenceAudit(ctx, sequenceBatch, linked == 0)
+			linked = n
 			if err != nil {
 				if ctx.Err() == nil {
 					s.log.ErrorContext(ctx, "audit sequencer failed; retrying", "tenant", s.tenant, "err", err, "temporary", IsTemporary(err))

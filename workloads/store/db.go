@@ -63,8 +63,8 @@ type database interface {
 	// jsonStrings is a subquery yielding the strings of the JSON array in parameter param,
 	// for `x IN (…)` with a list of any length in one parameter.
 	jsonStrings(param string) string
-	// insertChained inserts linked events into audit_events, within q's transaction.
-	insertChained(ctx context.Context, q querier, events []chainedEvent) error
+	// insertChained returns the statements that insert linked events into audit_events.
+	insertChained(events []chainedEvent) []step
 	close()
 }
 
@@ -77,6 +77,8 @@ type step struct {
 	// row sees the statement's single result row; scan returns sql.ErrNoRows if there is none
 	// (pgx.ErrNoRows is sql.ErrNoRows to errors.Is).
 	row func(scan func(dest ...any) error) error
+	// each sees the statement's result rows one by one.
+	each func(scan func(dest ...any) error) error
 }
 
 // micro is the precision of every stored time: PostgreSQL keeps microseconds, and audit

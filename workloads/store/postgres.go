@@ -103,7 +103,7 @@ func (p *postgres) transact(ctx context.Context, steps []step) error {
 
 // insertChained inserts all events with one statement, from arrays: a sequencer run costs
 // the server one statement, not one per event.
-func (p *postgres) insertChained(ctx context.Context, q querier, events []chainedEvent) error {
+func (p *postgres) insertChained(events []chainedEvent) []step {
 	n := len(events)
 	seqs, times := make([]int64, n), make([]time.Time, n)
 	kinds, actors, tenants, messageIDs, details := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
@@ -113,13 +113,13 @@ func (p *postgres) insertChained(ctx context.Context, q querier, events []chaine
 		kinds[i], actors[i], tenants[i], messageIDs[i], details[i] = e.kind, e.actor, e.tenant, e.messageID, e.detail
 		prevHashes[i], hashes[i] = e.prevHash, e.hash
 	}
-	_, err := q.exec(ctx,
-		`INSERT INTO audit_events (seq, occurred_at, kind, actor, tenant, message_id, detail, prev_hash, hash)
+	return []step{{
+		sql: `INSERT INTO audit_events (seq, occurred_at, kind, actor, tenant, message_id, detail, prev_hash, hash)
 		SELECT seq, occurred_at, kind, actor, tenant, NULLIF(message_id, ''), detail::jsonb, prev_hash, hash
 		FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[], $9::bytea[])
 			AS e (seq, occurred_at, kind, actor, tenant, message_id, detail, prev_hash, hash)`,
-		seqs, times, kinds, actors, tenants, messageIDs, details, prevHashes, hashes)
-	return err
+		args: []any{seqs, times, kinds, actors, tenants, messageIDs, details, prevHashes, hashes},
+	}}
 }
 
 func (p *postgres) inTx(ctx context.Context, fn func(q querier) error) error {
@@ -146,6 +146,16 @@ func pgBatch(steps []step) *pgx.Batch {
 		case s.affected != nil:
 			check := s.affected
 			qq.Exec(func(tag pgconn.CommandTag) error { return check(tag.RowsAffected()) })
+		case s.each != nil:
+			each := s.each
+			qq.Query(func(rows pgx.Rows) error {
+				for rows.Next() {
+					if err := each(rows.Scan); err != nil {
+						return err
+					}
+				}
+				return rows.Err()
+			})
 		}
 	}
 	return b

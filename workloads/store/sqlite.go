@@ -121,17 +121,16 @@ func (d *sqliteDB) transact(ctx context.Context, steps []step) error {
 	return checkErr
 }
 
-func (d *sqliteDB) insertChained(ctx context.Context, q querier, events []chainedEvent) error {
-	for _, e := range events {
-		_, err := q.exec(ctx,
-			`INSERT INTO audit_events (seq, occurred_at, kind, actor, tenant, message_id, detail, prev_hash, hash)
+func (d *sqliteDB) insertChained(events []chainedEvent) []step {
+	steps := make([]step, len(events))
+	for i, e := range events {
+		steps[i] = step{
+			sql: `INSERT INTO audit_events (seq, occurred_at, kind, actor, tenant, message_id, detail, prev_hash, hash)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-			e.seq, e.time, e.kind, e.actor, e.tenant, nullString(e.messageID), e.detail, e.prevHash, e.hash)
-		if err != nil {
-			return err
+			args: []any{e.seq, e.time, e.kind, e.actor, e.tenant, nullString(e.messageID), e.detail, e.prevHash, e.hash},
 		}
 	}
-	return nil
+	return steps
 }
 
 func (d *sqliteDB) inTx(ctx context.Context, fn func(q querier) error) error {
@@ -183,26 +182,8 @@ func (t sqlTx) batch(ctx context.Context, steps []step) error {
 // checks after the first check error (checkErr) but runs the remaining statements.
 func runSteps(ctx context.Context, tx *sql.Tx, steps []step) (checkErr, err error) {
 	for _, s := range steps {
-		if s.row != nil {
-			// Query, not QueryRow: a failing statement must be told from an empty result.
-			rows, err := tx.QueryContext(ctx, s.sql, s.args...)
-			if err != nil {
-				return checkErr, err
-			}
-			found := rows.Next()
-			if err := rows.Err(); err != nil {
-				rows.Close()
-				return checkErr, err
-			}
-			if checkErr == nil {
-				checkErr = s.row(func(dest ...any) error {
-					if !found {
-						return sql.ErrNoRows
-					}
-					return rows.Scan(dest...)
-				})
-			}
-			if err := rows.Close(); err != nil {
+		if s.row != nil || s.each != nil {
+			if checkErr, err = queryStep(ctx, tx, s, checkErr); err != nil {
 				return checkErr, err
 			}
 			continue
@@ -220,6 +201,42 @@ func runSteps(ctx context.Context, tx *sql.Tx, steps []step) (checkErr, err erro
 		}
 	}
 	return checkErr, nil
+}
+
+// queryStep runs step s, which reads rows, and passes them to its check unless an earlier
+// check failed (checkErr). err is the statement's failure.
+func queryStep(ctx context.Context, tx *sql.Tx, s step, checkErr error) (_, err error) {
+	// Query, not QueryRow: a failing statement must be told from an empty result.
+	rows, err := tx.QueryContext(ctx, s.sql, s.args...)
+	if err != nil {
+		return checkErr, err
+	}
+	defer func() {
+		if cerr := rows.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	if s.row != nil {
+		found := rows.Next()
+		if err := rows.Err(); err != nil {
+			return checkErr, err
+		}
+		if checkErr == nil {
+			checkErr = s.row(func(dest ...any) error {
+				if !found {
+					return sql.ErrNoRows
+				}
+				return rows.Scan(dest...)
+			})
+		}
+		return checkErr, nil
+	}
+	for rows.Next() {
+		if checkErr == nil {
+			checkErr = s.each(rows.Scan)
+		}
+	}
+	return checkErr, rows.Err()
 }
 
 // sqlRows adapts *sql.Rows to rows. Read errors surface in Err; Close only releases the
