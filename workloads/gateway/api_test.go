@@ -30,6 +30,7 @@ import (
 	"github.com/securetext/securetext/workloads/audit"
 	"github.com/securetext/securetext/workloads/content"
 	"github.com/securetext/securetext/workloads/envelope"
+	"github.com/securetext/securetext/workloads/gctune"
 	"github.com/securetext/securetext/workloads/store"
 )
 
@@ -1329,6 +1330,7 @@ func TestRequestHash(t *testing.T) {
 // BenchmarkAPIAccept measures POST /v1/messages end to end over HTTP keep-alive: 32 clients,
 // PostgreSQL, 1 KiB bodies. It reports throughput and the 99th percentile latency.
 func BenchmarkAPIAccept(b *testing.B) {
+	gctune.Tune() // as the gateway's command does
 	f := newFixture(b, postgresBackend)
 	api := NewAPI(APIConfig{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, f.Intake, f.Senders)
 	srv := httptest.NewServer(api)

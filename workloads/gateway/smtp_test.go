@@ -24,6 +24,7 @@ import (
 
 	"github.com/securetext/securetext/workloads/content"
 	"github.com/securetext/securetext/workloads/envelope"
+	"github.com/securetext/securetext/workloads/gctune"
 	"github.com/securetext/securetext/workloads/keystore"
 	"github.com/securetext/securetext/workloads/store"
 )
@@ -1043,6 +1044,7 @@ func TestNewSMTPServerRefusesBadConfig(t *testing.T) {
 // AUTH session that it reuses, each message to one recipient with its own Message-ID, on
 // PostgreSQL with the keystore over mTLS.
 func BenchmarkSMTPSubmit(b *testing.B) {
+	gctune.Tune() // as the gateway's command does
 	const clients = 32
 	h := newSMTPHarness(b, postgresBackend, func(c *SMTPConfig) {
 		c.MaxConnectionsPerIP = clients

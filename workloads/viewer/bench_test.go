@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/securetext/securetext/workloads/gctune"
 	"github.com/securetext/securetext/workloads/password"
 	"github.com/securetext/securetext/workloads/store"
 )
@@ -214,10 +215,12 @@ func closedLoop(clients []*benchConn, deadline time.Time, n int, do func(c *benc
 // 3–4 ms afterwards, and those pages alone made up its p99.
 const benchWarmup = time.Second
 
-// startClients starts the audit sequencer, as the viewer (Run) does, since chaining the
-// events the pages write is part of their cost, and returns benchClients clients, each with
-// its own connection (which also opens the viewer's keystore and database connections).
+// startClients tunes the garbage collector and starts the audit sequencer, as the viewer's
+// command and Run do (chaining the events the pages write is part of their cost), and returns
+// benchClients clients, each with its own connection (which also opens the viewer's keystore
+// and database connections).
 func startClients(b *testing.B, f *fixture) []*benchConn {
+	gctune.Tune()
 	ctx, stop := context.WithCancel(context.Background())
 	sequenced := make(chan struct{})
 	go func() { f.Store.RunAuditSequencer(ctx, store.AuditSequencerInterval); close(sequenced) }()

@@ -33,6 +33,7 @@ import (
 	"github.com/securetext/securetext/hack/testenv"
 
 	"github.com/securetext/securetext/hack/bench/internal/benchkit"
+	"github.com/securetext/securetext/workloads/gctune"
 )
 
 type options struct {
@@ -55,6 +56,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: -messages, -sessions, -size and -rest-duration must be positive")
 		os.Exit(2)
 	}
+	gctune.Tune() // the gateway and keystore run in this process: collect as their commands do
 	benchkit.Main(func(ctx context.Context) error { return run(ctx, o) })
 }
 

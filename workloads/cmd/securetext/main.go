@@ -19,9 +19,12 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/securetext/securetext/workloads/gctune"
 )
 
 func main() {
+	gctune.Tune()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr)
 	stop()

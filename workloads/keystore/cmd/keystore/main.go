@@ -31,6 +31,7 @@ import (
 
 	vaultapi "github.com/hashicorp/vault/api"
 
+	"github.com/securetext/securetext/workloads/gctune"
 	"github.com/securetext/securetext/workloads/internal/flagenv"
 	"github.com/securetext/securetext/workloads/keystore"
 )
@@ -42,6 +43,7 @@ const envPrefix = "SECURETEXT_KEYSTORE_"
 const shutdownTimeout = 10 * time.Second
 
 func main() {
+	gctune.Tune()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
