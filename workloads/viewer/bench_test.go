@@ -208,11 +208,11 @@ func closedLoop(clients []*benchConn, deadline time.Time, n int, do func(c *benc
 	return latencies
 }
 
-// benchWarmup is how long the benchmarks load the viewer before they measure. The first
-// fraction of a second of load is slower than the rest: the heap grows to its working size,
-// and PostgreSQL reads the new tables' pages and plans the statements. With only a couple of
-// requests per client first, the open loop's first 150 ms answered in 20–30 ms at p50 against
-// 3–4 ms afterwards, and those pages alone made up its p99.
+// benchWarmup is how long the benchmarks load the viewer before they measure: a fresh
+// viewer, keystore and database answer the first fraction of a second of load more slowly
+// than the rest. With only a couple of requests per client first, the open loop's first
+// 150 ms answered at p50 in 20–30 ms against 3–4 ms afterwards, and those pages alone made
+// up its p99.
 const benchWarmup = time.Second
 
 // startClients tunes the garbage collector and starts the audit sequencer, as the viewer's
