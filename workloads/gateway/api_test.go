@@ -1123,6 +1123,7 @@ func TestAPIUnprocessable(t *testing.T) {
 
 func TestAPIUnavailable(t *testing.T) {
 	e := newAPIEnv(t, postgresBackend, APIConfig{RetryAfter: 7 * time.Second})
+	e.WithoutKeyReserve()
 	acc := e.send(t, message("(202) 555-0180"))
 	path := "/v1/messages/" + acc.ID
 	want503 := func(t *testing.T, resp *http.Response, body []byte) {

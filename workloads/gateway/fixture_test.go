@@ -35,11 +35,12 @@ type fixture struct {
 	// SMTPPassword and APIKey are the secrets of Sender.
 	SMTPPassword, APIKey string
 
-	t        testing.TB
-	ksAddr   string
-	ksServer *keystore.Server
-	ksMu     sync.Mutex
-	ksHTTP   *http.Server
+	t          testing.TB
+	keysConfig keystore.ClientConfig
+	ksAddr     string
+	ksServer   *keystore.Server
+	ksMu       sync.Mutex
+	ksHTTP     *http.Server
 }
 
 type backend string
@@ -107,12 +108,10 @@ func newFixture(t testing.TB, b backend) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.Keys, err = keystore.NewClient(keystore.ClientConfig{
+	f.keysConfig = keystore.ClientConfig{
 		URL: "https://" + f.ksAddr, Certificate: clientCert, RootCAs: ca.CertPool(), Timeout: 2 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
+	f.Keys = f.keysClient(f.keysConfig)
 
 	creds, err := sharedCredentials()
 	if err != nil {
@@ -126,6 +125,25 @@ func newFixture(t testing.TB, b backend) *fixture {
 	}
 	f.Intake = &Intake{Tenant: testTenant, Store: f.Store, Keys: f.Keys}
 	return f
+}
+
+func (f *fixture) keysClient(cfg keystore.ClientConfig) *keystore.Client {
+	c, err := keystore.NewClient(cfg)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(c.Close)
+	return c
+}
+
+// WithoutKeyReserve makes the intake ask the keystore for every data key, for tests of what a
+// keystore outage answers: with the reserve (on, as in production), the first messages of an
+// outage get the keys it holds (keystore.TestClientReserveOutage).
+func (f *fixture) WithoutKeyReserve() {
+	cfg := f.keysConfig
+	cfg.Reserve.Disabled = true
+	f.Keys = f.keysClient(cfg)
+	f.Intake.Keys = f.Keys
 }
 
 // KeystoreDown stops the keystore: calls fail as with a keystore pod gone.

@@ -38,6 +38,8 @@ type ClientConfig struct {
 	// in flight (bigger requests, fewer Vault calls), no window. Batch.Disabled sends one
 	// request per key.
 	Batch BatchConfig
+	// Reserve holds fresh data keys ready for WrapNewKey (ReserveConfig). On by default.
+	Reserve ReserveConfig
 	// URL is the keystore's base URL, for example "https://keystore.tenant-acme.svc:8443".
 	URL string
 	// Certificate is this component's client certificate (CA.IssueClient).
@@ -58,6 +60,7 @@ type ClientConfig struct {
 type Client struct {
 	wrap      *batch.Batcher[struct{}, DataKey]
 	unwrap    *batch.Batcher[string, []byte]
+	reserve   *reserve // nil when disabled
 	base      string
 	http      *http.Client
 	transport *http.Transport
@@ -120,11 +123,21 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	c.wrap = batch.New(bc, cfg.Timeout, c.wrapNewBatch, func(k DataKey) { envelope.Zero(k.Plaintext) }, unavailable)
 	c.unwrap = batch.New(bc, cfg.Timeout, c.unwrapBatch, envelope.Zero, unavailable)
+	if !cfg.Reserve.Disabled {
+		c.reserve = newReserve(cfg.Reserve, cfg.Timeout, func(ctx context.Context, n int) ([]DataKey, error) {
+			keys, _, err := c.wrapNewBatch(ctx, make([]struct{}, n))
+			return keys, err
+		})
+	}
 	return c, nil
 }
 
-// Close stops the Client's batchers: calls waiting in them fail with a temporary error.
+// Close stops the Client's batchers: calls waiting in them fail with a temporary error. The
+// data keys in the reserve are zeroed.
 func (c *Client) Close() {
+	if c.reserve != nil {
+		c.reserve.close()
+	}
 	c.wrap.Close()
 	c.unwrap.Close()
 	c.transport.CloseIdleConnections()
@@ -133,9 +146,21 @@ func (c *Client) Close() {
 // CloseIdleConnections closes the Client's idle keep-alive connections.
 func (c *Client) CloseIdleConnections() { c.transport.CloseIdleConnections() }
 
-// WrapNewKey implements Service. Concurrent calls share keystore requests (ClientConfig.Batch).
+// WrapNewKey implements Service. It takes a key from the reserve (ClientConfig.Reserve) if one
+// is ready, and otherwise asks the keystore: concurrent calls share keystore requests
+// (ClientConfig.Batch).
 func (c *Client) WrapNewKey(ctx context.Context) (DataKey, error) {
-	return c.wrap.Do(ctx, struct{}{})
+	if c.reserve == nil {
+		return c.wrap.Do(ctx, struct{}{})
+	}
+	if k, ok := c.reserve.take(); ok {
+		return k, nil
+	}
+	k, err := c.wrap.Do(ctx, struct{}{})
+	if err == nil {
+		c.reserve.asked()
+	}
+	return k, err
 }
 
 type wrappedKeyJSON struct {

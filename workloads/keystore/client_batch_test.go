@@ -55,10 +55,11 @@ func newGatedService(t *testing.T) *gatedService {
 }
 
 // oneSlotClient is a client of component whose batches go one at a time, so that callers
-// arriving while one is in flight queue for the next.
+// arriving while one is in flight queue for the next. It holds no reserve, whose refills
+// would be requests of their own.
 func (f *keystoreFixture) oneSlotClient(t *testing.T, component string) *Client {
 	c, err := NewClient(ClientConfig{URL: f.url, Certificate: f.clientCert(t, testTenant, component),
-		RootCAs: f.ca.CertPool(), Batch: BatchConfig{MaxInFlight: 1}})
+		RootCAs: f.ca.CertPool(), Batch: BatchConfig{MaxInFlight: 1}, Reserve: ReserveConfig{Disabled: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

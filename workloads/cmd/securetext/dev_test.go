@@ -322,6 +322,15 @@ func TestGatewayFlags(t *testing.T) {
 	if _, err := parseGatewayFlags(nil, lookup, io.Discard); err == nil || !strings.Contains(err.Error(), "-database-max-connections") {
 		t.Errorf("no database connections: %v, want a message naming the flag", err)
 	}
+	delete(env, gatewayEnvPrefix+"DATABASE_MAX_CONNECTIONS")
+	if f.keystore.reserve != 128 {
+		t.Errorf("keystore reserve %d by default, want 128", f.keystore.reserve)
+	}
+	for _, n := range []string{"-1", "257"} {
+		if _, err := parseGatewayFlags([]string{"-keystore-reserve", n}, lookup, io.Discard); err == nil || !strings.Contains(err.Error(), "-keystore-reserve") {
+			t.Errorf("-keystore-reserve %s: %v, want a message naming the flag", n, err)
+		}
+	}
 	if _, err := parseTrusted("10.0.0.0/8=relay, 192.168.1.7/32=ehr"); err != nil {
 		t.Fatal(err)
 	}

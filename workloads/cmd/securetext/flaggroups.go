@@ -92,8 +92,12 @@ func (d *databaseFlags) open(ctx context.Context, tenant string, log *slog.Logge
 	return store.Open(ctx, dsn, tenant, store.WithLogger(log), store.WithMaxConnections(d.maxConns))
 }
 
-// keystoreFlags are -keystore-url, -keystore-cert, -keystore-key and -keystore-ca, all required.
-type keystoreFlags struct{ url, cert, key, ca string }
+// keystoreFlags are -keystore-url, -keystore-cert, -keystore-key and -keystore-ca, all
+// required, and the gateway's -keystore-reserve.
+type keystoreFlags struct {
+	url, cert, key, ca string
+	reserve            int
+}
 
 // keystoreFlagNames are the flags of keystoreFlags, all required.
 var keystoreFlagNames = []string{"keystore-url", "keystore-cert", "keystore-key", "keystore-ca"}
@@ -103,6 +107,17 @@ func (k *keystoreFlags) register(fs *flag.FlagSet, component string) {
 	fs.StringVar(&k.cert, "keystore-cert", "", "PEM client certificate of component "+component+" for the keystore (required)")
 	fs.StringVar(&k.key, "keystore-key", "", "PEM key of -keystore-cert (required)")
 	fs.StringVar(&k.ca, "keystore-ca", "", "PEM tenant CA that the keystore's certificate chains to (required)")
+	if component == keystore.ComponentGateway { // the viewer never asks for new keys
+		fs.IntVar(&k.reserve, "keystore-reserve", 128, "fresh data keys to hold ready for new messages, each used once and "+
+			"zeroed unused after 30 s; at most 256; 0: ask the keystore for every message")
+	}
+}
+
+func (k *keystoreFlags) check() error {
+	if k.reserve < 0 || k.reserve > keystore.MaxReserve {
+		return fmt.Errorf("-keystore-reserve %d: give 0 (no reserve) to %d keys", k.reserve, keystore.MaxReserve)
+	}
+	return nil
 }
 
 func (k *keystoreFlags) client() (*keystore.Client, error) {
@@ -118,7 +133,8 @@ func (k *keystoreFlags) client() (*keystore.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("-keystore-ca: %w", err)
 	}
-	return keystore.NewClient(keystore.ClientConfig{URL: k.url, Certificate: cert, RootCAs: roots})
+	return keystore.NewClient(keystore.ClientConfig{URL: k.url, Certificate: cert, RootCAs: roots,
+		Reserve: keystore.ReserveConfig{Size: k.reserve, Disabled: k.reserve == 0}})
 }
 
 // smsFlags choose and configure the SMS provider.

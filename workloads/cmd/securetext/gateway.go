@@ -73,6 +73,9 @@ func parseGatewayFlags(args []string, lookupEnv func(string) (string, bool), std
 	if err := f.database.check(); err != nil {
 		return nil, err
 	}
+	if err := f.keystore.check(); err != nil {
+		return nil, err
+	}
 	return f, nil
 }
 

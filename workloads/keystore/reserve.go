@@ -1,0 +1,179 @@
+package keystore
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/securetext/securetext/workloads/envelope"
+)
+
+// ReserveConfig controls the fresh data keys a Client holds ready for WrapNewKey.
+//
+// Every accepted message needs a new data key, and asking the keystore for one puts a keystore
+// request and a Vault call on the path of each message, in batches only as big as the
+// messages that happen to arrive together. A reserve asks for keys ahead, filling up in one
+// request whenever it is at half or less, so a message takes its key from memory.
+//
+// Each key is still fresh from the keystore, wrapped by the tenant's key, and given out once.
+// What the reserve changes is that up to Size data keys wait in the process's memory for a
+// message, and for at most MaxAge: a key that waits longer is zeroed unused, and Close zeroes
+// the rest. The process that holds them reads the messages they will encrypt anyway. While
+// the keystore is unreachable, WrapNewKey gives keys from the reserve until it is spent and
+// then fails as before; a message stored meanwhile is encrypted as any other.
+//
+// The reserve fills on demand: a Client that never calls WrapNewKey (the viewer's) never asks
+// for keys.
+type ReserveConfig struct {
+	// Disabled: every WrapNewKey asks the keystore (through Batch).
+	Disabled bool
+	// Size is the most keys held. Default 128, at most MaxReserve.
+	Size int
+	// MaxAge is how long a key may wait to be used. Default 30 s.
+	MaxAge time.Duration
+}
+
+// MaxReserve is the largest ReserveConfig.Size: the keys one keystore request may ask for.
+const MaxReserve = maxWrapCount
+
+const (
+	defaultReserveSize   = 128
+	defaultReserveMaxAge = 30 * time.Second
+	// reserveRetry is how long a reserve waits after a failed refill before it tries again;
+	// meanwhile WrapNewKey asks the keystore directly, as without a reserve.
+	reserveRetry = time.Second
+)
+
+// reserve holds fresh data keys, oldest first.
+type reserve struct {
+	size    int
+	maxAge  time.Duration
+	timeout time.Duration
+	fetch   func(ctx context.Context, n int) ([]DataKey, error)
+	now     func() time.Time
+
+	mu       sync.Mutex
+	keys     []reservedKey
+	filling  bool
+	retryAt  time.Time // no refill before then (the last one failed)
+	closed   bool
+	stopFill context.CancelFunc
+	fillCtx  context.Context
+	filled   sync.WaitGroup
+}
+
+type reservedKey struct {
+	key     DataKey
+	expires time.Time
+}
+
+func newReserve(cfg ReserveConfig, timeout time.Duration, fetch func(ctx context.Context, n int) ([]DataKey, error)) *reserve {
+	if cfg.Size <= 0 {
+		cfg.Size = defaultReserveSize
+	}
+	if cfg.MaxAge <= 0 {
+		cfg.MaxAge = defaultReserveMaxAge
+	}
+	r := &reserve{size: min(cfg.Size, MaxReserve), maxAge: cfg.MaxAge, timeout: timeout, fetch: fetch, now: time.Now}
+	r.fillCtx, r.stopFill = context.WithCancel(context.Background())
+	return r
+}
+
+// take returns the oldest key that has not expired, if there is one, and starts a refill when
+// it leaves the reserve at half or less. An empty reserve starts none: WrapNewKey asks the
+// keystore itself then, and calls asked once that succeeds, so a keystore that is down gets
+// no more requests than without a reserve.
+func (r *reserve) take() (DataKey, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	r.dropExpired(now)
+	if len(r.keys) == 0 {
+		return DataKey{}, false
+	}
+	k := r.keys[0].key
+	r.keys[0] = reservedKey{}
+	r.keys = r.keys[1:]
+	r.startFill(now)
+	return k, true
+}
+
+// asked notes that WrapNewKey had to ask the keystore and got a key: the reserve fills.
+func (r *reserve) asked() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.startFill(r.now())
+}
+
+// startFill starts a refill if the reserve is at half or less, none is under way, and the
+// last one did not fail within reserveRetry. r.mu is held.
+func (r *reserve) startFill(now time.Time) {
+	if len(r.keys) > r.size/2 || r.filling || r.closed || now.Before(r.retryAt) {
+		return
+	}
+	r.filling = true
+	r.filled.Add(1)
+	go r.fill(r.size - len(r.keys))
+}
+
+// dropExpired zeroes and removes the keys that expired by now. Keys expire in the order they
+// are held.
+func (r *reserve) dropExpired(now time.Time) {
+	n := 0
+	for n < len(r.keys) && !now.Before(r.keys[n].expires) {
+		envelope.Zero(r.keys[n].key.Plaintext)
+		r.keys[n] = reservedKey{}
+		n++
+	}
+	r.keys = r.keys[n:]
+}
+
+// fill asks the keystore for n keys in one request and adds them.
+func (r *reserve) fill(n int) {
+	defer r.filled.Done()
+	asked := r.now()
+	ctx, cancel := context.WithTimeout(r.fillCtx, r.timeout)
+	keys, err := r.fetch(ctx, n)
+	cancel()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.filling = false
+	if err != nil {
+		r.retryAt = r.now().Add(reserveRetry)
+		return
+	}
+	if r.closed {
+		zeroKeys(keys)
+		return
+	}
+	// A key's age counts from when it was asked for: it may have been made any time since.
+	for _, k := range keys {
+		r.keys = append(r.keys, reservedKey{key: k, expires: asked.Add(r.maxAge)})
+	}
+}
+
+// close zeroes the keys held and stops any refill; keys that arrive later are zeroed.
+func (r *reserve) close() {
+	r.mu.Lock()
+	r.closed = true
+	r.stopFill()
+	for i := range r.keys {
+		envelope.Zero(r.keys[i].key.Plaintext)
+	}
+	r.keys = nil
+	r.mu.Unlock()
+	r.filled.Wait()
+}
+
+// held returns how many keys the reserve holds, expired ones included.
+func (r *reserve) held() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.keys)
+}
+
+func zeroKeys(keys []DataKey) {
+	for _, k := range keys {
+		envelope.Zero(k.Plaintext)
+	}
+}
