@@ -17,8 +17,8 @@ import (
 //
 // Each key is still fresh from the keystore, wrapped by the tenant's key, and given out once.
 // What the reserve changes is that up to Size data keys wait in the process's memory for a
-// message, and for at most MaxAge: a key that waits longer is zeroed unused, and Close zeroes
-// the rest. The process that holds them reads the messages they will encrypt anyway. While
+// message, and for at most MaxAge: a key that waits longer is zeroed unused (by a timer, also
+// when no message comes), and Close zeroes the rest. The process that holds them reads the messages they will encrypt anyway. While
 // the keystore is unreachable, WrapNewKey gives keys from the reserve until it is spent and
 // then fails as before; a message stored meanwhile is encrypted as any other.
 //
@@ -60,6 +60,7 @@ type reserve struct {
 	stopFill context.CancelFunc
 	fillCtx  context.Context
 	filled   sync.WaitGroup
+	expiry   *time.Timer // set while keys are held: fires when the oldest expires
 }
 
 type reservedKey struct {
@@ -150,6 +151,25 @@ func (r *reserve) fill(n int) {
 	for _, k := range keys {
 		r.keys = append(r.keys, reservedKey{key: k, expires: asked.Add(r.maxAge)})
 	}
+	r.armExpiry()
+}
+
+// armExpiry sets the timer that zeroes the oldest key when it expires, so that keys do not
+// outlive MaxAge in a process that stopped taking them. r.mu is held.
+func (r *reserve) armExpiry() {
+	if r.closed || len(r.keys) == 0 || r.expiry != nil {
+		return
+	}
+	r.expiry = time.AfterFunc(max(0, r.keys[0].expires.Sub(r.now())), r.expire)
+}
+
+// expire zeroes the keys that expired and sets the timer for the next.
+func (r *reserve) expire() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.expiry = nil
+	r.dropExpired(r.now())
+	r.armExpiry()
 }
 
 // close zeroes the keys held and stops any refill; keys that arrive later are zeroed.
@@ -157,6 +177,10 @@ func (r *reserve) close() {
 	r.mu.Lock()
 	r.closed = true
 	r.stopFill()
+	if r.expiry != nil {
+		r.expiry.Stop()
+		r.expiry = nil
+	}
 	for i := range r.keys {
 		envelope.Zero(r.keys[i].key.Plaintext)
 	}

@@ -222,3 +222,30 @@ func (f *reserveFixture) heldPlaintexts(t *testing.T) [][]byte {
 	}
 	return out
 }
+
+// TestClientReserveExpiresWhileIdle: keys are zeroed once MaxAge is up even if no call comes
+// to take them. The reserve's clock is the real one here, and MaxAge short.
+func TestClientReserveExpiresWhileIdle(t *testing.T) {
+	f := newReserveFixture(t, 4, 50*time.Millisecond)
+	f.client.reserve.mu.Lock()
+	f.client.reserve.now = time.Now
+	f.client.reserve.mu.Unlock()
+	if _, err := f.wrap(t); err != nil {
+		t.Fatal(err)
+	}
+	held := f.heldPlaintexts(t)
+	if len(held) != 4 {
+		t.Fatalf("reserve holds %d keys, want 4", len(held))
+	}
+	for deadline := time.Now().Add(10 * time.Second); f.client.reserve.held() > 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("reserve still holds %d keys 10 s after they expired", f.client.reserve.held())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i, p := range held {
+		if !bytes.Equal(p, make([]byte, DataKeySize)) {
+			t.Errorf("expired key %d was not zeroed", i)
+		}
+	}
+}
