@@ -153,12 +153,15 @@ func (c *Client) WrapNewKey(ctx context.Context) (DataKey, error) {
 	if c.reserve == nil {
 		return c.wrap.Do(ctx, struct{}{})
 	}
+	if ctx.Err() != nil {
+		return DataKey{}, unavailable("wrap-new", context.Cause(ctx)) // as the batcher answers a caller that gave up
+	}
 	if k, ok := c.reserve.take(); ok {
 		return k, nil
 	}
 	k, err := c.wrap.Do(ctx, struct{}{})
 	if err == nil {
-		c.reserve.asked()
+		c.reserve.wrapped()
 	}
 	return k, err
 }

@@ -8,6 +8,7 @@
 //   - A failure of the key holder (Vault sealed, unreachable, slow, refusing with 403/429/5xx)
 //     is an error for which IsTemporary reports true, returned within the configured timeout,
 //     so callers answer SMTP 451 / HTTP 503 and the sender retries. Nothing else is temporary.
+//     (A Client's WrapNewKey first gives the keys its reserve holds: ReserveConfig.)
 //   - A wrapped key that was altered, or wrapped by another tenant's key, does not unwrap: the
 //     error wraps ErrInvalidWrappedKey and is permanent.
 //   - Errors never contain key material, plaintext or message content.

@@ -111,7 +111,7 @@ func (f *keystoreFixture) client(t testing.TB, cert tls.Certificate, timeout tim
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(c.CloseIdleConnections)
+	t.Cleanup(c.Close) // also zeroes the reserve and waits for a refill under way
 	return c
 }
 

@@ -323,8 +323,12 @@ func TestGatewayFlags(t *testing.T) {
 		t.Errorf("no database connections: %v, want a message naming the flag", err)
 	}
 	delete(env, gatewayEnvPrefix+"DATABASE_MAX_CONNECTIONS")
-	if f.keystore.reserve != 128 {
-		t.Errorf("keystore reserve %d by default, want 128", f.keystore.reserve)
+	if r := f.keystore.reserveConfig(); r.Size != 128 || r.Disabled {
+		t.Errorf("keystore reserve %+v by default, want 128 keys", r)
+	}
+	f, err = parseGatewayFlags([]string{"-keystore-reserve", "0"}, lookup, io.Discard)
+	if err != nil || !f.keystore.reserveConfig().Disabled {
+		t.Errorf("-keystore-reserve 0: %v, want no reserve", err)
 	}
 	for _, n := range []string{"-1", "257"} {
 		if _, err := parseGatewayFlags([]string{"-keystore-reserve", n}, lookup, io.Discard); err == nil || !strings.Contains(err.Error(), "-keystore-reserve") {

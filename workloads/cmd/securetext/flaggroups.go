@@ -108,11 +108,12 @@ func (k *keystoreFlags) register(fs *flag.FlagSet, component string) {
 	fs.StringVar(&k.key, "keystore-key", "", "PEM key of -keystore-cert (required)")
 	fs.StringVar(&k.ca, "keystore-ca", "", "PEM tenant CA that the keystore's certificate chains to (required)")
 	if component == keystore.ComponentGateway { // the viewer never asks for new keys
-		fs.IntVar(&k.reserve, "keystore-reserve", 128, "fresh data keys to hold ready for new messages, each used once and "+
-			"zeroed unused after 30 s; at most 256; 0: ask the keystore for every message")
+		fs.IntVar(&k.reserve, "keystore-reserve", 128, fmt.Sprintf("most fresh data keys to hold ready for new messages, "+
+			"each used once and zeroed unused after 30 s; at most %d; 0: ask the keystore for every message", keystore.MaxReserve))
 	}
 }
 
+// check reports a -keystore-reserve out of range.
 func (k *keystoreFlags) check() error {
 	if k.reserve < 0 || k.reserve > keystore.MaxReserve {
 		return fmt.Errorf("-keystore-reserve %d: give 0 (no reserve) to %d keys", k.reserve, keystore.MaxReserve)
@@ -133,8 +134,13 @@ func (k *keystoreFlags) client() (*keystore.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("-keystore-ca: %w", err)
 	}
-	return keystore.NewClient(keystore.ClientConfig{URL: k.url, Certificate: cert, RootCAs: roots,
-		Reserve: keystore.ReserveConfig{Size: k.reserve, Disabled: k.reserve == 0}})
+	return keystore.NewClient(keystore.ClientConfig{URL: k.url, Certificate: cert, RootCAs: roots, Reserve: k.reserveConfig()})
+}
+
+// reserveConfig is the reserve -keystore-reserve asks for: 0 is none (ReserveConfig's Size 0
+// would be the default size).
+func (k *keystoreFlags) reserveConfig() keystore.ReserveConfig {
+	return keystore.ReserveConfig{Size: k.reserve, Disabled: k.reserve == 0}
 }
 
 // smsFlags choose and configure the SMS provider.

@@ -137,7 +137,7 @@ func (p *pki) gateway(t *testing.T, addr string) *keystore.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(c.CloseIdleConnections)
+	t.Cleanup(c.Close) // also zeroes the reserve and waits for a refill under way
 	return c
 }
 
