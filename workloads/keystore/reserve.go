@@ -31,22 +31,24 @@ import (
 type ReserveConfig struct {
 	// Disabled: every WrapNewKey asks the keystore (through Batch).
 	Disabled bool
-	// Size is the most keys held. Default 128, at most MaxReserve.
+	// Size is the most keys held. Default DefaultReserveSize, at most MaxReserve.
 	Size int
-	// MaxAge is how long a key may wait to be used. Default 30 s.
+	// MaxAge is how long a key may wait to be used. Default DefaultReserveMaxAge.
 	MaxAge time.Duration
 }
 
 // MaxReserve is the largest ReserveConfig.Size: the keys one keystore request may ask for.
 const MaxReserve = maxWrapCount
 
+// Defaults of ReserveConfig.
 const (
-	defaultReserveSize   = 128
-	defaultReserveMaxAge = 30 * time.Second
-	// reserveRetry is how long a reserve waits after a failed refill before it tries again;
-	// meanwhile WrapNewKey asks the keystore whenever the reserve is empty.
-	reserveRetry = time.Second
+	DefaultReserveSize   = 128
+	DefaultReserveMaxAge = 30 * time.Second
 )
+
+// reserveRetry is how long a reserve waits after a failed refill before it tries again;
+// meanwhile WrapNewKey asks the keystore whenever the reserve is empty.
+const reserveRetry = time.Second
 
 // reserve holds fresh data keys, oldest first.
 type reserve struct {
@@ -79,10 +81,10 @@ type reservedKey struct {
 
 func newReserve(cfg ReserveConfig, timeout time.Duration, fetch func(ctx context.Context, n int) ([]DataKey, error)) *reserve {
 	if cfg.Size <= 0 {
-		cfg.Size = defaultReserveSize
+		cfg.Size = DefaultReserveSize
 	}
 	if cfg.MaxAge <= 0 {
-		cfg.MaxAge = defaultReserveMaxAge
+		cfg.MaxAge = DefaultReserveMaxAge
 	}
 	r := &reserve{size: min(cfg.Size, MaxReserve), maxAge: cfg.MaxAge, timeout: timeout, fetch: fetch,
 		now: time.Now, afterFunc: time.AfterFunc}

@@ -347,7 +347,7 @@ func TestReserveCloseDuringFill(t *testing.T) {
 // TestClientReserveSize: Size defaults to 128 and is capped at MaxReserve, the keys one
 // request may ask for.
 func TestClientReserveSize(t *testing.T) {
-	for _, c := range []struct{ size, want int }{{0, defaultReserveSize}, {1, 1}, {MaxReserve, MaxReserve}, {MaxReserve + 1, MaxReserve}} {
+	for _, c := range []struct{ size, want int }{{0, DefaultReserveSize}, {1, 1}, {MaxReserve, MaxReserve}, {MaxReserve + 1, MaxReserve}} {
 		if got := newReserve(ReserveConfig{Size: c.size}, time.Second, nil).size; got != c.want {
 			t.Errorf("Size %d: reserve of %d, want %d", c.size, got, c.want)
 		}

@@ -108,8 +108,9 @@ func (k *keystoreFlags) register(fs *flag.FlagSet, component string) {
 	fs.StringVar(&k.key, "keystore-key", "", "PEM key of -keystore-cert (required)")
 	fs.StringVar(&k.ca, "keystore-ca", "", "PEM tenant CA that the keystore's certificate chains to (required)")
 	if component == keystore.ComponentGateway { // the viewer never asks for new keys
-		fs.IntVar(&k.reserve, "keystore-reserve", 128, fmt.Sprintf("most fresh data keys to hold ready for new messages, "+
-			"each used once and zeroed unused after 30 s; at most %d; 0: ask the keystore for every message", keystore.MaxReserve))
+		fs.IntVar(&k.reserve, "keystore-reserve", keystore.DefaultReserveSize, fmt.Sprintf("most fresh data keys to hold ready for new "+
+			"messages, each used once and zeroed unused after %v; at most %d; 0: ask the keystore for every message",
+			keystore.DefaultReserveMaxAge, keystore.MaxReserve))
 	}
 }
 
