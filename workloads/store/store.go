@@ -44,6 +44,7 @@ type Store struct {
 	sents    *batch.Batcher[sentCall, struct{}]       // MarkSent's groups, as accepts
 	optOuts  *batch.Batcher[string, bool]             // OptedOut's lookups, one query per group
 	appends  *batch.Batcher[[]step, struct{}]         // AppendAudit's groups, as accepts
+	visits   *batch.Batcher[visitCall, LinkVisit]     // VisitLink's reads, one round trip per group; PostgreSQL only
 }
 
 // Option configures Open.
@@ -115,6 +116,12 @@ func Open(ctx context.Context, dsn, tenant string, opts ...Option) (*Store, erro
 		s.appends = batch.New(s.groups, acceptGroupTimeout, s.appendGroup, nil, func(what string, cause error) error {
 			return fmt.Errorf("append audit events: %s: %w: %w", what, ErrUnavailable, cause)
 		})
+		// SQLite reads in the process, so its queries have no round trip to share.
+		if _, remote := s.db.(*postgres); remote {
+			s.visits = batch.New(s.groups, acceptGroupTimeout, s.visitGroup, nil, func(what string, cause error) error {
+				return fmt.Errorf("read link: %s: %w: %w", what, ErrUnavailable, cause)
+			})
+		}
 	}
 	return s, nil
 }
@@ -150,6 +157,9 @@ func (s *Store) Close() {
 		s.sents.Close()
 		s.appends.Close()
 		s.optOuts.Close()
+	}
+	if s.visits != nil {
+		s.visits.Close()
 	}
 	s.db.close()
 }

@@ -272,44 +272,105 @@ var visitLinkSQL = `SELECT ` + prefixed("m.", messageColumns) + `, s.recipient_i
 // with withParts, the parts the session may be about to see. A remembered patient's page
 // needs all of it on every request, so it is one query instead of three. No such message is
 // ErrNotFound.
+//
+// On PostgreSQL, concurrent calls share a round trip: their queries travel together in one
+// pipeline (visitGroup). It is the one statement every page waits for, and a round trip costs
+// both sides more than the query does.
 func (s *Store) VisitLink(ctx context.Context, linkHash, sessionHash [32]byte, withParts bool) (LinkVisit, error) {
-	rows, err := s.db.query(ctx, visitLinkSQL, linkHash[:], sessionHash[:], withParts)
+	call := visitCall{linkHash: linkHash, sessionHash: sessionHash, withParts: withParts}
+	if s.visits != nil {
+		return s.visits.Do(ctx, call)
+	}
+	var rd visitReader
+	err := func() error {
+		rows, err := s.db.query(ctx, visitLinkSQL, call.args()...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			if err := rd.row(rows.Scan); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	}()
 	if err != nil {
 		return LinkVisit{}, failed("read link", err)
 	}
-	defer rows.Close()
-	var v *LinkVisit
-	for rows.Next() {
-		var (
-			sess             Session
-			sessionRecipient sql.NullString
-			partName         sql.NullString
-			ciphertext       []byte
-		)
-		m, err := scanMessage(withColumns{rows, []any{&sessionRecipient, timeDest{&sess.CreatedAt},
-			timeDest{&sess.LastSeenAt}, timeDest{&sess.ExpiresAt}, &partName, &ciphertext}})
-		if err != nil {
-			return LinkVisit{}, failed("read link", err)
-		}
-		if v == nil {
-			v = &LinkVisit{Message: m}
-			if sessionRecipient.Valid {
-				sess.IDHash, sess.RecipientID = sessionHash, sessionRecipient.String
-				v.Session = &sess
-			}
-		}
-		if partName.Valid {
-			v.Parts = append(v.Parts, Part{Name: partName.String, Ciphertext: ciphertext})
+	return rd.result(sessionHash)
+}
+
+// visitCall is one VisitLink.
+type visitCall struct {
+	linkHash, sessionHash [32]byte
+	withParts             bool
+}
+
+func (c visitCall) args() []any { return []any{c.linkHash[:], c.sessionHash[:], c.withParts} }
+
+// visitGroup reads the link visits of concurrent VisitLink calls in one round trip: a
+// pipeline of their queries, which PostgreSQL runs as one read-only implicit transaction.
+func (s *Store) visitGroup(ctx context.Context, calls []visitCall) ([]LinkVisit, []error, error) {
+	readers := make([]visitReader, len(calls))
+	steps := make([]step, len(calls))
+	for i, c := range calls {
+		steps[i] = step{sql: visitLinkSQL, args: c.args(), each: readers[i].row}
+	}
+	if err := s.db.transact(ctx, steps); err != nil {
+		return nil, nil, failed("read links", err)
+	}
+	visits, errs := make([]LinkVisit, len(calls)), make([]error, len(calls))
+	for i, c := range calls {
+		visits[i], errs[i] = readers[i].result(c.sessionHash)
+	}
+	return visits, errs, nil
+}
+
+// visitReader collects the rows of visitLinkSQL: the message and session columns repeat on
+// each row, one row per part (or a single row without parts).
+type visitReader struct{ visit *LinkVisit }
+
+func (rd *visitReader) row(scan func(dest ...any) error) error {
+	var (
+		sess             Session
+		sessionRecipient sql.NullString
+		partName         sql.NullString
+		ciphertext       []byte
+	)
+	m, err := scanMessage(withColumns{scanFunc(scan), []any{&sessionRecipient, timeDest{&sess.CreatedAt},
+		timeDest{&sess.LastSeenAt}, timeDest{&sess.ExpiresAt}, &partName, &ciphertext}})
+	if err != nil {
+		return err
+	}
+	if rd.visit == nil {
+		rd.visit = &LinkVisit{Message: m}
+		if sessionRecipient.Valid {
+			sess.RecipientID = sessionRecipient.String
+			rd.visit.Session = &sess
 		}
 	}
-	if err := rows.Err(); err != nil {
-		return LinkVisit{}, failed("read link", err)
+	if partName.Valid {
+		rd.visit.Parts = append(rd.visit.Parts, Part{Name: partName.String, Ciphertext: ciphertext})
 	}
-	if v == nil {
+	return nil
+}
+
+// result is the visit read, with the session's id hash, or ErrNotFound if there was no row.
+func (rd *visitReader) result(sessionHash [32]byte) (LinkVisit, error) {
+	if rd.visit == nil {
 		return LinkVisit{}, failed("read link", ErrNotFound)
 	}
-	return *v, nil
+	if rd.visit.Session != nil {
+		rd.visit.Session.IDHash = sessionHash
+	}
+	return *rd.visit, nil
 }
+
+// scanFunc is a row made of a scan function.
+type scanFunc func(dest ...any) error
+
+func (f scanFunc) Scan(dest ...any) error { return f(dest...) }
 
 // prefixed qualifies each column of the comma-separated list columns with prefix.
 func prefixed(prefix, columns string) string {

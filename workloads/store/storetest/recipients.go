@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -150,43 +152,70 @@ func testVisitLink(t *testing.T, h harness) {
 	want, err := s.Message(ctx, req.MessageID)
 	must(t, "read message", err)
 
-	for _, tc := range []struct {
+	type visit struct {
 		name        string
 		session     [32]byte
 		withParts   bool
 		wantSession bool
 		wantParts   int
-	}{
+	}
+	cases := []visit{
 		{"no session", [32]byte{}, true, false, 0},
 		{"unknown session", sha256.Sum256([]byte("nobody")), true, false, 0},
 		{"another recipient's session", foreign.IDHash, true, false, 0},
 		{"own session without parts", own.IDHash, false, true, 0},
 		{"own session with parts", own.IDHash, true, true, len(req.Parts)},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			v, err := s.VisitLink(ctx, req.LinkTokenHash, tc.session, tc.withParts)
-			must(t, "visit link", err)
-			if v.Message != want {
-				t.Errorf("message = %+v, want %+v", v.Message, want)
+	}
+	check := func(t *testing.T, tc visit) {
+		v, err := s.VisitLink(ctx, req.LinkTokenHash, tc.session, tc.withParts)
+		if err != nil {
+			t.Errorf("%s: visit link: %v", tc.name, err)
+			return
+		}
+		if v.Message != want {
+			t.Errorf("%s: message = %+v, want %+v", tc.name, v.Message, want)
+		}
+		switch {
+		case tc.wantSession && (v.Session == nil || *v.Session != own):
+			t.Errorf("%s: session = %+v, want %+v", tc.name, v.Session, own)
+		case !tc.wantSession && v.Session != nil:
+			t.Errorf("%s: session = %+v, want none", tc.name, v.Session)
+		}
+		if len(v.Parts) != tc.wantParts {
+			t.Errorf("%s: %d parts, want %d", tc.name, len(v.Parts), tc.wantParts)
+			return
+		}
+		for i, p := range v.Parts {
+			if p.Name != req.Parts[i].Name || !bytes.Equal(p.Ciphertext, req.Parts[i].Ciphertext) {
+				t.Errorf("%s: part %d = %s, want %s in accept order", tc.name, i, p.Name, req.Parts[i].Name)
 			}
-			switch {
-			case tc.wantSession && (v.Session == nil || *v.Session != own):
-				t.Errorf("session = %+v, want %+v", v.Session, own)
-			case !tc.wantSession && v.Session != nil:
-				t.Errorf("session = %+v, want none", v.Session)
-			}
-			if len(v.Parts) != tc.wantParts {
-				t.Fatalf("%d parts, want %d", len(v.Parts), tc.wantParts)
-			}
-			for i, p := range v.Parts {
-				if p.Name != req.Parts[i].Name || !bytes.Equal(p.Ciphertext, req.Parts[i].Ciphertext) {
-					t.Errorf("part %d = %s, want %s in accept order", i, p.Name, req.Parts[i].Name)
-				}
-			}
-		})
+		}
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) { check(t, tc) })
 	}
 	_, err = s.VisitLink(ctx, sha256.Sum256([]byte("missing")), own.IDHash, true)
 	wantErr(t, "unknown link", err, store.ErrNotFound)
+
+	// Concurrent visits may share a round trip (PostgreSQL): each still gets its own answer.
+	t.Run("concurrent", func(t *testing.T) {
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range 64 {
+			wg.Go(func() {
+				<-start
+				if i%len(cases) == 0 && i%2 == 0 {
+					if _, err := s.VisitLink(ctx, sha256.Sum256([]byte("missing")), own.IDHash, true); !errors.Is(err, store.ErrNotFound) {
+						t.Errorf("unknown link among others: got error %v, want %v", err, store.ErrNotFound)
+					}
+					return
+				}
+				check(t, cases[i%len(cases)])
+			})
+		}
+		close(start)
+		wg.Wait()
+	})
 }
 
 // Replies are stored with an audit event, capped per message, refused once the message is
