@@ -43,7 +43,7 @@ type Store struct {
 	accepts  *batch.Batcher[acceptCall, AcceptResult] // nil: every accept commits on its own
 	sents    *batch.Batcher[sentCall, struct{}]       // MarkSent's groups, as accepts
 	optOuts  *batch.Batcher[string, bool]             // OptedOut's lookups, one query per group
-	appends  *batch.Batcher[[]step, struct{}]         // AppendAudit's groups, as accepts
+	appends  *batch.Batcher[[]step, struct{}]         // AppendAudit's groups, one transaction each
 	visits   *batch.Batcher[visitCall, LinkVisit]     // VisitLink's reads, one round trip per group; PostgreSQL only
 }
 
@@ -57,10 +57,11 @@ func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.log = l } }
 // the gateway's intake). A pool_max_conns parameter in the URL wins over it.
 func WithMaxConnections(n int) Option { return func(s *Store) { s.maxConns = n } }
 
-// WithAcceptGroups sets how concurrent AcceptMessage (and MarkSent, AppendAudit) calls share transactions: up to maxItems
-// messages per commit, and up to maxInFlight such commits at once (defaults 64 and 2; the
-// PostgreSQL pool must have connections to spare for them). maxItems 1 commits every message
-// on its own.
+// WithAcceptGroups sets how concurrent AcceptMessage (and MarkSent, OptedOut) calls share
+// transactions: up to maxItems messages per commit, and up to maxInFlight such commits at once
+// (defaults 64 and 2; the PostgreSQL pool must have connections to spare for them). The
+// viewer's AppendAudit and VisitLink calls group up to maxItems too, one group at a time.
+// maxItems 1 sends every call on its own.
 func WithAcceptGroups(maxItems, maxInFlight int) Option {
 	return func(s *Store) { s.groups = batch.Config{MaxItems: maxItems, MaxInFlight: maxInFlight} }
 }
@@ -113,12 +114,16 @@ func Open(ctx context.Context, dsn, tenant string, opts ...Option) (*Store, erro
 		s.optOuts = batch.New(s.groups, acceptGroupTimeout, s.optOutGroup, nil, func(what string, cause error) error {
 			return fmt.Errorf("look up opt-out: %s: %w: %w", what, ErrUnavailable, cause)
 		})
-		s.appends = batch.New(s.groups, acceptGroupTimeout, s.appendGroup, nil, func(what string, cause error) error {
+		// The viewer's statements, one of each per page, keep a single group in flight: the
+		// pages that arrive meanwhile leave together in the next one. With two in flight the
+		// groups were smaller and more, and 64 clients got 10–15 % fewer pages per second.
+		pages := batch.Config{MaxItems: s.groups.MaxItems, MaxInFlight: 1}
+		s.appends = batch.New(pages, acceptGroupTimeout, s.appendGroup, nil, func(what string, cause error) error {
 			return fmt.Errorf("append audit events: %s: %w: %w", what, ErrUnavailable, cause)
 		})
 		// SQLite reads in the process, so its queries have no round trip to share.
 		if _, remote := s.db.(*postgres); remote {
-			s.visits = batch.New(s.groups, acceptGroupTimeout, s.visitGroup, nil, func(what string, cause error) error {
+			s.visits = batch.New(pages, acceptGroupTimeout, s.visitGroup, nil, func(what string, cause error) error {
 				return fmt.Errorf("read link: %s: %w: %w", what, ErrUnavailable, cause)
 			})
 		}
