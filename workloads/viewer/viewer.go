@@ -94,13 +94,16 @@ func New(cfg Config, metrics *Metrics) (*Viewer, error) {
 		return nil, err
 	}
 	b := cfg.Branding
+	brand, err := brandView{
+		DisplayName: b.DisplayName, Language: b.Language,
+		SupportPhone: b.SupportPhone, SupportEmail: b.SupportEmail, SupportURL: b.SupportURL,
+		HasLogo: len(b.Logo) > 0,
+	}.withChrome(pages["home"])
+	if err != nil {
+		return nil, err
+	}
 	v := &Viewer{
-		cfg: cfg, log: cfg.Logger, metrics: metrics, pages: pages,
-		brand: brandView{
-			DisplayName: b.DisplayName, Language: b.Language,
-			SupportPhone: b.SupportPhone, SupportEmail: b.SupportEmail, SupportURL: b.SupportURL,
-			HasLogo: len(b.Logo) > 0,
-		},
+		cfg: cfg, log: cfg.Logger, metrics: metrics, pages: pages, brand: brand,
 		theme:     themeCSS(b.PrimaryColor),
 		rules:     passwordpolicy.Policy{MinLength: cfg.Policy.MinPasswordLength, Context: []string{b.DisplayName, cfg.Tenant, "securetext"}},
 		addrs:     newAddressLimiter(cfg.Policy.MaxFailuresPerAddress, cfg.Policy.AddressWindow),
