@@ -106,3 +106,26 @@ func TestStoredTimes(t *testing.T) {
 		t.Errorf("at(%v) = %v", local, got)
 	}
 }
+
+// The sequencer waits its interval unless more than sequenceTarget events arrived since its
+// last run; then it waits about as long as sequenceTarget take to arrive, no less than a
+// quarter of the interval.
+func TestSequencerWait(t *testing.T) {
+	const interval = 100 * time.Millisecond
+	for _, tc := range []struct {
+		n     int
+		since time.Duration
+		want  time.Duration
+	}{
+		{0, interval, interval},                      // idle
+		{sequenceTarget, interval, interval},         // 2,000 events/s
+		{2 * sequenceTarget, interval, interval / 2}, // 4,000 events/s
+		{3 * sequenceTarget, 120 * time.Millisecond, 40 * time.Millisecond},
+		{100 * sequenceTarget, interval, interval / 4}, // a backlog
+		{2 * sequenceTarget, 10 * interval, interval},  // a long run before this one
+	} {
+		if got := sequencerWait(interval, tc.n, tc.since); got != tc.want {
+			t.Errorf("sequencerWait(%v, %d, %v) = %v, want %v", interval, tc.n, tc.since, got, tc.want)
+		}
+	}
+}
