@@ -273,9 +273,8 @@ var visitLinkSQL = `SELECT ` + prefixed("m.", messageColumns) + `, s.recipient_i
 // needs all of it on every request, so it is one query instead of three. No such message is
 // ErrNotFound.
 //
-// On PostgreSQL, concurrent calls share a round trip: their queries travel together in one
-// pipeline (visitGroup). It is the one statement every page waits for, and a round trip costs
-// both sides more than the query does.
+// On PostgreSQL, concurrent calls share one statement (visitGroup). It is the one statement
+// every page waits for, and a round trip costs both sides more than the query does.
 func (s *Store) VisitLink(ctx context.Context, linkHash, sessionHash [32]byte, withParts bool) (LinkVisit, error) {
 	call := visitCall{linkHash: linkHash, sessionHash: sessionHash, withParts: withParts}
 	if s.visits != nil {
@@ -289,9 +288,11 @@ func (s *Store) VisitLink(ctx context.Context, linkHash, sessionHash [32]byte, w
 		}
 		defer rows.Close()
 		for rows.Next() {
-			if err := rd.row(rows.Scan); err != nil {
+			r, err := scanVisit(rows.Scan)
+			if err != nil {
 				return err
 			}
+			rd.add(r)
 		}
 		return rows.Err()
 	}()
@@ -309,15 +310,40 @@ type visitCall struct {
 
 func (c visitCall) args() []any { return []any{c.linkHash[:], c.sessionHash[:], c.withParts} }
 
-// visitGroup reads the link visits of concurrent VisitLink calls in one round trip: a
-// pipeline of their queries, which PostgreSQL runs as one read-only implicit transaction.
+// visitGroupSQL is visitLinkSQL for a group of visits in one statement: the arrays $1, $2 and
+// $3 hold each visit's link hash, session hash and withParts, and each row starts with the
+// visit's ordinal, from 1.
+var visitGroupSQL = `SELECT v.i, ` + prefixed("m.", messageColumns) + `, s.recipient_id, s.created_at, s.last_seen_at, s.expires_at, p.name, p.ciphertext
+	FROM unnest($1::bytea[], $2::bytea[], $3::boolean[]) WITH ORDINALITY AS v (link, session, parts, i)
+	JOIN messages m ON m.link_token_hash = v.link
+	LEFT JOIN sessions s ON s.id_hash = v.session AND s.recipient_id = m.recipient_id
+	LEFT JOIN message_parts p ON v.parts AND s.id_hash IS NOT NULL AND p.message_id = m.id
+	ORDER BY v.i, p.position`
+
+// visitGroup reads the link visits of concurrent VisitLink calls with one statement, in one
+// round trip.
 func (s *Store) visitGroup(ctx context.Context, calls []visitCall) ([]LinkVisit, []error, error) {
-	readers := make([]visitReader, len(calls))
-	steps := make([]step, len(calls))
+	links, sessions, parts := make([][]byte, len(calls)), make([][]byte, len(calls)), make([]bool, len(calls))
 	for i, c := range calls {
-		steps[i] = step{sql: visitLinkSQL, args: c.args(), each: readers[i].row}
+		links[i], sessions[i], parts[i] = c.linkHash[:], c.sessionHash[:], c.withParts
 	}
-	if err := s.db.transact(ctx, steps); err != nil {
+	readers := make([]visitReader, len(calls))
+	err := s.db.transact(ctx, []step{{
+		sql: visitGroupSQL, args: []any{links, sessions, parts},
+		each: func(scan func(dest ...any) error) error {
+			var i int64
+			r, err := scanVisit(scan, &i)
+			if err != nil {
+				return err
+			}
+			if i < 1 || i > int64(len(readers)) {
+				return fmt.Errorf("read links: row for visit %d of %d", i, len(readers))
+			}
+			readers[i-1].add(r)
+			return nil
+		},
+	}})
+	if err != nil {
 		return nil, nil, failed("read links", err)
 	}
 	visits, errs := make([]LinkVisit, len(calls)), make([]error, len(calls))
@@ -327,33 +353,41 @@ func (s *Store) visitGroup(ctx context.Context, calls []visitCall) ([]LinkVisit,
 	return visits, errs, nil
 }
 
-// visitReader collects the rows of visitLinkSQL: the message and session columns repeat on
-// each row, one row per part (or a single row without parts).
+// visitRow is one row of visitLinkSQL: the message and session columns repeat on each row,
+// one row per part (or a single row without parts).
+type visitRow struct {
+	msg              Message
+	sess             Session
+	sessionRecipient sql.NullString
+	part             sql.NullString
+	ciphertext       []byte
+}
+
+// scanVisit scans a row of visitLinkSQL, or of visitGroupSQL with its ordinal into lead.
+func scanVisit(scan func(dest ...any) error, lead ...any) (visitRow, error) {
+	var (
+		r   visitRow
+		err error
+	)
+	r.msg, err = scanMessage(withColumns{scanFunc(scan), lead, []any{&r.sessionRecipient, timeDest{&r.sess.CreatedAt},
+		timeDest{&r.sess.LastSeenAt}, timeDest{&r.sess.ExpiresAt}, &r.part, &r.ciphertext}})
+	return r, err
+}
+
+// visitReader collects the rows of one visit.
 type visitReader struct{ visit *LinkVisit }
 
-func (rd *visitReader) row(scan func(dest ...any) error) error {
-	var (
-		sess             Session
-		sessionRecipient sql.NullString
-		partName         sql.NullString
-		ciphertext       []byte
-	)
-	m, err := scanMessage(withColumns{scanFunc(scan), []any{&sessionRecipient, timeDest{&sess.CreatedAt},
-		timeDest{&sess.LastSeenAt}, timeDest{&sess.ExpiresAt}, &partName, &ciphertext}})
-	if err != nil {
-		return err
-	}
+func (rd *visitReader) add(r visitRow) {
 	if rd.visit == nil {
-		rd.visit = &LinkVisit{Message: m}
-		if sessionRecipient.Valid {
-			sess.RecipientID = sessionRecipient.String
-			rd.visit.Session = &sess
+		rd.visit = &LinkVisit{Message: r.msg}
+		if r.sessionRecipient.Valid {
+			r.sess.RecipientID = r.sessionRecipient.String
+			rd.visit.Session = &r.sess
 		}
 	}
-	if partName.Valid {
-		rd.visit.Parts = append(rd.visit.Parts, Part{Name: partName.String, Ciphertext: ciphertext})
+	if r.part.Valid {
+		rd.visit.Parts = append(rd.visit.Parts, Part{Name: r.part.String, Ciphertext: r.ciphertext})
 	}
-	return nil
 }
 
 // result is the visit read, with the session's id hash, or ErrNotFound if there was no row.
@@ -381,11 +415,13 @@ func prefixed(prefix, columns string) string {
 	return strings.Join(cols, ", ")
 }
 
-// withColumns scans a row's leading columns into the dest its caller gives and the columns
-// after them into more.
+// withColumns scans a row's first columns into lead, the columns after them into the dest
+// its caller gives, and the rest into more.
 type withColumns struct {
-	r    row
-	more []any
+	r          row
+	lead, more []any
 }
 
-func (w withColumns) Scan(dest ...any) error { return w.r.Scan(append(dest, w.more...)...) }
+func (w withColumns) Scan(dest ...any) error {
+	return w.r.Scan(append(append(w.lead[:len(w.lead):len(w.lead)], dest...), w.more...)...)
+}
