@@ -116,7 +116,7 @@ func Open(ctx context.Context, dsn, tenant string, opts ...Option) (*Store, erro
 		})
 		// The viewer's statements, one of each per page, keep a single group in flight: the
 		// pages that arrive meanwhile leave together in the next one. With two in flight the
-		// groups were smaller and more, and 64 clients got 10–15 % fewer pages per second.
+		// groups were smaller and more, and 64 clients got 10–20 % fewer pages per second.
 		pages := batch.Config{MaxItems: s.groups.MaxItems, MaxInFlight: 1}
 		s.appends = batch.New(pages, acceptGroupTimeout, s.appendGroup, nil, func(what string, cause error) error {
 			return fmt.Errorf("append audit events: %s: %w: %w", what, ErrUnavailable, cause)

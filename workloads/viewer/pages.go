@@ -43,7 +43,7 @@ type brandView struct {
 	HasLogo                                bool
 	// Header and Footer are the pages' header and footer, rendered by html/template from the
 	// fields above when the viewer starts (withChrome): they show nothing else, and rendering
-	// them on every page took 40 % of its rendering time.
+	// them on every page took a third of its rendering time.
 	Header, Footer template.HTML
 }
 
