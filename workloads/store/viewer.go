@@ -259,8 +259,11 @@ type LinkVisit struct {
 	Parts []Part
 }
 
+// visitColumns are the columns of a link visit's rows (visitRow).
+var visitColumns = prefixed("m.", messageColumns) + `, s.recipient_id, s.created_at, s.last_seen_at, s.expires_at, p.name, p.ciphertext`
+
 // visitLinkSQL is VisitLink's query, built once: it runs on every page.
-var visitLinkSQL = `SELECT ` + prefixed("m.", messageColumns) + `, s.recipient_id, s.created_at, s.last_seen_at, s.expires_at, p.name, p.ciphertext
+var visitLinkSQL = `SELECT ` + visitColumns + `
 	FROM messages m
 	LEFT JOIN sessions s ON s.id_hash = $2 AND s.recipient_id = m.recipient_id
 	LEFT JOIN message_parts p ON $3 AND s.id_hash IS NOT NULL AND p.message_id = m.id
@@ -281,21 +284,13 @@ func (s *Store) VisitLink(ctx context.Context, linkHash, sessionHash [32]byte, w
 		return s.visits.Do(ctx, call)
 	}
 	var rd visitReader
-	err := func() error {
-		rows, err := s.db.query(ctx, visitLinkSQL, call.args()...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			r, err := scanVisit(rows.Scan)
-			if err != nil {
-				return err
-			}
+	err := s.queryEach(ctx, visitLinkSQL, call.args(), func(scan func(dest ...any) error) error {
+		r, err := scanVisit(scan)
+		if err == nil {
 			rd.add(r)
 		}
-		return rows.Err()
-	}()
+		return err
+	})
 	if err != nil {
 		return LinkVisit{}, failed("read link", err)
 	}
@@ -313,7 +308,7 @@ func (c visitCall) args() []any { return []any{c.linkHash[:], c.sessionHash[:], 
 // visitGroupSQL is visitLinkSQL for a group of visits in one statement: the arrays $1, $2 and
 // $3 hold each visit's link hash, session hash and withParts, and each row starts with the
 // visit's ordinal, from 1.
-var visitGroupSQL = `SELECT v.i, ` + prefixed("m.", messageColumns) + `, s.recipient_id, s.created_at, s.last_seen_at, s.expires_at, p.name, p.ciphertext
+var visitGroupSQL = `SELECT v.i, ` + visitColumns + `
 	FROM unnest($1::bytea[], $2::bytea[], $3::boolean[]) WITH ORDINALITY AS v (link, session, parts, i)
 	JOIN messages m ON m.link_token_hash = v.link
 	LEFT JOIN sessions s ON s.id_hash = v.session AND s.recipient_id = m.recipient_id
@@ -328,21 +323,18 @@ func (s *Store) visitGroup(ctx context.Context, calls []visitCall) ([]LinkVisit,
 		links[i], sessions[i], parts[i] = c.linkHash[:], c.sessionHash[:], c.withParts
 	}
 	readers := make([]visitReader, len(calls))
-	err := s.db.transact(ctx, []step{{
-		sql: visitGroupSQL, args: []any{links, sessions, parts},
-		each: func(scan func(dest ...any) error) error {
-			var i int64
-			r, err := scanVisit(scan, &i)
-			if err != nil {
-				return err
-			}
-			if i < 1 || i > int64(len(readers)) {
-				return fmt.Errorf("read links: row for visit %d of %d", i, len(readers))
-			}
-			readers[i-1].add(r)
-			return nil
-		},
-	}})
+	err := s.queryEach(ctx, visitGroupSQL, []any{links, sessions, parts}, func(scan func(dest ...any) error) error {
+		var i int64
+		r, err := scanVisit(scan, &i)
+		if err != nil {
+			return err
+		}
+		if i < 1 || i > int64(len(readers)) {
+			return fmt.Errorf("read links: row for visit %d of %d", i, len(readers))
+		}
+		readers[i-1].add(r)
+		return nil
+	})
 	if err != nil {
 		return nil, nil, failed("read links", err)
 	}
@@ -351,6 +343,21 @@ func (s *Store) visitGroup(ctx context.Context, calls []visitCall) ([]LinkVisit,
 		visits[i], errs[i] = readers[i].result(c.sessionHash)
 	}
 	return visits, errs, nil
+}
+
+// queryEach runs a query that changes nothing and gives each of its rows to row.
+func (s *Store) queryEach(ctx context.Context, sql string, args []any, row func(scan func(dest ...any) error) error) error {
+	rows, err := s.db.query(ctx, sql, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := row(rows.Scan); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }
 
 // visitRow is one row of visitLinkSQL: the message and session columns repeat on each row,
