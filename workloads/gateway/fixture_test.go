@@ -63,6 +63,13 @@ type credentials struct {
 
 func newFixture(t testing.TB, b backend) *fixture {
 	t.Helper()
+	return newFixtureWithClock(t, b, time.Now)
+}
+
+// newFixtureWithClock is newFixture with the store and the intake reading now, so that a test
+// can move the time of the whole path (accept, outbox, claim) by hand.
+func newFixtureWithClock(t testing.TB, b backend, now func() time.Time) *fixture {
+	t.Helper()
 	ctx := context.Background()
 	f := &fixture{t: t}
 	switch b {
@@ -71,7 +78,8 @@ func newFixture(t testing.TB, b backend) *fixture {
 	case sqliteBackend:
 		f.DSN = "sqlite:" + filepath.Join(t.TempDir(), "tenant.db")
 	}
-	s, err := store.Open(ctx, f.DSN, testTenant, store.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	s, err := store.Open(ctx, f.DSN, testTenant, store.WithClock(now),
+		store.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,12 +94,12 @@ func newFixture(t testing.TB, b backend) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now()
-	ca, err := keystore.NewCA(testTenant, now)
+	issued := time.Now() // certificates are checked against the wall clock by crypto/tls
+	ca, err := keystore.NewCA(testTenant, issued)
 	if err != nil {
 		t.Fatal(err)
 	}
-	serverCert, err := ca.IssueServer([]string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, now, time.Hour)
+	serverCert, err := ca.IssueServer([]string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, issued, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +112,7 @@ func newFixture(t testing.TB, b backend) *fixture {
 	}
 	f.KeystoreUp()
 	t.Cleanup(f.KeystoreDown)
-	clientCert, err := ca.IssueClient(testTenant, "gateway", now, time.Hour)
+	clientCert, err := ca.IssueClient(testTenant, "gateway", issued, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +131,7 @@ func newFixture(t testing.TB, b backend) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.Intake = &Intake{Tenant: testTenant, Store: f.Store, Keys: f.Keys}
+	f.Intake = &Intake{Tenant: testTenant, Store: f.Store, Keys: f.Keys, Now: now}
 	return f
 }
 

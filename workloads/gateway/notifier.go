@@ -215,7 +215,7 @@ func (n *Notifier) Wake() {
 // token at hand the notifier skips unwrapping that key, one keystore (and Vault) call per
 // SMS. A token not used within a lease is dropped: whoever claims the row then unwraps.
 func (n *Notifier) Handoff(messageID, link string) {
-	now := time.Now()
+	now := n.cfg.Now()
 	n.linksMu.Lock()
 	if len(n.links) >= maxHandedLinks {
 		for id, h := range n.links {
@@ -237,7 +237,7 @@ func (n *Notifier) takeLink(messageID string) (string, bool) {
 	defer n.linksMu.Unlock()
 	h, ok := n.links[messageID]
 	delete(n.links, messageID)
-	return h.link, ok && time.Since(h.at) <= n.cfg.Lease
+	return h.link, ok && n.cfg.Now().Sub(h.at) <= n.cfg.Lease
 }
 
 // Run drains the outbox until ctx ends.
@@ -372,8 +372,9 @@ func (n *Notifier) sent(ctx context.Context, log *slog.Logger, e store.OutboxEnt
 	ev := audit.Event{Kind: audit.KindNotified, Actor: "system", MessageID: e.MessageID,
 		Detail: map[string]string{"provider": n.cfg.ProviderName, "provider_id": providerID}}
 	// The SMS is out: recording it matters more than anything else here, so try until the
-	// lease is nearly over.
-	deadline := e.ClaimedUntil.Add(-5 * time.Second)
+	// lease is nearly over. The lease is on the notifier's clock; the waits are real, so what
+	// is left of the lease becomes a deadline on the monotonic clock.
+	deadline := time.Now().Add(e.ClaimedUntil.Sub(n.cfg.Now()) - 5*time.Second)
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
 		err := n.cfg.Store.MarkSent(ctx, e.ID, providerID, ev)
 		if err == nil || errors.Is(err, store.ErrConflict) {

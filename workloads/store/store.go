@@ -53,6 +53,12 @@ type Option func(*Store)
 // WithLogger sets where the audit sequencer reports failures (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.log = l } }
 
+// WithClock sets the clock the store reads (default time.Now) for the times it records and
+// compares: accepts and their outbox due times, claims and leases, opt-outs, sessions, audit
+// events and checkpoints. A process passes one clock to the store and to every component
+// that hands it times, so that tests can run the whole path on a clock of their own.
+func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
+
 // WithMaxConnections caps the PostgreSQL connections the store opens (default 48, sized for
 // the gateway's intake). A pool_max_conns parameter in the URL wins over it.
 func WithMaxConnections(n int) Option { return func(s *Store) { s.maxConns = n } }

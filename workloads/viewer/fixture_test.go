@@ -157,7 +157,8 @@ func newFixture(t testing.TB, b backend, o fixtureOptions) *fixture {
 	case sqliteBackend:
 		dsn = "sqlite:" + filepath.Join(t.TempDir(), "tenant.db")
 	}
-	s, err := store.Open(ctx, dsn, o.tenant, store.WithLogger(quiet), store.WithMaxConnections(DatabaseConnections()))
+	s, err := store.Open(ctx, dsn, o.tenant, store.WithClock(f.Clock.Now), store.WithLogger(quiet),
+		store.WithMaxConnections(DatabaseConnections()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +172,7 @@ func newFixture(t testing.TB, b backend, o fixtureOptions) *fixture {
 	if f.Local, err = keystore.NewLocal(keyFile, quiet); err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now()
+	now := time.Now() // certificates are checked against the wall clock by crypto/tls
 	ca, err := keystore.NewCA(o.tenant, now)
 	if err != nil {
 		t.Fatal(err)
@@ -211,7 +212,7 @@ func newFixture(t testing.TB, b backend, o fixtureOptions) *fixture {
 		t.Cleanup(c.Close)
 		return c
 	}
-	f.Intake = &gateway.Intake{Tenant: o.tenant, Store: s, Keys: client("gateway")}
+	f.Intake = &gateway.Intake{Tenant: o.tenant, Store: s, Keys: client("gateway"), Now: f.Clock.Now}
 	f.keys = client("viewer")
 
 	cfg := Config{
