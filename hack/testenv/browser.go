@@ -22,11 +22,14 @@ import (
 	"testing"
 	"time"
 
+	cdpbrowser "github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/cdproto/storage"
+	"github.com/chromedp/cdproto/target"
 	"github.com/chromedp/chromedp"
 )
 
@@ -136,7 +139,12 @@ func AxePath() (string, error) {
 // session is what the harness keeps about one test's browser; the context Browser returns
 // carries it, so the helpers below need only the context.
 type session struct {
-	sink *netSink
+	// page is the proxy of the tab's browser context: every request the page makes beyond
+	// loopback (navigations, subresources, preconnects, workers) lands there. browser is
+	// the proxy of Chromium's own network context, which the page cannot use: component and
+	// extension updates, sign-in, variations and whatever else a build does in the background.
+	page, browser *netSink
+	contextID     cdp.BrowserContextID
 
 	mu      sync.Mutex
 	console []string // console errors, uncaught exceptions and browser-log errors
@@ -158,9 +166,14 @@ func sessionOf(ctx context.Context) *session {
 // others. Starting one takes 1.5–2 s on a busy 2-core machine, stopping it well under one.
 //
 // The browser reaches 127.0.0.1, localhost and [::1] only. Every other request goes to a proxy
-// inside the test that refuses it and records it (BlockedRequests), and the browser resolves
-// no host name but localhost itself; Chromium's background services (updates, sign-in,
-// autofill, safe browsing, …) are off or pointed at that proxy.
+// inside the test that refuses it and records it, and the browser resolves no host name but
+// localhost itself. The tab lives in a browser context of its own (Target.createBrowserContext)
+// whose proxy is not the browser's: what the page asks for beyond loopback is told apart from
+// Chromium's own background traffic by where it arrives, not by a list of hosts that changes
+// with every Chromium release. BlockedRequests returns the page's; BrowserRequests returns
+// Chromium's own (updates and the like), which the harness refuses too but which are no fault
+// of the page. Chromium's background services (updates, sign-in, autofill, safe browsing, …)
+// are turned off or pointed at the browser's sink as far as flags and prefs allow.
 //
 // A missing chromium fails the test with a message naming `make test-binaries`; it never skips.
 func Browser(t testing.TB, opts ...BrowserOption) context.Context {
@@ -181,8 +194,13 @@ func Browser(t testing.TB, opts ...BrowserOption) context.Context {
 	if err := writeProfilePrefs(profile); err != nil {
 		t.Fatalf("prepare the browser profile: %v", err)
 	}
+	pageSink, err := startNetSink()
+	if err != nil {
+		t.Fatalf("start the page's outbound sink: %v", err)
+	}
 	sink, err := startNetSink()
 	if err != nil {
+		pageSink.close()
 		t.Fatalf("start the browser's outbound sink: %v", err)
 	}
 	output := &LogTail{}
@@ -196,11 +214,10 @@ func Browser(t testing.TB, opts ...BrowserOption) context.Context {
 		chromedp.Flag("disable-gpu", true),
 		chromedp.Flag("lang", "en-US"),
 		chromedp.WindowSize(int(cfg.viewport.Width), int(cfg.viewport.Height)),
-		// Loopback only: everything but 127.0.0.1, localhost and [::1] goes to the sink.
-		// "<-loopback>" drops Chromium's implicit bypass list, which also lets link-local
-		// (169.254/16) through.
+		// Loopback only: everything but 127.0.0.1, localhost and [::1] goes to a sink. The
+		// tab's browser context has a proxy of its own (below); this one gets Chromium's own.
 		chromedp.ProxyServer("http://"+sink.addr()),
-		chromedp.Flag("proxy-bypass-list", "<-loopback>;localhost;127.0.0.1;[::1]"),
+		chromedp.Flag("proxy-bypass-list", loopbackOnly),
 		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, EXCLUDE [::1]"),
 		chromedp.Flag("force-webrtc-ip-handling-policy", "disable_non_proxied_udp"),
 		chromedp.Flag("disable-quic", true),
@@ -227,16 +244,35 @@ func Browser(t testing.TB, opts ...BrowserOption) context.Context {
 	}
 
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), flags...)
-	tabCtx, cancelTab := chromedp.NewContext(allocCtx,
+	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx,
 		chromedp.WithLogf(logger.logf), chromedp.WithErrorf(logger.logf))
-	sess := &session{sink: sink}
+	sess := &session{page: pageSink, browser: sink}
 
-	// The first Run starts the browser and ties its life to tabCtx, which therefore has no
-	// deadline; a browser that never comes up fails the test after a minute instead.
-	started := make(chan error, 1)
-	go func() { started <- chromedp.Do(tabCtx) }()
+	// The first Do starts the browser and ties its life to browserCtx; the second opens the
+	// tab in a browser context of its own, which chromedp can create only once the browser
+	// runs. Neither context has a deadline, so a browser that never comes up fails the test
+	// after a minute instead (cancelling browserCtx then ends the browser and any tab).
+	type opened struct {
+		ctx    context.Context
+		cancel context.CancelFunc
+		err    error
+	}
+	started := make(chan opened, 1)
+	go func() {
+		if err := chromedp.Do(browserCtx); err != nil {
+			started <- opened{err: err}
+			return
+		}
+		ctx, cancel := chromedp.NewContext(browserCtx, chromedp.WithNewBrowserContext(
+			func(p *target.CreateBrowserContextParams) {
+				p.ProxyServer, p.ProxyBypassList = "http://"+pageSink.addr(), loopbackOnly
+			}))
+		started <- opened{ctx, cancel, chromedp.Do(ctx)}
+	}()
+	var tab opened
 	select {
-	case err = <-started:
+	case tab = <-started:
+		err = tab.err
 	case <-time.After(time.Minute):
 		err = errors.New("chromium did not start within a minute")
 	}
@@ -244,13 +280,23 @@ func Browser(t testing.TB, opts ...BrowserOption) context.Context {
 		// A graceful close lets Chromium end its helper processes itself; if it hangs, the
 		// allocator kills the process.
 		closed := make(chan struct{})
-		go func() { chromedp.Cancel(tabCtx); close(closed) }()
+		go func() {
+			if tab.ctx != nil {
+				chromedp.Cancel(tab.ctx)
+			}
+			chromedp.Cancel(browserCtx)
+			close(closed)
+		}()
 		select {
 		case <-closed:
 		case <-time.After(10 * time.Second):
 		}
-		cancelTab()
+		if tab.cancel != nil {
+			tab.cancel()
+		}
+		cancelBrowser()
 		cancelAlloc()
+		pageSink.close()
 		sink.close()
 		killProcessesUsing(profile)
 	}
@@ -259,6 +305,8 @@ func Browser(t testing.TB, opts ...BrowserOption) context.Context {
 		logger.stop()
 		t.Fatalf("start %s: %v\nchromium said:\n%s", exe, err, output.Last(30))
 	}
+	tabCtx := tab.ctx
+	sess.contextID = chromedp.FromContext(tabCtx).BrowserContextID
 	ctx, cancelTimeout := context.WithTimeout(context.WithValue(tabCtx, sessionKey{}, sess), cfg.timeout)
 
 	t.Cleanup(func() {
@@ -270,8 +318,11 @@ func Browser(t testing.TB, opts ...BrowserOption) context.Context {
 			}
 			t.Logf("chromium output (last lines):\n%s", output.Last(20))
 		}
-		if blocked := sink.requests(); len(blocked) > 0 {
-			t.Logf("requests beyond loopback, refused by the harness:\n  %s", strings.Join(blocked, "\n  "))
+		if blocked := pageSink.requests(); len(blocked) > 0 {
+			t.Logf("the page's requests beyond loopback, refused by the harness:\n  %s", strings.Join(blocked, "\n  "))
+		}
+		if own := sink.requests(); len(own) > 0 {
+			t.Logf("Chromium's own requests beyond loopback (not the page's), refused by the harness:\n  %s", strings.Join(own, "\n  "))
 		}
 		logger.stop()
 	})
@@ -282,6 +333,11 @@ func Browser(t testing.TB, opts ...BrowserOption) context.Context {
 	SetViewport(t, ctx, cfg.viewport)
 	return ctx
 }
+
+// loopbackOnly is the proxy bypass list of the browser and of the tab's context: only loopback
+// is reached directly. "<-loopback>" drops Chromium's implicit bypass list, which also lets
+// link-local (169.254/16) through.
+const loopbackOnly = "<-loopback>;localhost;127.0.0.1;[::1]"
 
 // spkiList is the value of --ignore-certificate-errors-spki-list: base64 SHA-256 hashes of the
 // certificates' SubjectPublicKeyInfo, comma-separated.
@@ -538,11 +594,16 @@ func FormatViolations(vs []Violation) string {
 	return strings.TrimRight(b.String(), "\n")
 }
 
-// Cookies returns every cookie the browser holds, for any site (Storage.getCookies), with the
-// attributes the browser stored: HTTPOnly, Secure, SameSite, Session (no expiry), Expires.
+// Cookies returns every cookie the tab's browser context holds, for any site
+// (Storage.getCookies), with the attributes the browser stored: HTTPOnly, Secure, SameSite,
+// Session (no expiry), Expires.
 func Cookies(t testing.TB, ctx context.Context) []*network.Cookie {
 	t.Helper()
-	res, err := chromedp.Call(ctx, storage.GetCookies, storage.GetCookiesParams{})
+	s := sessionOf(ctx)
+	if s == nil {
+		t.Fatal("Cookies: ctx does not come from testenv.Browser")
+	}
+	res, err := chromedp.CallBrowser(ctx, storage.GetCookies, storage.GetCookiesParams{BrowserContextID: s.contextID})
 	if err != nil {
 		t.Fatalf("read the browser's cookies: %v", err)
 	}
@@ -558,6 +619,22 @@ func Cookie(t testing.TB, ctx context.Context, name string) *network.Cookie {
 		}
 	}
 	return nil
+}
+
+// AllowDownloads makes the tab's browser context save downloads into dir, under the names the
+// server gives them (Browser.setDownloadBehavior).
+func AllowDownloads(t testing.TB, ctx context.Context, dir string) {
+	t.Helper()
+	s := sessionOf(ctx)
+	if s == nil {
+		t.Fatal("AllowDownloads: ctx does not come from testenv.Browser")
+	}
+	events := true
+	if _, err := chromedp.CallBrowser(ctx, cdpbrowser.SetDownloadBehavior, cdpbrowser.SetDownloadBehaviorParams{
+		Behavior: cdpbrowser.SetDownloadBehaviorBehaviorAllow, BrowserContextID: s.contextID, DownloadPath: dir, EventsEnabled: &events,
+	}); err != nil {
+		t.Fatalf("allow downloads: %v", err)
+	}
 }
 
 // StorageUse counts what the current page's origin keeps on the device besides cookies.
@@ -622,11 +699,35 @@ func CheckConsole(t testing.TB, ctx context.Context) {
 	}
 }
 
-// BlockedRequests returns the requests beyond loopback the harness refused so far, as the
-// browser sent them to its proxy ("CONNECT host:443", "GET http://host/path").
+// BlockedRequests returns the requests beyond loopback that the page (the tab's browser
+// context) made and the harness refused so far, as the browser sent them to the context's
+// proxy ("CONNECT host:443", "GET http://host/path"). Chromium's own background requests are
+// not among them (see BrowserRequests).
 func BlockedRequests(ctx context.Context) []string {
 	if s := sessionOf(ctx); s != nil {
-		return s.sink.requests()
+		return s.page.requests()
+	}
+	return nil
+}
+
+// CheckNoRequestsBeyondLoopback fails t if the page made any request beyond loopback (see
+// BlockedRequests): a patient's page must load nothing from anywhere but its own server.
+func CheckNoRequestsBeyondLoopback(t testing.TB, ctx context.Context) {
+	t.Helper()
+	if sessionOf(ctx) == nil {
+		t.Fatal("CheckNoRequestsBeyondLoopback: ctx does not come from testenv.Browser")
+	}
+	if blocked := BlockedRequests(ctx); len(blocked) > 0 {
+		t.Errorf("the page made %d request(s) beyond loopback:\n  %s", len(blocked), strings.Join(blocked, "\n  "))
+	}
+}
+
+// BrowserRequests returns the requests beyond loopback that Chromium made on its own, outside
+// the tab's browser context (component updates and the like), which the harness refused too.
+// They depend on the Chromium build, not on the page: tests log them and do not fail on them.
+func BrowserRequests(ctx context.Context) []string {
+	if s := sessionOf(ctx); s != nil {
+		return s.browser.requests()
 	}
 	return nil
 }

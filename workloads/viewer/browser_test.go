@@ -22,7 +22,6 @@ import (
 	"testing"
 	"time"
 
-	cdpbrowser "github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
@@ -63,6 +62,9 @@ func newPatient(t *testing.T, f *fixture, viewport testenv.Viewport, javascript 
 	}
 	ctx := testenv.Browser(t, testenv.WithTrustedCerts(f.Server.Certificate()),
 		testenv.WithViewport(viewport), testenv.WithTimeout(3*time.Minute))
+	// The viewer's pages load nothing but from the viewer; Chromium's own background
+	// requests are not theirs (testenv.BrowserRequests).
+	t.Cleanup(func() { testenv.CheckNoRequestsBeyondLoopback(t, ctx) })
 	p := &patient{t: t, f: f, ctx: ctx, viewport: viewport, js: true}
 	if !javascript {
 		p.setJavaScript(false)
@@ -501,12 +503,7 @@ func TestBrowserFirstUse(t *testing.T) {
 
 	// The attachment is a real download, saved as the sender named it.
 	dir := t.TempDir()
-	events := true
-	if _, err := chromedp.CallBrowser(p.ctx, cdpbrowser.SetDownloadBehavior, cdpbrowser.SetDownloadBehaviorParams{
-		Behavior: cdpbrowser.SetDownloadBehaviorBehaviorAllow, DownloadPath: dir, EventsEnabled: &events,
-	}); err != nil {
-		t.Fatalf("allow downloads: %v", err)
-	}
+	testenv.AllowDownloads(t, p.ctx, dir)
 	if err := chromedp.Do(p.ctx, chromedp.Click(stepButton("download"))); err != nil {
 		t.Fatalf("press the download button: %v", err)
 	}
