@@ -1,5 +1,5 @@
 // Package content is the plaintext form of a message's parts: what the gateway seals part by
-// part with the message's data key (package envelope) and what the viewer opens and shows.
+// part with the message's data key (package sealed) and what the viewer opens and shows.
 //
 // A message has a "body" part (subject and text) and one "attachment/N" part per attachment
 // (file name, media type and bytes). File names and subjects can hold PHI, so they live
@@ -83,8 +83,8 @@ func (m Message) Parts() ([]Part, error) {
 	return parts, nil
 }
 
-// ErrMalformed means a part does not decode; after a successful envelope.Open this is a bug
-// or a format from a newer version.
+// ErrMalformed means a part does not decode; for a part that opened (it authenticated) this
+// is a bug or a format from a newer version.
 var ErrMalformed = errors.New("content: malformed part")
 
 // Decode rebuilds a message from its parts, in any order.

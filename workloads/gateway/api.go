@@ -26,6 +26,7 @@ import (
 	"github.com/securetext/securetext/workloads/envelope"
 	"github.com/securetext/securetext/workloads/keystore"
 	"github.com/securetext/securetext/workloads/phone"
+	"github.com/securetext/securetext/workloads/sealed"
 	"github.com/securetext/securetext/workloads/store"
 )
 
@@ -742,13 +743,13 @@ func (a *API) openReplies(ctx context.Context, m store.Message) (map[string]stri
 		return nil, err
 	}
 	defer envelope.Zero(key)
-	texts := make(map[string]string, len(replies))
-	for _, rp := range replies {
-		b, err := envelope.Open(key, envelope.AssociatedData{Tenant: a.intake.Tenant, MessageID: m.ID, Part: store.ReplyPart(rp.ID)}, rp.Ciphertext)
-		if err != nil {
-			return nil, fmt.Errorf("open reply %s: %w", rp.ID, err)
-		}
-		texts[rp.ID] = string(b)
+	texts, err := sealed.Message{Tenant: a.intake.Tenant, ID: m.ID, Key: key}.OpenReplies(replies)
+	if err != nil {
+		return nil, err
 	}
-	return texts, nil
+	byID := make(map[string]string, len(replies))
+	for i, rp := range replies {
+		byID[rp.ID] = texts[i]
+	}
+	return byID, nil
 }

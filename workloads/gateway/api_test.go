@@ -673,7 +673,7 @@ func TestAPIEventsCarryReplies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sealed, err := envelope.Seal(key, envelope.AssociatedData{Tenant: e.Intake.Tenant, MessageID: acc.ID, Part: store.ReplyPart(replyID)}, []byte(text))
+	sealed, err := envelope.Seal(key, envelope.AssociatedData{Tenant: e.Intake.Tenant, MessageID: acc.ID, Part: "reply/" + replyID}, []byte(text))
 	envelope.Zero(key)
 	if err != nil {
 		t.Fatal(err)

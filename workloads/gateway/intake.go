@@ -21,6 +21,7 @@ import (
 	"github.com/securetext/securetext/workloads/content"
 	"github.com/securetext/securetext/workloads/envelope"
 	"github.com/securetext/securetext/workloads/keystore"
+	"github.com/securetext/securetext/workloads/sealed"
 	"github.com/securetext/securetext/workloads/store"
 	"github.com/securetext/securetext/workloads/token"
 )
@@ -119,9 +120,6 @@ const (
 	maxExpiry     = 30 * 24 * time.Hour
 )
 
-// linkPart is the associated-data part name of the sealed link token in the outbox payload.
-const linkPart = "notify-link"
-
 // Accept encrypts s under a fresh data key and stores it with its audit event and outbox row.
 // It returns a *RefusedError when the sender must change something, an error matching
 // ErrUnavailable when a dependency is down, and otherwise only after a durable commit.
@@ -157,18 +155,14 @@ func (in *Intake) Accept(ctx context.Context, s Submission) (Accepted, error) {
 		IdempotencyKey: s.IdempotencyKey,
 		RequestHash:    s.RequestHash,
 	}
-	for _, p := range parts {
-		sealed, err := envelope.Seal(dk.Plaintext, envelope.AssociatedData{Tenant: in.Tenant, MessageID: id, Part: p.Name}, p.Plaintext)
-		if err != nil {
-			return Accepted{}, fmt.Errorf("seal part %s of message %s: %w", p.Name, id, err)
-		}
-		req.Parts = append(req.Parts, store.Part{Name: p.Name, Ciphertext: sealed})
+	sm := sealed.Message{Tenant: in.Tenant, ID: id, Key: dk.Plaintext}
+	if req.Parts, err = sm.SealParts(parts); err != nil {
+		return Accepted{}, err
 	}
 	// The notifier needs the link token, which the store keeps only as a hash: it travels in
 	// the outbox row sealed under the message's own data key, and is deleted once sent.
-	req.NotifyPayload, err = envelope.Seal(dk.Plaintext, envelope.AssociatedData{Tenant: in.Tenant, MessageID: id, Part: linkPart}, []byte(link))
-	if err != nil {
-		return Accepted{}, fmt.Errorf("seal link of message %s: %w", id, err)
+	if req.NotifyPayload, err = sm.SealLink(link); err != nil {
+		return Accepted{}, err
 	}
 
 	res, err := in.Store.AcceptMessage(ctx, req)
@@ -215,13 +209,4 @@ func (in *Intake) expiry(d time.Duration) (time.Duration, error) {
 // only an operator can fix it and the message must not be lost meanwhile.
 func unavailable(what string, err error) error {
 	return fmt.Errorf("%s: %w (%w)", what, ErrUnavailable, err)
-}
-
-// OpenLink returns the link token sealed in an outbox payload, given the message's data key.
-func OpenLink(dataKey []byte, tenant, messageID string, payload []byte) (string, error) {
-	b, err := envelope.Open(dataKey, envelope.AssociatedData{Tenant: tenant, MessageID: messageID, Part: linkPart}, payload)
-	if err != nil {
-		return "", fmt.Errorf("open link of message %s: %w", messageID, err)
-	}
-	return string(b), nil
 }

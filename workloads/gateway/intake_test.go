@@ -9,6 +9,7 @@ import (
 
 	"github.com/securetext/securetext/workloads/content"
 	"github.com/securetext/securetext/workloads/envelope"
+	"github.com/securetext/securetext/workloads/sealed"
 	"github.com/securetext/securetext/workloads/store"
 	"github.com/securetext/securetext/workloads/token"
 )
@@ -67,14 +68,14 @@ func TestIntakeStoresEncrypted(t *testing.T) {
 			if err != nil || len(entries) != 1 {
 				t.Fatalf("claim: %v, %v", entries, err)
 			}
-			link, err := OpenLink(key, testTenant, acc.MessageID, entries[0].Payload)
+			link, err := sealed.Message{Tenant: testTenant, ID: acc.MessageID, Key: key}.OpenLink(entries[0].Payload)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if token.Hash(link) != m.LinkTokenHash || len(link) != 26 {
 				t.Fatalf("link token %q does not hash to the stored hash", link)
 			}
-			if _, err := OpenLink(key, "other-tenant", acc.MessageID, entries[0].Payload); !errors.Is(err, envelope.ErrDecrypt) {
+			if _, err := (sealed.Message{Tenant: "other-tenant", ID: acc.MessageID, Key: key}).OpenLink(entries[0].Payload); !errors.Is(err, envelope.ErrDecrypt) {
 				t.Fatalf("link opened under another tenant: %v", err)
 			}
 		})

@@ -14,6 +14,7 @@ import (
 
 	"github.com/securetext/securetext/workloads/audit"
 	"github.com/securetext/securetext/workloads/envelope"
+	"github.com/securetext/securetext/workloads/sealed"
 	"github.com/securetext/securetext/workloads/sms"
 	"github.com/securetext/securetext/workloads/store"
 )
@@ -311,7 +312,7 @@ func (n *Notifier) handle(ctx context.Context, e store.OutboxEntry) {
 			n.retry(ctx, log, e, n.backoff(e.Attempts), "keystore_unavailable", true)
 			return
 		}
-		link, err = OpenLink(key, n.cfg.Tenant, e.MessageID, e.Payload)
+		link, err = sealed.Message{Tenant: n.cfg.Tenant, ID: e.MessageID, Key: key}.OpenLink(e.Payload)
 		envelope.Zero(key)
 		if err != nil {
 			n.fail(ctx, log, e, "bad_payload", "failed")

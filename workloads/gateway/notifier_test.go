@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/securetext/securetext/workloads/audit"
+	"github.com/securetext/securetext/workloads/sealed"
 	"github.com/securetext/securetext/workloads/sms"
 	"github.com/securetext/securetext/workloads/store"
 	"github.com/securetext/securetext/workloads/token"
@@ -364,7 +365,7 @@ func TestNotifierFinderPreventsDoubleSend(t *testing.T) {
 		t.Fatal(entries, err)
 	}
 	key, _ := f.Keys.Unwrap(ctx, entries[0].WrappedKey)
-	link, _ := OpenLink(key, testTenant, id, entries[0].Payload)
+	link, _ := sealed.Message{Tenant: testTenant, ID: id, Key: key}.OpenLink(entries[0].Payload)
 	body, _ := sms.Compose("Riverside Clinic", "https://view.clinic.example/m/"+link)
 	p.found[body] = "SMalreadysent"
 

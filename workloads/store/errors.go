@@ -35,6 +35,9 @@ var (
 	// Store.AcceptMessage on a lost commit); the caller answers SMTP 451 / HTTP 503 and the
 	// sender retries.
 	ErrUnavailable = errors.New("store: database temporarily unavailable")
+	// ErrRateLimited means the caller asked for something too often (another one-time code
+	// within the window, a reply past a message's cap); nothing was stored.
+	ErrRateLimited = errors.New("store: too many requests; try again later")
 )
 
 // IsTemporary reports whether err is a temporary database failure (it wraps ErrUnavailable).

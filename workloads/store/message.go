@@ -81,7 +81,7 @@ type Message struct {
 // Part is one encrypted part of a message.
 type Part struct {
 	Name       string // "body", "attachment/0", …
-	Ciphertext []byte // an envelope (package envelope)
+	Ciphertext []byte // an envelope (package envelope) that package sealed binds to the part's name
 }
 
 // AcceptRequest is a message the gateway accepts.

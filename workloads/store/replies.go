@@ -13,12 +13,8 @@ type Reply struct {
 	ID         string
 	MessageID  string
 	CreatedAt  time.Time
-	Ciphertext []byte // an envelope (package envelope) whose part name is ReplyPart(ID)
+	Ciphertext []byte // an envelope (package envelope) that package sealed binds to the reply's id
 }
-
-// ReplyPart is the part name a reply is sealed with, so that a reply's ciphertext cannot pass
-// for the message's body or for another reply.
-func ReplyPart(id string) string { return "reply/" + id }
 
 // AddReply stores reply r to its message and audits ev, in one transaction. A message that
 // can no longer be read (revoked, expired, purged) is ErrConflict; one that has maxReplies

@@ -26,6 +26,7 @@ import (
 	"github.com/securetext/securetext/workloads/gateway"
 	"github.com/securetext/securetext/workloads/keystore"
 	"github.com/securetext/securetext/workloads/password"
+	"github.com/securetext/securetext/workloads/sealed"
 	"github.com/securetext/securetext/workloads/sms"
 	"github.com/securetext/securetext/workloads/store"
 )
@@ -272,7 +273,7 @@ func (f *fixture) messageExpiring(phone string, expiresIn time.Duration, subject
 		if err != nil {
 			f.t.Fatal(err)
 		}
-		link, err := gateway.OpenLink(key, f.tenant, e.MessageID, e.Payload)
+		link, err := sealed.Message{Tenant: f.tenant, ID: e.MessageID, Key: key}.OpenLink(e.Payload)
 		if err != nil {
 			f.t.Fatal(err)
 		}

@@ -47,7 +47,7 @@ func TestReplies(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer envelope.Zero(key)
-		ad := envelope.AssociatedData{Tenant: f.tenant, MessageID: id, Part: store.ReplyPart(replies[0].ID)}
+		ad := envelope.AssociatedData{Tenant: f.tenant, MessageID: id, Part: "reply/" + replies[0].ID}
 		plain, err := envelope.Open(key, ad, replies[0].Ciphertext)
 		if err != nil || string(plain) != "Thanks! Can I call\ntomorrow?" {
 			t.Errorf("reply opens to %q, %v; want the text without the control character", plain, err)

@@ -14,59 +14,47 @@ import (
 	"github.com/securetext/securetext/workloads/audit"
 	"github.com/securetext/securetext/workloads/content"
 	"github.com/securetext/securetext/workloads/envelope"
+	"github.com/securetext/securetext/workloads/sealed"
 	"github.com/securetext/securetext/workloads/store"
 )
 
-// withKey unwraps the data key of message m with the keystore, runs use with it and zeroes
-// it afterwards.
-func (v *Viewer) withKey(ctx context.Context, m store.Message, use func(key []byte) error) error {
+// withKey unwraps the data key of message m with the keystore, runs use with the key bound to
+// the message, and zeroes the key afterwards.
+func (v *Viewer) withKey(ctx context.Context, m store.Message, use func(sm sealed.Message) error) error {
 	key, err := v.cfg.Keys.Unwrap(ctx, m.WrappedKey)
 	if err != nil {
 		return fmt.Errorf("unwrap data key of message %s: %w", m.ID, err)
 	}
 	defer envelope.Zero(key)
-	return use(key)
+	return use(sealed.Message{Tenant: v.cfg.Tenant, ID: m.ID, Key: key})
 }
 
-// openMessage decrypts l's message with its data key: each part is opened with the tenant,
-// message id and part name as associated data. The parts are those lookup read, or else read
-// now.
-func (v *Viewer) openMessage(ctx context.Context, l link, key []byte) (content.Message, error) {
-	m, parts := l.msg, l.parts
+// openMessage opens l's message with its data key. The parts are those lookup read, or else
+// read now.
+func (v *Viewer) openMessage(ctx context.Context, l link, sm sealed.Message) (content.Message, error) {
+	parts := l.parts
 	if !l.partsRead {
 		var err error
-		if parts, err = v.cfg.Store.MessageParts(ctx, m.ID); err != nil {
+		if parts, err = v.cfg.Store.MessageParts(ctx, l.msg.ID); err != nil {
 			return content.Message{}, err
 		}
 	}
-	plain := make([]content.Part, 0, len(parts))
-	for _, p := range parts {
-		b, err := envelope.Open(key, envelope.AssociatedData{Tenant: v.cfg.Tenant, MessageID: m.ID, Part: p.Name}, p.Ciphertext)
-		if err != nil {
-			return content.Message{}, fmt.Errorf("open message %s: %w", m.ID, err)
-		}
-		plain = append(plain, content.Part{Name: p.Name, Plaintext: b})
-	}
-	msg, err := content.Decode(plain)
-	if err != nil {
-		return content.Message{}, fmt.Errorf("decode message %s: %w", m.ID, err)
-	}
-	return msg, nil
+	return sm.OpenParts(parts)
 }
 
-// openReplies decrypts the patient's replies to message m with its data key, oldest first.
-func (v *Viewer) openReplies(ctx context.Context, m store.Message, key []byte) ([]replyView, error) {
-	replies, err := v.cfg.Store.Replies(ctx, m.ID)
+// openReplies opens the patient's replies to message sm with its data key, oldest first.
+func (v *Viewer) openReplies(ctx context.Context, sm sealed.Message) ([]replyView, error) {
+	replies, err := v.cfg.Store.Replies(ctx, sm.ID)
+	if err != nil {
+		return nil, err
+	}
+	texts, err := sm.OpenReplies(replies)
 	if err != nil {
 		return nil, err
 	}
 	views := make([]replyView, 0, len(replies))
-	for _, rp := range replies {
-		b, err := envelope.Open(key, envelope.AssociatedData{Tenant: v.cfg.Tenant, MessageID: m.ID, Part: store.ReplyPart(rp.ID)}, rp.Ciphertext)
-		if err != nil {
-			return nil, fmt.Errorf("open reply %s to message %s: %w", rp.ID, m.ID, err)
-		}
-		views = append(views, replyView{Text: string(b), Sent: v.formatTime(rp.CreatedAt)})
+	for i, rp := range replies {
+		views = append(views, replyView{Text: texts[i], Sent: v.formatTime(rp.CreatedAt)})
 	}
 	return views, nil
 }
@@ -104,11 +92,11 @@ func (v *Viewer) reveal(w http.ResponseWriter, r *http.Request, l link, recipien
 		msg     content.Message
 		replies []replyView
 	)
-	err := v.withKey(ctx, l.msg, func(key []byte) (err error) {
-		if msg, err = v.openMessage(ctx, l, key); err != nil || !v.cfg.Policy.Replies {
+	err := v.withKey(ctx, l.msg, func(sm sealed.Message) (err error) {
+		if msg, err = v.openMessage(ctx, l, sm); err != nil || !v.cfg.Policy.Replies {
 			return err
 		}
-		replies, err = v.openReplies(ctx, l.msg, key)
+		replies, err = v.openReplies(ctx, sm)
 		return err
 	})
 	if err != nil {
@@ -169,12 +157,12 @@ func (v *Viewer) reply(w http.ResponseWriter, r *http.Request, l link) {
 		return
 	}
 	id := store.NewID()
-	err := v.withKey(ctx, l.msg, func(key []byte) error {
-		sealed, err := envelope.Seal(key, envelope.AssociatedData{Tenant: v.cfg.Tenant, MessageID: l.msg.ID, Part: store.ReplyPart(id)}, []byte(text))
+	err := v.withKey(ctx, l.msg, func(sm sealed.Message) error {
+		ciphertext, err := sm.SealReply(id, text)
 		if err != nil {
 			return err
 		}
-		return v.cfg.Store.AddReply(ctx, store.Reply{ID: id, MessageID: l.msg.ID, CreatedAt: v.now(), Ciphertext: sealed}, MaxReplies,
+		return v.cfg.Store.AddReply(ctx, store.Reply{ID: id, MessageID: l.msg.ID, CreatedAt: v.now(), Ciphertext: ciphertext}, MaxReplies,
 			audit.Event{Time: v.now(), Kind: audit.KindReplied, Actor: "patient", MessageID: l.msg.ID,
 				Detail: map[string]string{"recipient": s.recipientID, "reply": id}})
 	})
@@ -226,8 +214,8 @@ func (v *Viewer) download(w http.ResponseWriter, r *http.Request, l link) {
 		return
 	}
 	var msg content.Message
-	err = v.withKey(ctx, l.msg, func(key []byte) (err error) {
-		msg, err = v.openMessage(ctx, l, key)
+	err = v.withKey(ctx, l.msg, func(sm sealed.Message) (err error) {
+		msg, err = v.openMessage(ctx, l, sm)
 		return err
 	})
 	if err != nil {
