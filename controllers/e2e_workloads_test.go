@@ -154,14 +154,13 @@ func e2eBuild(t *testing.T) map[string]string {
 		}
 	}
 	dir := t.TempDir()
-	cmd := exec.Command(goTool, "build", "-o", dir+"/", "./workloads/cmd/securetext", "./workloads/keystore/cmd/keystore")
+	cmd := exec.Command(goTool, "build", "-o", dir+"/", "./workloads/cmd/securetext")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build the workloads: %v\n%s", err, out)
 	}
 	return map[string]string{
 		"/usr/local/bin/securetext": filepath.Join(dir, "securetext"),
-		"/usr/local/bin/keystore":   filepath.Join(dir, "keystore"),
 	}
 }
 

@@ -33,21 +33,6 @@ const (
 	podSecurityLatest              = "latest"
 )
 
-// Event reasons, one per kind of change the operator makes or refuses to make.
-const (
-	EventNamespaceCreated  = "NamespaceCreated"
-	EventNamespaceUpdated  = "NamespaceUpdated"
-	EventNamespaceConflict = "NamespaceConflict"
-	EventNamespaceDeleted  = "NamespaceDeleted"
-	EventReconcileFailed   = "ReconcileFailed"
-	EventDeletionBlocked   = "DeletionBlocked"
-	EventSecretsChanged    = "SecretsChanged"
-	EventVaultChanged      = "VaultChanged"
-	EventVaultFailed       = "VaultFailed"
-	EventWorkloadsApplied  = "WorkloadsApplied"
-	EventOrphaned          = "Orphaned"
-)
-
 // tenantLabels are the labels of every object made for a tenant.
 func tenantLabels(tenant string) map[string]string {
 	return map[string]string{

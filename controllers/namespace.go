@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 
@@ -56,11 +57,37 @@ func (e errNamespaceConflict) Error() string {
 		"choose another spec.namespace or delete that namespace", e.namespace)
 }
 
-// ensureNamespace creates the tenant's namespace, or repairs its labels with server-side apply.
+// ensureNamespace is the namespace step with its events. Once the namespace is in place, its
+// name goes into the status; the steps after it work there.
+func (r *SecureTextTenantReconciler) ensureNamespace(ctx context.Context, tenant *securetextv1alpha1.SecureTextTenant) error {
+	name := tenant.TargetNamespace()
+	changed, created, err := r.createOrRepairNamespace(ctx, tenant)
+	var conflict errNamespaceConflict
+	var terminating errNamespaceTerminating
+	switch {
+	case errors.As(err, &conflict):
+		r.Recorder.Eventf(tenant, nil, corev1.EventTypeWarning, EventNamespaceConflict, "EnsureNamespace", "%s", err)
+	case errors.As(err, &terminating):
+	case err != nil:
+		r.Recorder.Eventf(tenant, nil, corev1.EventTypeWarning, EventReconcileFailed, "EnsureNamespace", "%s", err)
+	case created:
+		r.Recorder.Eventf(tenant, nil, corev1.EventTypeNormal, EventNamespaceCreated, "EnsureNamespace",
+			"created namespace %s with Pod Security restricted enforced", name)
+	case changed:
+		r.Recorder.Eventf(tenant, nil, corev1.EventTypeNormal, EventNamespaceUpdated, "EnsureNamespace",
+			"repaired the labels of namespace %s", name)
+	}
+	if err == nil {
+		tenant.Status.Namespace = name
+	}
+	return err
+}
+
+// createOrRepairNamespace creates the tenant's namespace, or repairs its labels with server-side apply.
 // A namespace that exists but was not made for this tenant is never touched: a new namespace is
 // created with Create, so one that appeared since the read is never taken over by the write. It reports
 // whether it wrote anything, so that events describe real changes only.
-func (r *SecureTextTenantReconciler) ensureNamespace(ctx context.Context, tenant *securetextv1alpha1.SecureTextTenant) (changed, created bool, err error) {
+func (r *SecureTextTenantReconciler) createOrRepairNamespace(ctx context.Context, tenant *securetextv1alpha1.SecureTextTenant) (changed, created bool, err error) {
 	name := tenant.TargetNamespace()
 	want := desiredNamespaceLabels(tenant)
 

@@ -1,9 +1,12 @@
 package controllers
 
 import (
+	"fmt"
 	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
+
+	securetextv1alpha1 "github.com/securetext/securetext/api/v1alpha1"
 )
 
 // Options are the operator's settings: what it needs to render and provision a tenant that is
@@ -60,4 +63,53 @@ func (o Options) renderInput() RenderInput {
 		in.Vault.AuthMount = o.Vault.AuthMount
 	}
 	return in
+}
+
+// resync is how often an unchanged tenant is checked again (Options.Resync).
+func (r *SecureTextTenantReconciler) resync() time.Duration {
+	if r.Options.Resync > 0 {
+		return r.Options.Resync
+	}
+	return DefaultResync
+}
+
+// now is the reconciler's clock (Options.Now).
+func (r *SecureTextTenantReconciler) now() time.Time {
+	if r.Options.Now != nil {
+		return r.Options.Now()
+	}
+	return time.Now()
+}
+
+// tenantInputs are the tenant's Vault objects and render input: the options' part of the
+// render input (renderInput) completed from the tenant's spec.
+func (r *SecureTextTenantReconciler) tenantInputs(tenant *securetextv1alpha1.SecureTextTenant, ns string) (TenantVault, RenderInput, error) {
+	tv := TenantVault{
+		Tenant: tenant.Name, Namespace: ns, ServiceAccount: objectName(ComponentKeystore), Audience: r.Options.VaultAudience,
+	}
+	if p := tenant.Spec.Vault.KeyRotationPeriod; p != "" {
+		d, err := time.ParseDuration(p)
+		if err != nil {
+			return tv, RenderInput{}, fmt.Errorf("spec.vault.keyRotationPeriod %q: %w", p, err)
+		}
+		tv.RotationPeriod = d
+	}
+	in := r.Options.renderInput()
+	in.Namespace = ns
+	for c, spec := range map[Component]securetextv1alpha1.ComponentSpec{
+		ComponentGateway: tenant.Spec.Components.Gateway, ComponentViewer: tenant.Spec.Components.Viewer,
+		ComponentKeystore: tenant.Spec.Components.Keystore,
+	} {
+		if a := spec.Autoscaling; a != nil {
+			if in.Autoscaling == nil {
+				in.Autoscaling = map[Component]AutoscalingInput{}
+			}
+			in.Autoscaling[c] = AutoscalingInput{MaxReplicas: a.MaxReplicas, TargetCPUUtilizationPercentage: a.TargetCPUUtilizationPercentage}
+		}
+	}
+	in.Vault.Role = tv.RoleName()
+	in.Vault.TransitMount = tv.Mount()
+	in.Vault.WrappingKey = tv.WrappingKey()
+	in.Vault.SigningKey = tv.SigningKey()
+	return tv, in, nil
 }

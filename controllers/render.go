@@ -103,7 +103,7 @@ type RenderInput struct {
 // images, and where the ingress controller, the databases and the cluster's own addresses are.
 type ClusterInput struct {
 	// WorkloadImage is the image of the Dockerfile's `workloads` target: /usr/local/bin/securetext
-	// (subcommands gateway and viewer) and /usr/local/bin/keystore.
+	// (subcommands gateway, viewer and keystore).
 	WorkloadImage string
 	// KeystoreImage overrides WorkloadImage for the keystore; empty means WorkloadImage.
 	KeystoreImage string

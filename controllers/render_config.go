@@ -7,7 +7,7 @@ package controllers
 // files and only their paths are in the ConfigMap.
 //
 // COUPLING: the flag names below are those registered in workloads/cmd/securetext/gateway.go,
-// viewer.go, flaggroups.go and workloads/keystore/cmd/keystore/main.go. render_test.go reads
+// viewer.go, flaggroups.go and keystore.go. render_test.go reads
 // those files and fails when a rendered flag does not exist there.
 
 import (

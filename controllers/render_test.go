@@ -401,7 +401,7 @@ func TestRenderConfigValues(t *testing.T) {
 	if c := deploymentOf(t, d, ComponentViewer).Spec.Template.Spec.Containers[0]; !reflect.DeepEqual(c.Args, []string{"viewer"}) {
 		t.Errorf("viewer args %v", c.Args)
 	}
-	if c := deploymentOf(t, d, ComponentKeystore).Spec.Template.Spec.Containers[0]; !reflect.DeepEqual(c.Command, []string{"/usr/local/bin/keystore"}) || len(c.Args) != 0 {
+	if c := deploymentOf(t, d, ComponentKeystore).Spec.Template.Spec.Containers[0]; !reflect.DeepEqual(c.Command, []string{"/usr/local/bin/securetext"}) || !reflect.DeepEqual(c.Args, []string{"keystore"}) {
 		t.Errorf("keystore command %v %v", c.Command, c.Args)
 	}
 
@@ -456,7 +456,7 @@ func TestRenderFlagsExist(t *testing.T) {
 	gatewayFlags := registeredFlags(t, "workloads/cmd/securetext/gateway.go", "workloads/cmd/securetext/flaggroups.go")
 	viewerFlags := registeredFlags(t, "workloads/cmd/securetext/viewer.go", "workloads/cmd/securetext/flaggroups.go")
 	delete(viewerFlags, flagSMSCallbackBaseURL) // registered only for the gateway (callbacks)
-	keystoreFlags := registeredFlags(t, "workloads/keystore/cmd/keystore/main.go")
+	keystoreFlags := registeredFlags(t, "workloads/cmd/securetext/keystore.go")
 	commands := map[Component]struct {
 		prefix   string
 		flags    map[string]bool

@@ -20,11 +20,9 @@ import (
 // nonRootID is the distroless "nonroot" user and group the images run as.
 const nonRootID = int64(65532)
 
-// Paths of the binaries in the workloads image (Dockerfile target `workloads`).
-const (
-	binSecureText = "/usr/local/bin/securetext"
-	binKeystore   = "/usr/local/bin/keystore"
-)
+// binSecureText is the workloads' one binary in the workloads image (Dockerfile target
+// `workloads`); each component runs it with its own subcommand.
+const binSecureText = "/usr/local/bin/securetext"
 
 // defaultResources size a component whose spec names no resources. The viewer hashes
 // passwords with argon2id (19 MiB each), so it gets the most memory.
@@ -130,8 +128,6 @@ func (r *renderer) deployment(c Component, cm *corev1.ConfigMap, cc componentCon
 	}
 	if c == ComponentKeystore {
 		container.Image = r.in.KeystoreImage
-		container.Command = []string{binKeystore}
-		container.Args = nil
 	}
 
 	var volumes []corev1.Volume

@@ -152,8 +152,10 @@ type secretStep struct {
 	res      secretsResult
 }
 
-// ensureSecrets creates the tenant's generated Secrets and renews certificates that are due.
-func (r *SecureTextTenantReconciler) ensureSecrets(ctx context.Context, tenant *securetextv1alpha1.SecureTextTenant, ns string) (secretsResult, error) {
+// ensureSecrets is the secrets step: it creates the tenant's generated Secrets and renews
+// certificates that are due, with their events. It returns the Secrets' versions, for the config
+// checksum.
+func (r *SecureTextTenantReconciler) ensureSecrets(ctx context.Context, tenant *securetextv1alpha1.SecureTextTenant, ns string, st *tenantState) map[string]string {
 	validity := r.Options.CertificateValidity
 	if validity <= 0 {
 		validity = DefaultCertificateValidity
@@ -163,7 +165,13 @@ func (r *SecureTextTenantReconciler) ensureSecrets(ctx context.Context, tenant *
 		now: r.now(), tenant: tenant, ns: ns, res: secretsResult{Versions: map[string]string{}},
 	}
 	err := s.run(ctx)
-	return s.res, err
+	r.event(tenant, EventSecretsChanged, "EnsureSecrets", s.res.Changes)
+	st.renewAt = s.res.RenewAt
+	if err != nil {
+		st.secretsErr = fmt.Errorf("secrets: %w", err)
+		r.Recorder.Eventf(tenant, nil, corev1.EventTypeWarning, EventReconcileFailed, "EnsureSecrets", "%s", err)
+	}
+	return s.res.Versions
 }
 
 func (s *secretStep) run(ctx context.Context) error {
