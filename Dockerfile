@@ -11,11 +11,9 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/securetext-operato
 
 FROM build AS build-workloads
 COPY workloads/ workloads/
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/workloads/securetext ./workloads/cmd/securetext && \
-    CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/workloads/keystore ./workloads/keystore/cmd/keystore && \
-    CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/workloads/audit ./workloads/audit/cmd/audit
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/workloads/securetext ./workloads/cmd/securetext
 
-# securetext gateway | keystore | audit export/verify
+# securetext gateway | viewer | keystore | audit export/verify | sender
 FROM gcr.io/distroless/static:nonroot AS workloads
 COPY --from=build-workloads /out/workloads/ /usr/local/bin/
 USER 65532:65532

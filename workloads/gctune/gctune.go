@@ -12,11 +12,11 @@ import (
 )
 
 // GCPercent is the garbage collector's target for SecureText's servers, unless GOGC is set.
-// Their live heap is small (the viewer's about 8 MB under load), so Go's default of 100 ran
-// a collection every 75 ms at 2,000 pages/s, each with a stop of the world of a millisecond
-// or two on a busy 2-CPU machine. At 400 the viewer served about 20 % more pages per second
-// on the same CPUs, with a lower p99 (BenchmarkRevealRemembered, alternating runs), for a
-// heap of a few tens of megabytes.
+// Their live heap is small (a few megabytes) and their garbage per request large, so with
+// Go's default of 100 they collect many times a second under load, each collection with a
+// short stop of the world that shows in the tail latency. 400 trades a heap of a few tens of
+// megabytes for a quarter as many collections (BenchmarkRevealRemembered measures the
+// effect).
 const GCPercent = 400
 
 // MemoryLimitShare is the share of the container's memory limit that the Go runtime is told

@@ -230,9 +230,9 @@ func (s *Server) verifyConnection(cs tls.ConnectionState) error {
 }
 
 // verifyChain is verifyClientChain with a memory: a chain that verified stays verified until
-// the first of its certificates expires, so requests on a kept-alive connection cost a hash
-// instead of an ECDSA verification (which was half the CPU time of a wrap-new with the local
-// backend). Only chains that verified are remembered, so strangers cannot fill the cache.
+// the first of its certificates expires, so requests on a kept-alive connection cost a hash,
+// not an ECDSA verification (which would be most of the CPU time of a small wrap-new). Only
+// chains that verified are remembered, so strangers cannot fill the cache.
 func (s *Server) verifyChain(chain []*x509.Certificate, now time.Time) error {
 	h := sha256.New()
 	for _, c := range chain {

@@ -49,9 +49,8 @@ type TransitConfig struct {
 
 // TransitMaxInFlight is how many Transit batch calls of one kind (wrap, unwrap) a keystore
 // keeps in progress by default. Vault spends most of a call on the request itself, not on its
-// items, so fewer and fuller batches cost it less: with 2 instead of 4, Vault's CPU time per
-// accepted message fell by about a fifth in the gateway bench (hack/bench/gateway), and the
-// calls that wait for a slot leave together in the next batch.
+// items, so fewer and fuller batches cost it less per message; the calls that wait for a slot
+// leave together in the next batch. hack/bench/gateway measures Vault's CPU per message.
 const TransitMaxInFlight = 2
 
 // Transit is the production Service: data keys are generated here from crypto/rand and

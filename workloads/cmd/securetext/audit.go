@@ -1,7 +1,7 @@
-// Command audit exports a tenant's audit trail and checks an export offline.
+// securetext audit exports a tenant's audit trail and checks an export offline.
 //
-//	audit export -dsn DSN -tenant NAME (-local-key-file FILE | -keystore-url URL -cert FILE -key FILE -ca FILE) [-o FILE]
-//	audit verify [-key BASE64] FILE
+//	securetext audit export -dsn DSN -tenant NAME (-local-key-file FILE | -keystore-url URL -cert FILE -key FILE -ca FILE) [-o FILE]
+//	securetext audit verify [-key BASE64] FILE
 //
 // export signs a checkpoint of the current chain head through the keystore (unless
 // -checkpoint=false), then writes every event, every checkpoint and the signing public key
@@ -11,6 +11,7 @@
 // With -key, the export must be signed by that ed25519 public key (the tenant's published audit
 // key). Without it, the key in the export's own header is used and its id is printed, so it can
 // be compared by hand: a forger can always sign with a key of their own.
+
 package main
 
 import (
@@ -18,56 +19,50 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/securetext/securetext/workloads/audit"
 )
 
-func main() {
-	if len(os.Args) < 2 {
-		fmt.Fprint(os.Stderr, usage)
-		os.Exit(2)
+// runAudit runs "securetext audit export|verify".
+func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "export":
+			return auditExport(ctx, args[1:], stdout, stderr)
+		case "verify":
+			return auditVerify(args[1:], stdout, stderr)
+		}
 	}
-	var err error
-	switch os.Args[1] {
-	case "verify":
-		err = verifyCommand(os.Args[2:])
-	case "export":
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		err = exportCommand(ctx, os.Args[2:], os.Stdout)
-	default:
-		fmt.Fprint(os.Stderr, usage)
-		os.Exit(2)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
+	fmt.Fprint(stderr, auditUsage)
+	return errors.New("audit: give export or verify")
 }
 
-const usage = `usage:
-  audit export -dsn DSN -tenant NAME (-local-key-file FILE | -keystore-url URL -cert FILE -key FILE -ca FILE) [-o FILE] [-checkpoint=false]
-  audit verify [-key BASE64] FILE
+const auditUsage = `usage:
+  securetext audit export -dsn DSN -tenant NAME (-local-key-file FILE | -keystore-url URL -cert FILE -key FILE -ca FILE) [-o FILE] [-checkpoint=false]
+  securetext audit verify [-key BASE64] FILE
 `
 
-func verifyCommand(args []string) error {
+func auditVerify(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	key := fs.String("key", "", "trusted ed25519 public key, standard base64")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return fmt.Errorf("audit verify: want one FILE\n%s", usage)
+		return fmt.Errorf("audit verify: want one FILE\n%s", auditUsage)
 	}
-	return run(fs.Arg(0), *key)
+	return verifyExport(fs.Arg(0), *key, stdout)
 }
 
-func run(path, key string) error {
+// verifyExport checks the export in path, against the base64 ed25519 key if one is given, and
+// prints what it found.
+func verifyExport(path, key string, stdout io.Writer) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -90,11 +85,11 @@ func run(path, key string) error {
 			return err
 		}
 	}
-	fmt.Printf("ok: %d events, %d checkpoints, head %s\n", rep.Events, rep.Checkpoints, hex.EncodeToString(rep.Head[:]))
+	fmt.Fprintf(stdout, "ok: %d events, %d checkpoints, head %s\n", rep.Events, rep.Checkpoints, hex.EncodeToString(rep.Head[:]))
 	if key == "" {
 		// Without a trusted key the file is only shown to be consistent: anyone can re-sign a
 		// rewritten trail with a key of their own. Print the whole key so it can be compared.
-		fmt.Printf("NOT checked against a trusted key: the export is signed by %s, the key in its own header;\n"+
+		fmt.Fprintf(stdout, "NOT checked against a trusted key: the export is signed by %s, the key in its own header;\n"+
 			"compare it with the tenant's published audit key, or pass -key to check it\n",
 			base64.StdEncoding.EncodeToString(rep.PublicKey))
 	}

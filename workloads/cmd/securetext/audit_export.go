@@ -16,11 +16,13 @@ import (
 	"github.com/securetext/securetext/workloads/store"
 )
 
-// exportPage is how many events are read per query.
-const exportPage = 10_000
+// auditExportPage is how many events are read per query.
+const auditExportPage = 10_000
 
-func exportCommand(ctx context.Context, args []string, stdout io.Writer) error {
+// auditExport runs "securetext audit export".
+func auditExport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("audit export", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	var (
 		dsn        = fs.String("dsn", "", "tenant database: postgres://… or sqlite:PATH")
 		tenant     = fs.String("tenant", "", "tenant name")
@@ -97,7 +99,7 @@ func exportCommand(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	var events []audit.Event
 	for uint64(len(events)) < upTo {
-		page, err := st.AuditEvents(ctx, uint64(len(events)), min(exportPage, int(upTo)-len(events)))
+		page, err := st.AuditEvents(ctx, uint64(len(events)), min(auditExportPage, int(upTo)-len(events)))
 		if err != nil {
 			return fmt.Errorf("audit export: %w", err)
 		}

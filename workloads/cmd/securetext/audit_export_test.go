@@ -17,9 +17,9 @@ import (
 	"github.com/securetext/securetext/workloads/store"
 )
 
-// TestExportThenVerify exports a real (SQLite) store's trail, signed by the local keystore, and
+// TestAuditExportThenVerify exports a real (SQLite) store's trail, signed by the local keystore, and
 // verifies it; a tampered copy fails at the changed event.
-func TestExportThenVerify(t *testing.T) {
+func TestAuditExportThenVerify(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	dsn := "sqlite:" + filepath.Join(dir, "tenant.db")
@@ -43,7 +43,7 @@ func TestExportThenVerify(t *testing.T) {
 	st.Close()
 
 	out := filepath.Join(dir, "export.ndjson")
-	if err := exportCommand(ctx, []string{"-dsn", dsn, "-tenant", "clinic-a", "-local-key-file", keyFile, "-o", out}, io.Discard); err != nil {
+	if err := runAudit(ctx, []string{"export", "-dsn", dsn, "-tenant", "clinic-a", "-local-key-file", keyFile, "-o", out}, io.Discard, io.Discard); err != nil {
 		t.Fatalf("export: %v", err)
 	}
 	local, err := keystore.NewLocal(keyFile, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -54,7 +54,7 @@ func TestExportThenVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := verifyCommand([]string{"-key", base64.StdEncoding.EncodeToString(pub), out}); err != nil {
+	if err := runAudit(ctx, []string{"verify", "-key", base64.StdEncoding.EncodeToString(pub), out}, io.Discard, io.Discard); err != nil {
 		t.Fatalf("verify the export: %v", err)
 	}
 	f, err := os.Open(out)
@@ -72,7 +72,7 @@ func TestExportThenVerify(t *testing.T) {
 	if err := os.WriteFile(tampered, bytes.Replace(raw, []byte(`"n":"1"`), []byte(`"n":"9"`), 1), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err = verifyCommand([]string{"-key", base64.StdEncoding.EncodeToString(pub), tampered})
+	err = auditVerify([]string{"-key", base64.StdEncoding.EncodeToString(pub), tampered}, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "2") {
 		t.Fatalf("verify a tampered export: %v; want a failure at sequence 2", err)
 	}
@@ -84,7 +84,7 @@ func TestExportThenVerify(t *testing.T) {
 		{"-dsn", dsn, "-tenant", "clinic-a", "-local-key-file", keyFile, "-keystore-url", "https://127.0.0.1:1"},
 		{"-dsn", dsn, "-tenant", "clinic-a", "-local-key-file", keyFile, "-o", out}, // exists: never overwritten
 	} {
-		if err := exportCommand(ctx, args, io.Discard); err == nil {
+		if err := auditExport(ctx, args, io.Discard, io.Discard); err == nil {
 			t.Errorf("export %v succeeded", args)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,7 +15,7 @@ import (
 	"github.com/securetext/securetext/workloads/audit"
 )
 
-func TestRun(t *testing.T) {
+func TestAuditVerify(t *testing.T) {
 	key := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
 	pub := key.Public().(ed25519.PublicKey)
 	c := audit.NewChain("clinic-a", 0, [32]byte{})
@@ -36,20 +37,44 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := run(good, ""); err != nil {
+	if err := verifyExport(good, "", io.Discard); err != nil {
 		t.Errorf("good export: %v", err)
 	}
-	if err := run(good, base64.StdEncoding.EncodeToString(pub)); err != nil {
+	if err := verifyExport(good, base64.StdEncoding.EncodeToString(pub), io.Discard); err != nil {
 		t.Errorf("good export with -key: %v", err)
 	}
 	other := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{8}, ed25519.SeedSize)).Public().(ed25519.PublicKey)
-	if err := run(good, base64.StdEncoding.EncodeToString(other)); err == nil {
+	if err := verifyExport(good, base64.StdEncoding.EncodeToString(other), io.Discard); err == nil {
 		t.Error("good export accepted under another -key")
 	}
-	if err := run(bad, ""); err == nil || !strings.Contains(err.Error(), "event 1 (line 2)") {
+	if err := verifyExport(bad, "", io.Discard); err == nil || !strings.Contains(err.Error(), "event 1 (line 2)") {
 		t.Errorf("tampered export: err = %v", err)
 	}
-	if err := run(good, "not-base64"); err == nil {
+	if err := verifyExport(good, "not-base64", io.Discard); err == nil {
 		t.Error("bad -key accepted")
+	}
+}
+
+// Every subcommand is reached through run, the binary's one entry point; each refuses to start
+// without what it needs and says what is missing.
+func TestRunDispatchesSubcommands(t *testing.T) {
+	env := func(string) (string, bool) { return "", false }
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"keystore"}, "-tenant is required"},
+		{[]string{"audit"}, "give export or verify"},
+		{[]string{"audit", "export"}, "-dsn and -tenant are required"},
+		{[]string{"audit", "verify"}, "want one FILE"},
+		{[]string{"gateway", "-no-such-flag"}, "no-such-flag"},
+		{[]string{"viewer", "-no-such-flag"}, "no-such-flag"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{nil, "no command given"},
+	} {
+		err := run(t.Context(), c.args, env, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("securetext %v: %v, want an error saying %q", c.args, err, c.want)
+		}
 	}
 }

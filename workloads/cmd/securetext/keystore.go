@@ -1,15 +1,16 @@
-// Command keystore serves the keystore HTTP API of one tenant over mutual TLS (see the
+// securetext keystore serves the keystore HTTP API of one tenant over mutual TLS (see the
 // keystore package README), backed by Vault Transit (production) or a local key file
 // (development only).
 //
-//	keystore -tenant acme -tls-cert tls.crt -tls-key tls.key -client-ca ca.crt \
+//	securetext keystore -tenant acme -tls-cert tls.crt -tls-key tls.key -client-ca ca.crt \
 //	    -vault-addr https://vault:8200 -vault-role keystore-acme \
 //	    -transit-mount transit-acme -wrapping-key messages -signing-key audit
 //
 // Every flag can also be given as the environment variable SECURETEXT_KEYSTORE_<FLAG>, upper
 // case with '-' as '_' (SECURETEXT_KEYSTORE_VAULT_ADDR for -vault-addr); a flag on the command
 // line wins. Logs are JSON lines on stderr. SIGINT or SIGTERM stops accepting connections,
-// lets running requests finish (up to shutdownTimeout) and exits 0.
+// lets running requests finish (up to keystoreShutdownTimeout) and returns.
+
 package main
 
 import (
@@ -24,45 +25,23 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"regexp"
-	"syscall"
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
 
-	"github.com/securetext/securetext/workloads/gctune"
 	"github.com/securetext/securetext/workloads/internal/flagenv"
 	"github.com/securetext/securetext/workloads/keystore"
 )
 
-// envPrefix is the prefix of the environment variable that stands in for each flag.
-const envPrefix = "SECURETEXT_KEYSTORE_"
+// keystoreEnvPrefix is the prefix of the environment variable that stands in for each flag.
+const keystoreEnvPrefix = "SECURETEXT_KEYSTORE_"
 
-// shutdownTimeout bounds how long running requests may take to finish after a stop signal.
-const shutdownTimeout = 10 * time.Second
+// keystoreShutdownTimeout bounds how long running requests may take to finish after a stop signal.
+const keystoreShutdownTimeout = 10 * time.Second
 
-func main() {
-	gctune.Tune()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(0)
-	case err != nil:
-		fmt.Fprintln(os.Stderr, "keystore:", err)
-		os.Exit(1)
-	}
-}
-
-// run parses args, builds the backend and the server and serves until ctx is cancelled.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return serve(ctx, args, os.LookupEnv, stdout, stderr, nil)
-}
-
-// config is what the flags say.
-type config struct {
+// keystoreConfig is what the keystore's flags say.
+type keystoreConfig struct {
 	listen, tenant, tlsCert, tlsKey, clientCA string
 
 	backend          string
@@ -78,10 +57,10 @@ type config struct {
 	batch                                 keystore.BatchConfig
 }
 
-// parseFlags reads args, with the environment (lookupEnv) filling in flags not given.
-func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (*config, error) {
+// parseKeystoreFlags reads args, with the environment (lookupEnv) filling in flags not given.
+func parseKeystoreFlags(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (*keystoreConfig, error) {
 	getenv := func(k string) string { v, _ := lookupEnv(k); return v }
-	c := &config{}
+	c := &keystoreConfig{}
 	fs := flag.NewFlagSet("keystore", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.listen, "listen", ":8443", "address to serve HTTPS on")
@@ -109,7 +88,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	fs.IntVar(&c.batch.MaxInFlight, "batch-max-in-flight", keystore.TransitMaxInFlight, "most Vault batch calls of one kind (wrap, unwrap) in progress at once")
 	fs.DurationVar(&c.batch.Window, "batch-window", 0, "how long a batch waits for more requests after its first")
 
-	if err := flagenv.Apply(fs, envPrefix, lookupEnv); err != nil {
+	if err := flagenv.Apply(fs, keystoreEnvPrefix, lookupEnv); err != nil {
 		return nil, err
 	}
 	if err := fs.Parse(args); err != nil {
@@ -124,14 +103,14 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	return c, c.validate()
 }
 
-// dnsLabel is what keystore.Identity accepts as a tenant (RFC 1123 label).
-var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+// keystoreTenantLabel is what keystore.Identity accepts as a tenant (RFC 1123 label).
+var keystoreTenantLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
-func (c *config) validate() error {
+func (c *keystoreConfig) validate() error {
 	switch {
 	case c.tenant == "":
 		return errors.New("-tenant is required")
-	case !dnsLabel.MatchString(c.tenant):
+	case !keystoreTenantLabel.MatchString(c.tenant):
 		return fmt.Errorf("-tenant %q is not a DNS label (a-z, 0-9 and '-', 1-63 characters, no leading or trailing '-')", c.tenant)
 	case c.listen == "":
 		return errors.New("-listen is required")
@@ -190,10 +169,11 @@ func (c *config) validate() error {
 	return nil
 }
 
-// serve is run with the environment and a hook, called with the listening address once the
-// server accepts connections, given by the caller (tests).
-func serve(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer, ready func(addr string)) error {
-	c, err := parseFlags(args, lookupEnv, stderr)
+// runKeystore runs "securetext keystore": it parses args, builds the backend and the server
+// and serves until ctx is cancelled. ready, if set, is called with the listening address once
+// the server accepts connections (tests).
+func runKeystore(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer, ready func(addr string)) error {
+	c, err := parseKeystoreFlags(args, lookupEnv, stderr)
 	if err != nil {
 		return err
 	}
@@ -215,13 +195,13 @@ func serve(ctx context.Context, args []string, lookupEnv func(string) (string, b
 	var svc keystore.Service
 	switch c.backend {
 	case "local":
-		l, err := openLocal(c, log)
+		l, err := openLocalKeys(c, log)
 		if err != nil {
 			return err
 		}
 		svc = l
 	case "vault":
-		t, err := newTransit(c, log)
+		t, err := newKeystoreTransit(c, log)
 		if err != nil {
 			return err
 		}
@@ -255,7 +235,7 @@ func serve(ctx context.Context, args []string, lookupEnv func(string) (string, b
 	case <-ctx.Done():
 	}
 	log.Info("keystore shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), keystoreShutdownTimeout)
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil {
 		hs.Close()
@@ -268,8 +248,8 @@ func serve(ctx context.Context, args []string, lookupEnv func(string) (string, b
 	return nil
 }
 
-// openLocal loads the local key file, creating it first when asked to.
-func openLocal(c *config, log *slog.Logger) (*keystore.Local, error) {
+// openLocalKeys loads the local key file, creating it first when asked to.
+func openLocalKeys(c *keystoreConfig, log *slog.Logger) (*keystore.Local, error) {
 	if c.generateLocalKey {
 		_, err := os.Stat(c.localKeyFile)
 		switch {
@@ -289,8 +269,8 @@ func openLocal(c *config, log *slog.Logger) (*keystore.Local, error) {
 	return l, nil
 }
 
-// newTransit starts the Vault Transit backend; it logs in in the background.
-func newTransit(c *config, log *slog.Logger) (*keystore.Transit, error) {
+// newKeystoreTransit starts the Vault Transit backend; it logs in in the background.
+func newKeystoreTransit(c *keystoreConfig, log *slog.Logger) (*keystore.Transit, error) {
 	vc := vaultapi.DefaultConfig()
 	if vc.Error != nil {
 		return nil, fmt.Errorf("vault client configuration: %w", vc.Error)

@@ -20,23 +20,23 @@ import (
 	"github.com/securetext/securetext/workloads/keystore"
 )
 
-const tenant = "acme"
+const keystoreTestTenant = "acme"
 
-// envMap is an environment for serve that ignores the test process's own.
+// envMap is an environment for runKeystore that ignores the test process's own.
 func envMap(m map[string]string) func(string) (string, bool) {
 	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
 }
 
-// pki is a tenant CA with the keystore's server certificate, written as PEM files.
-type pki struct {
+// keystorePKI is a tenant CA with the keystore's server certificate, written as PEM files.
+type keystorePKI struct {
 	ca                     *keystore.CA
 	certFile, keyFile, crt string
 }
 
-func newPKI(t *testing.T) *pki {
+func newKeystorePKI(t *testing.T) *keystorePKI {
 	t.Helper()
 	now := time.Now()
-	ca, err := keystore.NewCA(tenant, now)
+	ca, err := keystore.NewCA(keystoreTestTenant, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,59 +49,41 @@ func newPKI(t *testing.T) *pki {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	p := &pki{ca: ca, certFile: filepath.Join(dir, "tls.crt"), keyFile: filepath.Join(dir, "tls.key"), crt: filepath.Join(dir, "ca.crt")}
-	writeFile(t, p.certFile, keystore.CertPEM(srv))
-	writeFile(t, p.keyFile, keyPEM)
-	writeFile(t, p.crt, ca.CertPEM())
+	p := &keystorePKI{ca: ca, certFile: filepath.Join(dir, "tls.crt"), keyFile: filepath.Join(dir, "tls.key"), crt: filepath.Join(dir, "ca.crt")}
+	writeTestFile(t, p.certFile, keystore.CertPEM(srv))
+	writeTestFile(t, p.keyFile, keyPEM)
+	writeTestFile(t, p.crt, ca.CertPEM())
 	return p
 }
 
-func (p *pki) args() []string {
-	return []string{"-tenant", tenant, "-tls-cert", p.certFile, "-tls-key", p.keyFile, "-client-ca", p.crt}
+func (p *keystorePKI) args() []string {
+	return []string{"-tenant", keystoreTestTenant, "-tls-cert", p.certFile, "-tls-key", p.keyFile, "-client-ca", p.crt}
 }
 
-func writeFile(t *testing.T, path string, b []byte) {
+func writeTestFile(t *testing.T, path string, b []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// syncBuffer collects the server's logs, written from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// running is a keystore started by start.
-type running struct {
+// runningKeystore is a keystore started by startKeystore.
+type runningKeystore struct {
 	addr string
 	logs *syncBuffer
-	stop func() error // cancels the context and returns what serve returned
+	stop func() error // cancels the context and returns what runKeystore returned
 }
 
-// start runs serve in the background until it listens; the test stops it (and fails if serve
+// startKeystore runs runKeystore in the background until it listens; the test stops it (and fails if runKeystore
 // did not return nil) unless it called stop itself.
-func start(t *testing.T, args []string, env map[string]string) *running {
+func startKeystore(t *testing.T, args []string, env map[string]string) *runningKeystore {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{logs: &syncBuffer{}}
+	r := &runningKeystore{logs: &syncBuffer{}}
 	addrc := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- serve(ctx, args, envMap(env), io.Discard, r.logs, func(addr string) { addrc <- addr })
+		done <- runKeystore(ctx, args, envMap(env), io.Discard, r.logs, func(addr string) { addrc <- addr })
 	}()
 	select {
 	case r.addr = <-addrc:
@@ -127,9 +109,9 @@ func start(t *testing.T, args []string, env map[string]string) *running {
 }
 
 // gateway returns a Client of the tenant's gateway for the keystore at addr.
-func (p *pki) gateway(t *testing.T, addr string) *keystore.Client {
+func (p *keystorePKI) gateway(t *testing.T, addr string) *keystore.Client {
 	t.Helper()
-	cert, err := p.ca.IssueClient(tenant, keystore.ComponentGateway, time.Now(), time.Hour)
+	cert, err := p.ca.IssueClient(keystoreTestTenant, keystore.ComponentGateway, time.Now(), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +123,7 @@ func (p *pki) gateway(t *testing.T, addr string) *keystore.Client {
 	return c
 }
 
-func TestFlagValidation(t *testing.T) {
+func TestKeystoreFlagValidation(t *testing.T) {
 	dir := t.TempDir()
 	tls := []string{"-tls-cert", "c", "-tls-key", "k", "-client-ca", "ca"}
 	missing := filepath.Join(dir, "missing.pem")
@@ -153,30 +135,30 @@ func TestFlagValidation(t *testing.T) {
 	}{
 		{"no tenant", tls, nil, "-tenant is required"},
 		{"bad tenant", append([]string{"-tenant", "Acme_Corp"}, tls...), nil, "-tenant"},
-		{"unknown backend", append([]string{"-tenant", tenant, "-backend", "hsm"}, tls...), nil, `-backend "hsm" is unknown`},
-		{"no tls cert", []string{"-tenant", tenant, "-tls-key", "k", "-client-ca", "ca"}, nil, "-tls-cert is required"},
-		{"no tls key", []string{"-tenant", tenant, "-tls-cert", "c", "-client-ca", "ca"}, nil, "-tls-key is required"},
-		{"no client ca", []string{"-tenant", tenant, "-tls-cert", "c", "-tls-key", "k"}, nil, "-client-ca is required"},
-		{"unreadable tls files", []string{"-tenant", tenant, "-backend", "local", "-local-key-file", "x",
+		{"unknown backend", append([]string{"-tenant", keystoreTestTenant, "-backend", "hsm"}, tls...), nil, `-backend "hsm" is unknown`},
+		{"no tls cert", []string{"-tenant", keystoreTestTenant, "-tls-key", "k", "-client-ca", "ca"}, nil, "-tls-cert is required"},
+		{"no tls key", []string{"-tenant", keystoreTestTenant, "-tls-cert", "c", "-client-ca", "ca"}, nil, "-tls-key is required"},
+		{"no client ca", []string{"-tenant", keystoreTestTenant, "-tls-cert", "c", "-tls-key", "k"}, nil, "-client-ca is required"},
+		{"unreadable tls files", []string{"-tenant", keystoreTestTenant, "-backend", "local", "-local-key-file", "x",
 			"-tls-cert", missing, "-tls-key", missing, "-client-ca", missing}, nil, "-tls-cert/-tls-key"},
-		{"local without key file", append([]string{"-tenant", tenant, "-backend", "local"}, tls...), nil, "-local-key-file is required"},
-		{"vault without address", append([]string{"-tenant", tenant}, tls...), nil, "-vault-addr is required"},
-		{"vault without mount", append([]string{"-tenant", tenant, "-vault-addr", "http://127.0.0.1:1"}, tls...), nil, "-transit-mount is required"},
-		{"unknown vault auth", append([]string{"-tenant", tenant, "-transit-mount", "transit", "-wrapping-key", "w",
+		{"local without key file", append([]string{"-tenant", keystoreTestTenant, "-backend", "local"}, tls...), nil, "-local-key-file is required"},
+		{"vault without address", append([]string{"-tenant", keystoreTestTenant}, tls...), nil, "-vault-addr is required"},
+		{"vault without mount", append([]string{"-tenant", keystoreTestTenant, "-vault-addr", "http://127.0.0.1:1"}, tls...), nil, "-transit-mount is required"},
+		{"unknown vault auth", append([]string{"-tenant", keystoreTestTenant, "-transit-mount", "transit", "-wrapping-key", "w",
 			"-signing-key", "s", "-vault-auth", "ldap"}, tls...), map[string]string{"VAULT_ADDR": "http://127.0.0.1:1"}, `-vault-auth "ldap" is unknown`},
-		{"kubernetes without role", append([]string{"-tenant", tenant, "-vault-addr", "http://127.0.0.1:1",
+		{"kubernetes without role", append([]string{"-tenant", keystoreTestTenant, "-vault-addr", "http://127.0.0.1:1",
 			"-transit-mount", "transit", "-wrapping-key", "w", "-signing-key", "s"}, tls...), nil, "-vault-role is required"},
-		{"token without token", append([]string{"-tenant", tenant, "-vault-addr", "http://127.0.0.1:1", "-vault-auth", "token",
+		{"token without token", append([]string{"-tenant", keystoreTestTenant, "-vault-addr", "http://127.0.0.1:1", "-vault-auth", "token",
 			"-transit-mount", "transit", "-wrapping-key", "w", "-signing-key", "s"}, tls...), nil, "-vault-token-file is required"},
-		{"bad batch", append([]string{"-tenant", tenant, "-vault-addr", "http://127.0.0.1:1", "-batch-max-items", "0",
+		{"bad batch", append([]string{"-tenant", keystoreTestTenant, "-vault-addr", "http://127.0.0.1:1", "-batch-max-items", "0",
 			"-transit-mount", "transit", "-wrapping-key", "w", "-signing-key", "s"}, tls...), nil, "-batch-max-items"},
-		{"positional argument", append([]string{"-tenant", tenant, "extra"}, tls...), nil, `unexpected argument "extra"`},
-		{"tenant from env", tls, map[string]string{"SECURETEXT_KEYSTORE_TENANT": tenant, "SECURETEXT_KEYSTORE_BACKEND": "hsm"}, `-backend "hsm" is unknown`},
-		{"flag beats env", append([]string{"-backend", "local"}, tls...), map[string]string{"SECURETEXT_KEYSTORE_TENANT": tenant, "SECURETEXT_KEYSTORE_BACKEND": "hsm"}, "-local-key-file is required"},
+		{"positional argument", append([]string{"-tenant", keystoreTestTenant, "extra"}, tls...), nil, `unexpected argument "extra"`},
+		{"tenant from env", tls, map[string]string{"SECURETEXT_KEYSTORE_TENANT": keystoreTestTenant, "SECURETEXT_KEYSTORE_BACKEND": "hsm"}, `-backend "hsm" is unknown`},
+		{"flag beats env", append([]string{"-backend", "local"}, tls...), map[string]string{"SECURETEXT_KEYSTORE_TENANT": keystoreTestTenant, "SECURETEXT_KEYSTORE_BACKEND": "hsm"}, "-local-key-file is required"},
 		{"bad env value", tls, map[string]string{"SECURETEXT_KEYSTORE_VAULT_TIMEOUT": "soon"}, "SECURETEXT_KEYSTORE_VAULT_TIMEOUT"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := serve(t.Context(), tc.args, envMap(tc.env), io.Discard, io.Discard, func(string) {
+			err := runKeystore(t.Context(), tc.args, envMap(tc.env), io.Discard, io.Discard, func(string) {
 				t.Error("keystore started listening")
 			})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -186,11 +168,11 @@ func TestFlagValidation(t *testing.T) {
 	}
 }
 
-func TestLocalBackendEndToEnd(t *testing.T) {
-	p := newPKI(t)
+func TestKeystoreLocalBackendEndToEnd(t *testing.T) {
+	p := newKeystorePKI(t)
 	keyFile := filepath.Join(t.TempDir(), "keys.json")
 	args := append(p.args(), "-listen", "127.0.0.1:0", "-backend", "local", "-local-key-file", keyFile, "-generate-local-key")
-	r := start(t, args, nil)
+	r := startKeystore(t, args, nil)
 	if _, err := os.Stat(keyFile); err != nil {
 		t.Fatalf("-generate-local-key did not create the key file: %v", err)
 	}
@@ -218,15 +200,15 @@ func TestLocalBackendEndToEnd(t *testing.T) {
 		t.Fatalf("run returned %v after its context was cancelled, want nil", err)
 	}
 
-	// A second start reuses the generated file: keys wrapped before still unwrap.
-	r2 := start(t, args, nil)
+	// A second startKeystore reuses the generated file: keys wrapped before still unwrap.
+	r2 := startKeystore(t, args, nil)
 	got, err = p.gateway(t, r2.addr).Unwrap(ctx, dk.Wrapped)
 	if err != nil || !bytes.Equal(got, dk.Plaintext) {
 		t.Fatalf("after restart, Unwrap = %v, want the same key", err)
 	}
 }
 
-func TestVaultBackendEndToEnd(t *testing.T) {
+func TestKeystoreVaultBackendEndToEnd(t *testing.T) {
 	v := testenv.StartVault(t)
 	root := v.Client(t)
 	ctx := t.Context()
@@ -239,13 +221,13 @@ func TestVaultBackendEndToEnd(t *testing.T) {
 		}
 	}
 	tokenFile := filepath.Join(t.TempDir(), "token")
-	writeFile(t, tokenFile, []byte(v.RootToken+"\n"))
+	writeTestFile(t, tokenFile, []byte(v.RootToken+"\n"))
 
-	p := newPKI(t)
+	p := newKeystorePKI(t)
 	args := append(p.args(), "-listen", "127.0.0.1:0", "-vault-addr", v.Addr,
 		"-vault-auth", "token", "-vault-token-file", tokenFile,
 		"-transit-mount", "transit", "-wrapping-key", "messages", "-signing-key", "audit")
-	r := start(t, args, map[string]string{"VAULT_TOKEN": "not-this-one"})
+	r := startKeystore(t, args, map[string]string{"VAULT_TOKEN": "not-this-one"})
 	c := p.gateway(t, r.addr)
 	// The keystore logs in in the background; wait for it, asserting nothing about how fast.
 	testenv.Eventually(t, "keystore ready", func() error { return c.Health(ctx) })
@@ -265,7 +247,7 @@ func TestVaultBackendEndToEnd(t *testing.T) {
 		t.Fatal("Unwrap returned another key than WrapNewKey")
 	}
 
-	msg := []byte(audit.CheckpointOrigin(tenant) + "1\n")
+	msg := []byte(audit.CheckpointOrigin(keystoreTestTenant) + "1\n")
 	sig, keyID, err := c.Sign(ctx, msg)
 	if err != nil {
 		t.Fatalf("Sign: %v", err)

@@ -1,13 +1,16 @@
-// Command securetext runs SecureText's workloads.
+// Command securetext runs SecureText's workloads: one binary, one image, a subcommand each.
 //
 //	securetext dev       everything on loopback with embedded defaults, for trying it out
 //	securetext gateway   one tenant's gateway: SMTP submission, REST API, SMS notifier
 //	securetext viewer    one tenant's viewer: the patient's pages behind the texted link
+//	securetext keystore  one tenant's keystore: wraps data keys and signs audit checkpoints
+//	securetext audit     export a tenant's audit trail, and verify an export offline
 //	securetext sender    make a sender's credentials and the hashes for the senders file
 //
 // Every flag of gateway can also be set as SECURETEXT_GATEWAY_<FLAG> (upper case, '-' as '_'),
-// and every flag of viewer as SECURETEXT_VIEWER_<FLAG>, as the operator does in the tenant's
-// Deployments; a flag on the command line wins.
+// every flag of viewer as SECURETEXT_VIEWER_<FLAG> and every flag of keystore as
+// SECURETEXT_KEYSTORE_<FLAG>, as the operator does in the tenant's Deployments; a flag on the
+// command line wins.
 package main
 
 import (
@@ -44,6 +47,8 @@ commands:
             loopback, and print how to send a first message
   gateway   run one tenant's gateway (SMTP submission, REST API, SMS notifier)
   viewer    run one tenant's viewer (the patient's pages behind the texted link)
+  keystore  run one tenant's keystore (data keys and audit signatures, Vault Transit or a local key file)
+  audit     export a tenant's audit trail (audit export), or check an export offline (audit verify)
   sender    make a sender's SMTP password and API key, and the entry for the senders file
 
 "securetext <command> -h" lists the command's flags.
@@ -61,6 +66,10 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return runGateway(ctx, args[1:], lookupEnv, stderr, nil)
 	case "viewer":
 		return runViewer(ctx, args[1:], lookupEnv, stderr, nil)
+	case "keystore":
+		return runKeystore(ctx, args[1:], lookupEnv, stdout, stderr, nil)
+	case "audit":
+		return runAudit(ctx, args[1:], stdout, stderr)
 	case "sender":
 		return runSender(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
