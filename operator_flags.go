@@ -17,7 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/securetext/securetext/controllers"
-	"github.com/securetext/securetext/workloads/keystore"
+	"github.com/securetext/securetext/workloads/vaultlogin"
 )
 
 // operatorFlags are the settings that make controllers.Options.
@@ -116,18 +116,18 @@ func (f *operatorFlags) options(log logr.Logger) (controllers.Options, func(), e
 	if err != nil {
 		return o, func() {}, fmt.Errorf("vault client: %w", err)
 	}
-	var auth keystore.Auth
+	var auth vaultlogin.Auth
 	switch f.vaultAuth {
 	case "kubernetes":
-		auth = keystore.KubernetesAuth{Mount: f.vaultAuthMount, Role: f.vaultRole}
+		auth = vaultlogin.KubernetesAuth{Mount: f.vaultAuthMount, Role: f.vaultRole}
 	case "token":
-		auth = keystore.TokenAuth{TokenPath: f.vaultTokenFile}
+		auth = vaultlogin.TokenAuth{TokenPath: f.vaultTokenFile}
 	default:
 		return o, func() {}, fmt.Errorf("-vault-auth %q: use kubernetes or token", f.vaultAuth)
 	}
 	// The login runs in the background: until it succeeds, tenants report VaultReady=False
 	// with Vault's answer, and the operator keeps serving its probes and every other step.
-	session := keystore.StartVaultSession(client, auth, slog.New(logr.ToSlogHandler(log)))
+	session := vaultlogin.Start(client, auth, slog.New(logr.ToSlogHandler(log)))
 	o.Vault = &controllers.VaultProvisioner{Client: client, AuthMount: f.vaultAuthMount}
 	return o, session.Stop, nil
 }

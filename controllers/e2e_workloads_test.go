@@ -36,7 +36,7 @@ import (
 	"github.com/securetext/securetext/controllers"
 	"github.com/securetext/securetext/hack/testenv"
 	"github.com/securetext/securetext/workloads/gateway"
-	"github.com/securetext/securetext/workloads/keystore"
+	"github.com/securetext/securetext/workloads/tenantpki"
 )
 
 // TestOperatorOutputRunsTheWorkloads runs what the operator made for a tenant, read back from
@@ -200,11 +200,11 @@ func e2eAddSender(t *testing.T, ns string) string {
 	return apiKey
 }
 
-func e2eTenantCA(t *testing.T, ns string) *keystore.CA {
+func e2eTenantCA(t *testing.T, ns string) *tenantpki.CA {
 	t.Helper()
 	var s corev1.Secret
 	e2eGet(t, ns, controllers.SecretTenantCA, &s)
-	ca, err := keystore.LoadCA(s.Data["ca.crt"], s.Data["ca.key"])
+	ca, err := tenantpki.LoadCA(s.Data["ca.crt"], s.Data["ca.key"])
 	if err != nil {
 		t.Fatalf("Secret %s: %v", controllers.SecretTenantCA, err)
 	}
@@ -217,17 +217,17 @@ func e2eTenantCA(t *testing.T, ns string) *keystore.CA {
 // operator's own tenant CA, for the same names plus 127.0.0.1, takes the place of its tls.crt
 // and tls.key; everything else, the CA that the keystore and its clients trust included, is
 // the operator's.
-func e2eReplaceKeystoreCert(t *testing.T, ks *e2eWorkload, ca *keystore.CA, ns string) {
+func e2eReplaceKeystoreCert(t *testing.T, ks *e2eWorkload, ca *tenantpki.CA, ns string) {
 	t.Helper()
 	cert, err := ca.IssueServer(controllers.KeystoreDNSNames(ns), []net.IP{net.IPv4(127, 0, 0, 1)}, time.Now(), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := keystore.KeyPEM(cert)
+	key, err := tenantpki.KeyPEM(cert)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for flag, data := range map[string][]byte{"TLS_CERT": keystore.CertPEM(cert), "TLS_KEY": key} {
+	for flag, data := range map[string][]byte{"TLS_CERT": tenantpki.CertPEM(cert), "TLS_KEY": key} {
 		file := ks.env[controllers.EnvPrefixKeystore+flag]
 		if !strings.HasPrefix(file, ks.root) {
 			t.Fatalf("keystore: %s%s = %q is not a mounted file", controllers.EnvPrefixKeystore, flag, file)
@@ -508,7 +508,7 @@ func (p *e2eProcess) waitReady(t *testing.T, c *http.Client) {
 }
 
 // e2eHTTPS trusts the tenant CA and expects a certificate for serverName.
-func e2eHTTPS(ca *keystore.CA, serverName string) *http.Client {
+func e2eHTTPS(ca *tenantpki.CA, serverName string) *http.Client {
 	return &http.Client{
 		Timeout:   10 * time.Second,
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.CertPool(), ServerName: serverName}},

@@ -22,7 +22,7 @@ import (
 	securetextv1alpha1 "github.com/securetext/securetext/api/v1alpha1"
 	"github.com/securetext/securetext/controllers"
 	"github.com/securetext/securetext/hack/testenv"
-	"github.com/securetext/securetext/workloads/keystore"
+	"github.com/securetext/securetext/workloads/tenantpki"
 )
 
 // tenantSeries counts the operator's metric series labelled with tenant.
@@ -289,7 +289,7 @@ func TestReplacedTenantCAIsAdopted(t *testing.T) {
 	t.Cleanup(func() { _ = k8s.Delete(ctx, tenant) })
 	condition(t, name, securetextv1alpha1.ConditionVaultReady, metav1.ConditionTrue, "")
 
-	ca, err := keystore.NewCA(name, time.Now())
+	ca, err := tenantpki.NewCA(name, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -226,7 +226,7 @@ func TestRenderKeystoreVaultToken(t *testing.T) {
 				return m.MountPath == "/var/run/secrets/kubernetes.io/serviceaccount" && m.ReadOnly
 			})
 			if !mounted {
-				t.Errorf("keystore token not mounted where keystore.DefaultServiceAccountTokenPath is")
+				t.Errorf("keystore token not mounted where vaultlogin.DefaultServiceAccountTokenPath is")
 			}
 		default:
 			if len(projected) != 0 {

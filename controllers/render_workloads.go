@@ -151,7 +151,7 @@ func (r *renderer) deployment(c Component, cm *corev1.ConfigMap, cc componentCon
 	}
 	if c == ComponentKeystore {
 		// Vault's Kubernetes auth: a short-lived token for the keystore's own account, projected
-		// where the keystore reads it (keystore.DefaultServiceAccountTokenPath) and refreshed by
+		// where the keystore reads it (vaultlogin.DefaultServiceAccountTokenPath) and refreshed by
 		// the kubelet. It is the only Kubernetes credential in the tenant's pods.
 		volumes = append(volumes, corev1.Volume{Name: "vault-token", VolumeSource: corev1.VolumeSource{
 			Projected: &corev1.ProjectedVolumeSource{

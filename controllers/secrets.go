@@ -27,7 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securetextv1alpha1 "github.com/securetext/securetext/api/v1alpha1"
-	"github.com/securetext/securetext/workloads/keystore"
+	"github.com/securetext/securetext/workloads/tenantpki"
 )
 
 // Names of the generated Secrets in every tenant namespace.
@@ -82,27 +82,27 @@ func generatedSecrets() GeneratedSecrets {
 type leafCert struct {
 	secret string
 	names  []string
-	issue  func(ca *keystore.CA, now time.Time, validity time.Duration) (tls.Certificate, error)
+	issue  func(ca *tenantpki.CA, now time.Time, validity time.Duration) (tls.Certificate, error)
 }
 
 // leafCerts are the certificates of tenant in namespace ns. The serving certificate is made
 // only when spec.tls does not name one.
 func leafCerts(tenant *securetextv1alpha1.SecureTextTenant, ns string) []leafCert {
 	server := func(secret string, names []string) leafCert {
-		return leafCert{secret, names, func(ca *keystore.CA, now time.Time, v time.Duration) (tls.Certificate, error) {
+		return leafCert{secret, names, func(ca *tenantpki.CA, now time.Time, v time.Duration) (tls.Certificate, error) {
 			return ca.IssueServer(names, nil, now, v)
 		}}
 	}
 	client := func(secret, component string) leafCert {
-		return leafCert{secret, []string{keystore.SPIFFEID(tenant.Name, component).String()},
-			func(ca *keystore.CA, now time.Time, v time.Duration) (tls.Certificate, error) {
+		return leafCert{secret, []string{tenantpki.SPIFFEID(tenant.Name, component).String()},
+			func(ca *tenantpki.CA, now time.Time, v time.Duration) (tls.Certificate, error) {
 				return ca.IssueClient(tenant.Name, component, now, v)
 			}}
 	}
 	certs := []leafCert{
 		server(SecretKeystoreTLS, KeystoreDNSNames(ns)),
-		client(SecretGatewayKeystoreClient, keystore.ComponentGateway),
-		client(SecretViewerKeystoreClient, keystore.ComponentViewer),
+		client(SecretGatewayKeystoreClient, tenantpki.ComponentGateway),
+		client(SecretViewerKeystoreClient, tenantpki.ComponentViewer),
 	}
 	if tenant.Spec.TLS == nil {
 		certs = append(certs, server(SecretServingTLS, servingDNSNames(tenant, ns)))
@@ -182,7 +182,7 @@ func (s *secretStep) run(ctx context.Context) error {
 	// Certificates record the resourceVersion of the CA Secret they were signed under: a CA
 	// Secret that changed in any way (replaced by hand, deleted and made again) has another,
 	// and every certificate is re-issued from what it holds now.
-	var ca *keystore.CA // loaded or made only when a certificate must be signed
+	var ca *tenantpki.CA // loaded or made only when a certificate must be signed
 	caVersion := ""
 	if caMeta != nil {
 		caVersion = caMeta.ResourceVersion
@@ -292,8 +292,8 @@ func (s *secretStep) secret(name string, typ corev1.SecretType, annotations map[
 // createCA makes the tenant CA and returns it with its Secret's resourceVersion. If a CA
 // Secret appeared meanwhile (another operator replica, or a restart after the create), that
 // one is used.
-func (s *secretStep) createCA(ctx context.Context) (*keystore.CA, string, error) {
-	ca, err := keystore.NewCA(s.tenant.Name, s.now)
+func (s *secretStep) createCA(ctx context.Context) (*tenantpki.CA, string, error) {
+	ca, err := tenantpki.NewCA(s.tenant.Name, s.now)
 	if err != nil {
 		return nil, "", err
 	}
@@ -315,12 +315,12 @@ func (s *secretStep) createCA(ctx context.Context) (*keystore.CA, string, error)
 
 // loadCA reads the tenant CA's certificate and key past the cache, with the Secret's
 // resourceVersion.
-func (s *secretStep) loadCA(ctx context.Context) (*keystore.CA, string, error) {
+func (s *secretStep) loadCA(ctx context.Context) (*tenantpki.CA, string, error) {
 	var sec corev1.Secret
 	if err := s.reader.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: SecretTenantCA}, &sec); err != nil {
 		return nil, "", fmt.Errorf("read Secret %s/%s: %w", s.ns, SecretTenantCA, err)
 	}
-	ca, err := keystore.LoadCA(sec.Data[keyCACert], sec.Data[keyCAKey])
+	ca, err := tenantpki.LoadCA(sec.Data[keyCACert], sec.Data[keyCAKey])
 	if err != nil {
 		return nil, "", fmt.Errorf("Secret %s/%s: %w; delete it to make a new tenant CA (every certificate is then re-issued)",
 			s.ns, SecretTenantCA, err)
@@ -330,12 +330,12 @@ func (s *secretStep) loadCA(ctx context.Context) (*keystore.CA, string, error) {
 
 // writeLeaf issues a certificate and creates or replaces its Secret. A replacement carries the
 // resourceVersion that was read, so a concurrent change is never overwritten blindly.
-func (s *secretStep) writeLeaf(ctx context.Context, leaf leafCert, existing *metav1.PartialObjectMetadata, ca *keystore.CA, caVersion, why string) error {
+func (s *secretStep) writeLeaf(ctx context.Context, leaf leafCert, existing *metav1.PartialObjectMetadata, ca *tenantpki.CA, caVersion, why string) error {
 	cert, err := leaf.issue(ca, s.now, s.validity)
 	if err != nil {
 		return err
 	}
-	key, err := keystore.KeyPEM(cert)
+	key, err := tenantpki.KeyPEM(cert)
 	if err != nil {
 		return err
 	}
@@ -343,7 +343,7 @@ func (s *secretStep) writeLeaf(ctx context.Context, leaf leafCert, existing *met
 	sec := s.secret(leaf.secret, corev1.SecretTypeTLS,
 		map[string]string{AnnotationCAVersion: caVersion, AnnotationNames: namesSum(leaf.names),
 			AnnotationNotAfter: notAfter.Format(time.RFC3339)},
-		map[string][]byte{keyTLSCert: keystore.CertPEM(cert), keyTLSKey: key, keyCACert: ca.CertPEM()})
+		map[string][]byte{keyTLSCert: tenantpki.CertPEM(cert), keyTLSKey: key, keyCACert: ca.CertPEM()})
 	if existing == nil {
 		err = s.c.Create(ctx, sec, client.FieldOwner(FieldManager))
 	} else {

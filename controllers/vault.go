@@ -40,7 +40,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	securetextv1alpha1 "github.com/securetext/securetext/api/v1alpha1"
-	"github.com/securetext/securetext/workloads/keystore"
+	"github.com/securetext/securetext/workloads/vaultpolicy"
 )
 
 const (
@@ -108,7 +108,7 @@ func (t TenantVault) SigningKey() string { return orDefault(t.Keys.SigningKey, D
 
 // Policy is the keystore's policy text, exactly as the keystore package defines it.
 func (t TenantVault) Policy() string {
-	return keystore.VaultPolicy(t.Mount(), t.WrappingKey(), t.SigningKey())
+	return vaultpolicy.Keystore(t.Mount(), t.WrappingKey(), t.SigningKey())
 }
 
 func orDefault(s, def string) string {

@@ -19,7 +19,7 @@ import (
 
 	securetextv1alpha1 "github.com/securetext/securetext/api/v1alpha1"
 	"github.com/securetext/securetext/hack/testenv"
-	"github.com/securetext/securetext/workloads/keystore"
+	"github.com/securetext/securetext/workloads/vaultpolicy"
 )
 
 const operatorPolicyFile = "../config/rbac/vault-operator-policy.hcl"
@@ -229,8 +229,8 @@ func TestVaultEnsureCreatesEverything(t *testing.T) {
 		}
 	}
 	policy := f.read(t, "sys/policies/acl/securetext-tenant-acme")
-	if want := keystore.VaultPolicy("securetext/acme/transit", "messages", "audit"); policy["policy"] != want {
-		t.Errorf("policy:\n%v\nwant keystore.VaultPolicy:\n%s", policy["policy"], want)
+	if want := vaultpolicy.Keystore("securetext/acme/transit", "messages", "audit"); policy["policy"] != want {
+		t.Errorf("policy:\n%v\nwant vaultpolicy.Keystore:\n%s", policy["policy"], want)
 	}
 	role := f.read(t, "auth/kubernetes/role/securetext-tenant-acme")
 	for field, want := range map[string][]string{

@@ -16,6 +16,7 @@ import (
 	"github.com/securetext/securetext/hack/testenv"
 	"github.com/securetext/securetext/workloads/keystore"
 	"github.com/securetext/securetext/workloads/store"
+	"github.com/securetext/securetext/workloads/tenantpki"
 )
 
 // Tenant of every fixture.
@@ -95,7 +96,7 @@ func newFixtureWithClock(t testing.TB, b backend, now func() time.Time) *fixture
 		t.Fatal(err)
 	}
 	issued := time.Now() // certificates are checked against the wall clock by crypto/tls
-	ca, err := keystore.NewCA(testTenant, issued)
+	ca, err := tenantpki.NewCA(testTenant, issued)
 	if err != nil {
 		t.Fatal(err)
 	}

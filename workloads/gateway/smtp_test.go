@@ -25,8 +25,8 @@ import (
 	"github.com/securetext/securetext/workloads/content"
 	"github.com/securetext/securetext/workloads/envelope"
 	"github.com/securetext/securetext/workloads/gctune"
-	"github.com/securetext/securetext/workloads/keystore"
 	"github.com/securetext/securetext/workloads/store"
+	"github.com/securetext/securetext/workloads/tenantpki"
 )
 
 const smtpTestDomain = "text.clinic.example"
@@ -69,7 +69,7 @@ func newSMTPHarness(t testing.TB, b backend, configure func(*SMTPConfig)) *smtpH
 	t.Helper()
 	f := newFixture(t, b)
 	now := time.Now()
-	ca, err := keystore.NewCA(testTenant, now)
+	ca, err := tenantpki.NewCA(testTenant, now)
 	if err != nil {
 		t.Fatal(err)
 	}

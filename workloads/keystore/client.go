@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/securetext/securetext/workloads/internal/batch"
 	"io"
 	"mime"
 	"net"
@@ -17,6 +16,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/securetext/securetext/workloads/internal/batch"
 
 	"github.com/securetext/securetext/workloads/audit"
 	"github.com/securetext/securetext/workloads/envelope"

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/securetext/securetext/workloads/tenantpki"
 )
 
 // gatedService holds its first WrapNewKey or Unwrap until released, and counts the keys asked
@@ -85,7 +87,7 @@ func TestClientCoalescesWrapNewKey(t *testing.T) {
 	svc := newGatedService(t)
 	local := svc.Service
 	f := startKeystore(t, svc, nil)
-	c := f.oneSlotClient(t, ComponentGateway)
+	c := f.oneSlotClient(t, tenantpki.ComponentGateway)
 
 	ctx := context.Background()
 	keys := make(chan DataKey, 32)
@@ -139,7 +141,7 @@ func TestClientCoalescesWrapNewKey(t *testing.T) {
 func TestClientCoalescesUnwrap(t *testing.T) {
 	svc := newGatedService(t)
 	f := startKeystore(t, svc, nil)
-	c := f.oneSlotClient(t, ComponentViewer)
+	c := f.oneSlotClient(t, tenantpki.ComponentViewer)
 	var err error
 
 	ctx := context.Background()
@@ -184,7 +186,7 @@ func TestClientCoalescesUnwrap(t *testing.T) {
 func TestServerUnwrapMany(t *testing.T) {
 	local := newTestLocal(t)
 	f := startKeystore(t, local, nil)
-	cert := f.clientCert(t, testTenant, ComponentViewer)
+	cert := f.clientCert(t, testTenant, tenantpki.ComponentViewer)
 	hc := f.httpClient(t, &cert)
 	ctx := context.Background()
 	good, err := local.WrapNewKey(ctx)
@@ -213,7 +215,7 @@ func TestServerUnwrapMany(t *testing.T) {
 	}
 
 	down := startKeystore(t, &faultyService{Service: local, err: fmt.Errorf("vault sealed: %w", ErrUnavailable)}, nil)
-	a = down.do(t, down.httpClient(t, new(down.clientCert(t, testTenant, ComponentViewer))), "POST", "/v1/keys/unwrap",
+	a = down.do(t, down.httpClient(t, new(down.clientCert(t, testTenant, tenantpki.ComponentViewer))), "POST", "/v1/keys/unwrap",
 		fmt.Sprintf(`{"wrapped_keys": [%q, %q]}`, good.Wrapped, good.Wrapped))
 	if a.status != http.StatusServiceUnavailable || bytes.Contains(a.body, []byte("plaintext")) {
 		t.Errorf("key holder down: %d %s, want 503 for the whole batch", a.status, a.body)
@@ -222,7 +224,7 @@ func TestServerUnwrapMany(t *testing.T) {
 
 func TestServerWrapNewCount(t *testing.T) {
 	f := startKeystore(t, newTestLocal(t), nil)
-	cert := f.clientCert(t, testTenant, ComponentGateway)
+	cert := f.clientCert(t, testTenant, tenantpki.ComponentGateway)
 	hc := f.httpClient(t, &cert)
 	post := func(body string) (int, []byte) {
 		resp, err := hc.Post(f.url+"/v1/keys/wrap-new", "application/json", strings.NewReader(body))

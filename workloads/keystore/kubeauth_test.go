@@ -11,6 +11,8 @@ import (
 	vaultapi "github.com/hashicorp/vault/api"
 
 	"github.com/securetext/securetext/hack/testenv"
+	"github.com/securetext/securetext/workloads/vaultlogin"
+	"github.com/securetext/securetext/workloads/vaultpolicy"
 )
 
 // TestTransitKubernetesAuth: the keystore logs in to Vault with its pod's ServiceAccount token
@@ -39,7 +41,7 @@ func TestTransitKubernetesAuth(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := root.Sys().PutPolicyWithContext(ctx, "clinic-a-keystore", VaultPolicy("transit", "messages", "audit")); err != nil {
+	if err := root.Sys().PutPolicyWithContext(ctx, "clinic-a-keystore", vaultpolicy.Keystore("transit", "messages", "audit")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := root.Logical().WriteWithContext(ctx, "auth/kubernetes/role/clinic-a-keystore", map[string]any{
@@ -66,7 +68,7 @@ func TestTransitKubernetesAuth(t *testing.T) {
 			t.Fatal(err)
 		}
 		tr, err := NewTransit(TransitConfig{
-			Client: client, Auth: KubernetesAuth{Role: "clinic-a-keystore", TokenPath: tokenFile},
+			Client: client, Auth: vaultlogin.KubernetesAuth{Role: "clinic-a-keystore", TokenPath: tokenFile},
 			Mount: "transit", WrappingKey: "messages", SigningKey: "audit", Timeout: 2 * time.Second,
 		})
 		if err != nil {

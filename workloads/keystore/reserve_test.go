@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/securetext/securetext/workloads/tenantpki"
 )
 
 // switchedService fails every call with ErrUnavailable while down is set: a key holder that
@@ -48,7 +50,7 @@ func newReserveFixture(t *testing.T, size int, maxAge time.Duration) *reserveFix
 	f.counted = &gatedService{Service: f.keys, gate: make(chan struct{}), entered: make(chan struct{}), perReq: map[context.Context]int{}}
 	close(f.counted.gate) // count, never hold
 	ks := startKeystore(t, f.counted, nil)
-	c, err := NewClient(ClientConfig{URL: ks.url, Certificate: ks.clientCert(t, testTenant, ComponentGateway),
+	c, err := NewClient(ClientConfig{URL: ks.url, Certificate: ks.clientCert(t, testTenant, tenantpki.ComponentGateway),
 		RootCAs: ks.ca.CertPool(), Reserve: ReserveConfig{Size: size, MaxAge: maxAge}})
 	if err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/securetext/securetext/workloads/audit"
 	"github.com/securetext/securetext/workloads/envelope"
+	"github.com/securetext/securetext/workloads/tenantpki"
 )
 
 // Reasons for refusing a caller: the "reason" of its audit event and the key of Refusals.
@@ -59,7 +60,7 @@ type ServerConfig struct {
 	Tenant string
 	// Certificate is the keystore's server certificate (CA.IssueServer).
 	Certificate tls.Certificate
-	// ClientCAs holds the tenant CA (CA.CertPool, CertPoolFromPEM): client certificates must
+	// ClientCAs holds the tenant CA (CA.CertPool, tenantpki.CertPoolFromPEM): client certificates must
 	// chain to it.
 	ClientCAs *x509.CertPool
 	// AllowedComponents are the components that may call. Default: gateway and viewer.
@@ -78,7 +79,7 @@ type ServerConfig struct {
 // could be copied and replayed. Per tenant the operator creates a CA once (kept in a Kubernetes
 // Secret), a server certificate for the keystore Service's DNS names and one client
 // certificate per component, which names its caller with the single URI SAN
-// spiffe://securetext.io/tenant/<tenant>/<component> (see Identity).
+// spiffe://securetext.io/tenant/<tenant>/<component> (see tenantpki.Identity).
 //
 // The TLS handshake (TLSConfig) asks for a client certificate but lets a connection without
 // one complete, so that kubelet probes reach /healthz and /readyz; a presented certificate
@@ -111,15 +112,15 @@ func NewServer(svc Service, cfg ServerConfig) (*Server, error) {
 	case cfg.ClientCAs == nil:
 		return nil, errors.New("keystore: new server: ServerConfig.ClientCAs (the tenant CA) is required")
 	}
-	if err := checkLabel("tenant", cfg.Tenant); err != nil {
+	if err := tenantpki.CheckLabel("tenant", cfg.Tenant); err != nil {
 		return nil, fmt.Errorf("keystore: new server: ServerConfig.Tenant: %w", err)
 	}
 	allowed := slices.Clone(cfg.AllowedComponents)
 	if len(allowed) == 0 {
-		allowed = []string{ComponentGateway, ComponentViewer}
+		allowed = []string{tenantpki.ComponentGateway, tenantpki.ComponentViewer}
 	}
 	for _, c := range allowed {
-		if err := checkLabel("component", c); err != nil {
+		if err := tenantpki.CheckLabel("component", c); err != nil {
 			return nil, fmt.Errorf("keystore: new server: ServerConfig.AllowedComponents: %w", err)
 		}
 	}
@@ -229,7 +230,7 @@ func (s *Server) verifyConnection(cs tls.ConnectionState) error {
 	return nil
 }
 
-// verifyChain is verifyClientChain with a memory: a chain that verified stays verified until
+// verifyChain is tenantpki.VerifyClientChain with a memory: a chain that verified stays verified until
 // the first of its certificates expires, so requests on a kept-alive connection cost a hash,
 // not an ECDSA verification (which would be most of the CPU time of a small wrap-new). Only
 // chains that verified are remembered, so strangers cannot fill the cache.
@@ -248,7 +249,7 @@ func (s *Server) verifyChain(chain []*x509.Certificate, now time.Time) error {
 	if ok && now.Before(until) {
 		return nil
 	}
-	verified, err := verifyClientChain(s.roots, chain, now)
+	verified, err := tenantpki.VerifyClientChain(s.roots, chain, now)
 	if err != nil {
 		return err
 	}
@@ -267,49 +268,11 @@ func (s *Server) verifyChain(chain []*x509.Certificate, now time.Time) error {
 	return nil
 }
 
-// verifyClientChain verifies that chain (leaf first, as the client sent it) leads to roots and
-// that the leaf may be used for TLS client authentication at now. It returns the verified
-// chain, leaf first and root last.
-func verifyClientChain(roots *x509.CertPool, chain []*x509.Certificate, now time.Time) ([]*x509.Certificate, error) {
-	if len(chain) == 0 {
-		return nil, errors.New("no certificate")
-	}
-	intermediates := x509.NewCertPool()
-	for _, c := range chain[1:] {
-		intermediates.AddCert(c)
-	}
-	chains, err := chain[0].Verify(x509.VerifyOptions{
-		Roots:         roots,
-		Intermediates: intermediates,
-		CurrentTime:   now,
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	})
-	if err != nil {
-		return nil, err
-	}
-	return chains[0], nil
-}
-
-// untrustedCause turns a verification error into a short code for the audit record.
-func untrustedCause(err error) string {
-	var invalid x509.CertificateInvalidError
-	var unknown x509.UnknownAuthorityError
-	switch {
-	case errors.As(err, &unknown):
-		return "unknown-authority"
-	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
-		return "expired-or-not-yet-valid"
-	case errors.As(err, &invalid) && invalid.Reason == x509.IncompatibleUsage:
-		return "not-for-client-auth"
-	}
-	return "invalid"
-}
-
 // refuseUntrusted audits a certificate that does not verify. What it names is only a claim,
 // so it is recorded as claimed_tenant / claimed_component and the actor stays unknown.
 func (s *Server) refuseUntrusted(ctx context.Context, op string, leaf *x509.Certificate, err error) {
-	detail := map[string]string{"cause": untrustedCause(err)}
-	if tenant, component, err := Identity(leaf); err == nil {
+	detail := map[string]string{"cause": tenantpki.UntrustedCause(err)}
+	if tenant, component, err := tenantpki.Identity(leaf); err == nil {
 		detail["claimed_tenant"], detail["claimed_component"] = tenant, component
 	}
 	s.refuse(ctx, op, ReasonUntrustedCertificate, "", detail)
@@ -357,12 +320,12 @@ func (s *Server) authorized(op string, next http.HandlerFunc) http.Handler {
 				"the client certificate does not verify against this tenant's keystore CA for client authentication; renew it")
 			return
 		}
-		tenant, component, err := Identity(chain[0])
+		tenant, component, err := tenantpki.Identity(chain[0])
 		switch {
 		case err != nil:
 			s.refuse(ctx, op, ReasonInvalidIdentity, "", nil)
 			writeProblem(w, http.StatusForbidden, "forbidden", "Caller not allowed",
-				"the client certificate must carry exactly one URI SAN spiffe://"+TrustDomain+"/tenant/<tenant>/<component>")
+				"the client certificate must carry exactly one URI SAN spiffe://"+tenantpki.TrustDomain+"/tenant/<tenant>/<component>")
 		case tenant != s.tenant:
 			s.refuse(ctx, op, ReasonWrongTenant, component, map[string]string{"peer_tenant": tenant})
 			writeProblem(w, http.StatusForbidden, "forbidden", "Caller not allowed",

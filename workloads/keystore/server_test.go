@@ -3,7 +3,10 @@ package keystore
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -12,6 +15,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"strings"
@@ -22,6 +26,7 @@ import (
 
 	"github.com/securetext/securetext/workloads/audit"
 	"github.com/securetext/securetext/workloads/envelope"
+	"github.com/securetext/securetext/workloads/tenantpki"
 )
 
 const testTenant = "acme"
@@ -46,7 +51,7 @@ func (a *auditRecorder) all() []audit.Event {
 
 // keystoreFixture is a real Server on 127.0.0.1 with its tenant PKI.
 type keystoreFixture struct {
-	ca     *CA
+	ca     *tenantpki.CA
 	srv    *Server
 	url    string
 	audits *auditRecorder
@@ -117,7 +122,7 @@ func (f *keystoreFixture) client(t testing.TB, cert tls.Certificate, timeout tim
 
 // gateway returns a Client with a valid gateway certificate of the fixture's tenant.
 func (f *keystoreFixture) gateway(t testing.TB) *Client {
-	return f.client(t, f.clientCert(t, testTenant, ComponentGateway), 0)
+	return f.client(t, f.clientCert(t, testTenant, tenantpki.ComponentGateway), 0)
 }
 
 // httpClient returns a plain HTTPS client that trusts the fixture's CA and presents cert, if any.
@@ -231,7 +236,7 @@ func TestClientWrapUnwrapRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	f := startKeystore(t, newTestLocal(t), nil)
 	gw := f.gateway(t)
-	viewer := f.client(t, f.clientCert(t, testTenant, ComponentViewer), 0)
+	viewer := f.client(t, f.clientCert(t, testTenant, tenantpki.ComponentViewer), 0)
 
 	dk, err := gw.WrapNewKey(ctx)
 	if err != nil {
@@ -328,7 +333,7 @@ func TestClientUnwrapRefusesBadWrappedKeys(t *testing.T) {
 			}
 		})
 	}
-	a := f.do(t, f.httpClient(t, new(f.clientCert(t, testTenant, ComponentGateway))), "POST", "/v1/keys/unwrap", `{"wrapped":"local:v1:AAAA"}`)
+	a := f.do(t, f.httpClient(t, new(f.clientCert(t, testTenant, tenantpki.ComponentGateway))), "POST", "/v1/keys/unwrap", `{"wrapped":"local:v1:AAAA"}`)
 	if a.status != http.StatusUnprocessableEntity {
 		t.Errorf("status %d, want 422", a.status)
 	}
@@ -368,14 +373,14 @@ func TestHandshakeRefusesUntrustedCertificates(t *testing.T) {
 		cause string
 	}{
 		{"another tenant's CA", func(*keystoreFixture) (tls.Certificate, error) {
-			other, err := NewCA(testTenant, now)
+			other, err := tenantpki.NewCA(testTenant, now)
 			if err != nil {
 				return tls.Certificate{}, err
 			}
-			return other.IssueClient(testTenant, ComponentGateway, now, time.Hour)
+			return other.IssueClient(testTenant, tenantpki.ComponentGateway, now, time.Hour)
 		}, "unknown-authority"},
 		{"expired", func(f *keystoreFixture) (tls.Certificate, error) {
-			return f.ca.IssueClient(testTenant, ComponentGateway, now.Add(-3*time.Hour), time.Hour)
+			return f.ca.IssueClient(testTenant, tenantpki.ComponentGateway, now.Add(-3*time.Hour), time.Hour)
 		}, "expired-or-not-yet-valid"},
 		{"server certificate", func(f *keystoreFixture) (tls.Certificate, error) {
 			return f.ca.IssueServer([]string{"gateway"}, nil, now, time.Hour)
@@ -408,9 +413,9 @@ func TestServerForbidsOtherCallers(t *testing.T) {
 		allowed                 []string
 		reason                  string
 	}{
-		{"wrong tenant", "globex", ComponentGateway, nil, ReasonWrongTenant},
+		{"wrong tenant", "globex", tenantpki.ComponentGateway, nil, ReasonWrongTenant},
 		{"unknown component", testTenant, "admin", nil, ReasonComponentNotAllowed},
-		{"component not configured", testTenant, ComponentViewer, []string{ComponentGateway}, ReasonComponentNotAllowed},
+		{"component not configured", testTenant, tenantpki.ComponentViewer, []string{tenantpki.ComponentGateway}, ReasonComponentNotAllowed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := startKeystore(t, newTestLocal(t), func(cfg *ServerConfig) { cfg.AllowedComponents = tc.allowed })
@@ -429,11 +434,8 @@ func TestServerForbidsOtherCallers(t *testing.T) {
 func TestServerForbidsCertificateWithoutIdentity(t *testing.T) {
 	f := startKeystore(t, newTestLocal(t), nil)
 	// Signed by the tenant CA for client authentication, but naming nobody.
-	cert, err := f.ca.issue(&x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = f.client(t, cert, 0).PublicKey(context.Background())
+	cert := issueWithoutIdentity(t, f.ca)
+	_, err := f.client(t, cert, 0).PublicKey(context.Background())
 	if !errors.Is(err, ErrForbidden) {
 		t.Fatalf("PublicKey = %v; want ErrForbidden", err)
 	}
@@ -480,7 +482,7 @@ func TestServerBackendUnavailable(t *testing.T) {
 	if _, err := gw.Unwrap(ctx, "local:v1:AAAA"); !IsTemporary(err) {
 		t.Errorf("Unwrap = %v, want a temporary error", err)
 	}
-	a := f.do(t, f.httpClient(t, new(f.clientCert(t, testTenant, ComponentGateway))), "POST", "/v1/keys/wrap-new", "{}")
+	a := f.do(t, f.httpClient(t, new(f.clientCert(t, testTenant, tenantpki.ComponentGateway))), "POST", "/v1/keys/wrap-new", "{}")
 	if a.status != http.StatusServiceUnavailable || a.header.Get("Retry-After") != "1" {
 		t.Errorf("status %d, Retry-After %q; want 503 and 1", a.status, a.header.Get("Retry-After"))
 	}
@@ -490,7 +492,7 @@ func TestServerBackendUnavailable(t *testing.T) {
 func TestClientTimesOutOnHangingBackend(t *testing.T) {
 	backend := &faultyService{Service: newTestLocal(t), hang: true}
 	f := startKeystore(t, backend, nil)
-	gw := f.client(t, f.clientCert(t, testTenant, ComponentGateway), 200*time.Millisecond)
+	gw := f.client(t, f.clientCert(t, testTenant, tenantpki.ComponentGateway), 200*time.Millisecond)
 	dk, err := gw.WrapNewKey(context.Background())
 	if !IsTemporary(err) || !errors.Is(err, context.DeadlineExceeded) || dk.Plaintext != nil {
 		t.Errorf("WrapNewKey on a hanging keystore = %v; want a temporary error wrapping context.DeadlineExceeded", err)
@@ -507,7 +509,7 @@ func TestServerInternalErrorIsGeneric(t *testing.T) {
 	if strings.Contains(fmt.Sprint(err), "0xdeadbeef") {
 		t.Errorf("internal error text reached the caller: %v", err)
 	}
-	a := f.do(t, f.httpClient(t, new(f.clientCert(t, testTenant, ComponentGateway))), "POST", "/v1/keys/wrap-new", "")
+	a := f.do(t, f.httpClient(t, new(f.clientCert(t, testTenant, tenantpki.ComponentGateway))), "POST", "/v1/keys/wrap-new", "")
 	if a.status != http.StatusInternalServerError {
 		t.Errorf("status %d, want 500", a.status)
 	}
@@ -516,7 +518,7 @@ func TestServerInternalErrorIsGeneric(t *testing.T) {
 
 func TestServerRejectsBadRequests(t *testing.T) {
 	f := startKeystore(t, newTestLocal(t), nil)
-	hc := f.httpClient(t, new(f.clientCert(t, testTenant, ComponentGateway)))
+	hc := f.httpClient(t, new(f.clientCert(t, testTenant, tenantpki.ComponentGateway)))
 	huge := `{"wrapped":"` + strings.Repeat("A", maxRequestBody) + `"}`
 	for _, tc := range []struct {
 		name, path, body, want string
@@ -561,7 +563,7 @@ func TestDefaultAuditIsALogLine(t *testing.T) {
 		cfg.Audit = nil
 		cfg.Logger = slogJSON(&logs)
 	})
-	if _, err := f.client(t, f.clientCert(t, "globex", ComponentViewer), 0).PublicKey(context.Background()); !errors.Is(err, ErrForbidden) {
+	if _, err := f.client(t, f.clientCert(t, "globex", tenantpki.ComponentViewer), 0).PublicKey(context.Background()); !errors.Is(err, ErrForbidden) {
 		t.Fatalf("PublicKey = %v, want ErrForbidden", err)
 	}
 	var line struct {
@@ -583,7 +585,7 @@ func TestNewServerAndClientValidateConfig(t *testing.T) {
 	now := time.Now()
 	ca := mustCA(t, testTenant, now)
 	sc, _ := ca.IssueServer([]string{"localhost"}, nil, now, time.Hour)
-	cc, _ := ca.IssueClient(testTenant, ComponentGateway, now, time.Hour)
+	cc, _ := ca.IssueClient(testTenant, tenantpki.ComponentGateway, now, time.Hour)
 	good := ServerConfig{Tenant: testTenant, Certificate: sc, ClientCAs: ca.CertPool()}
 	local := newTestLocal(t)
 	if _, err := NewServer(local, good); err != nil {
@@ -641,7 +643,7 @@ func BenchmarkClientWrapNewKeyLocal(b *testing.B) {
 		name    string
 		reserve ReserveConfig
 	}{{"each-call", ReserveConfig{Disabled: true}}, {"reserve", ReserveConfig{}}} {
-		gw, err := NewClient(ClientConfig{URL: f.url, Certificate: f.clientCert(b, testTenant, ComponentGateway),
+		gw, err := NewClient(ClientConfig{URL: f.url, Certificate: f.clientCert(b, testTenant, tenantpki.ComponentGateway),
 			RootCAs: f.ca.CertPool(), Reserve: mode.reserve})
 		if err != nil {
 			b.Fatal(err)
@@ -689,7 +691,7 @@ func TestVerifiedChainMemoryExpires(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, _ := ca.IssueClient(testTenant, ComponentGateway, now, time.Hour)
+	cc, _ := ca.IssueClient(testTenant, tenantpki.ComponentGateway, now, time.Hour)
 	chain := []*x509.Certificate{cc.Leaf}
 	for range 2 {
 		if err := s.verifyChain(chain, now); err != nil {
@@ -702,7 +704,7 @@ func TestVerifiedChainMemoryExpires(t *testing.T) {
 	if err := s.verifyChain(chain, now.Add(2*time.Hour)); err == nil {
 		t.Error("a remembered chain verified after its certificate expired")
 	}
-	foreign, _ := mustCA(t, testTenant, now).IssueClient(testTenant, ComponentGateway, now, time.Hour)
+	foreign, _ := mustCA(t, testTenant, now).IssueClient(testTenant, tenantpki.ComponentGateway, now, time.Hour)
 	for range 2 {
 		if err := s.verifyChain([]*x509.Certificate{foreign.Leaf}, now); err == nil {
 			t.Error("a chain from another CA verified")
@@ -711,4 +713,45 @@ func TestVerifiedChainMemoryExpires(t *testing.T) {
 	if len(s.verified) != 1 {
 		t.Errorf("remembered %d chains after refusals, want 1", len(s.verified))
 	}
+}
+
+func mustCA(t testing.TB, tenant string, now time.Time) *tenantpki.CA {
+	t.Helper()
+	ca, err := tenantpki.NewCA(tenant, now)
+	if err != nil {
+		t.Fatalf("NewCA(%q): %v", tenant, err)
+	}
+	return ca
+}
+
+// issueWithoutIdentity signs, with the tenant CA's key, a client certificate without a SPIFFE
+// ID, which tenantpki never issues.
+func issueWithoutIdentity(t *testing.T, ca *tenantpki.CA) tls.Certificate {
+	t.Helper()
+	caKeyPEM, err := ca.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(ca.CertPEM(), caKeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Certificate(), key.Public(), pair.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }

@@ -20,11 +20,13 @@ import (
 	"github.com/securetext/securetext/hack/testenv"
 	"github.com/securetext/securetext/workloads/audit"
 	"github.com/securetext/securetext/workloads/envelope"
+	"github.com/securetext/securetext/workloads/vaultlogin"
+	"github.com/securetext/securetext/workloads/vaultpolicy"
 )
 
-// transitPolicy is what the operator grants a tenant's keystore (VaultPolicy); every test
+// transitPolicy is what the operator grants a tenant's keystore (vaultpolicy.Keystore); every test
 // token carries only it, so the tests prove the policy is enough.
-var transitPolicy = VaultPolicy("transit", "messages", "audit")
+var transitPolicy = vaultpolicy.Keystore("transit", "messages", "audit")
 
 // transitFixture is a real Vault dev server with a tenant's Transit mount and keys, and a
 // keystore token limited to transitPolicy.
@@ -124,7 +126,7 @@ func (f *transitFixture) start(t testing.TB, o transitOpts) *Transit {
 		o.timeout = 5 * time.Second
 	}
 	ks, err := NewTransit(TransitConfig{
-		Client: client, Auth: TokenAuth{Token: token}, Mount: "transit",
+		Client: client, Auth: vaultlogin.TokenAuth{Token: token}, Mount: "transit",
 		WrappingKey: "messages", SigningKey: "audit", Timeout: o.timeout, Batch: o.batch,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/securetext/securetext/workloads/internal/batch"
 	"io"
 	"log/slog"
 	"net/http"
@@ -17,6 +16,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/securetext/securetext/workloads/internal/batch"
+	"github.com/securetext/securetext/workloads/vaultlogin"
 
 	vaultapi "github.com/hashicorp/vault/api"
 
@@ -31,7 +33,7 @@ type TransitConfig struct {
 	// temporary error at once and the sender retries, which bounds every call by Timeout.
 	Client *vaultapi.Client
 	// Auth logs in to Vault: KubernetesAuth in a cluster, TokenAuth for development.
-	Auth Auth
+	Auth vaultlogin.Auth
 	// Mount is the path of the tenant's Transit mount, for example "transit".
 	Mount string
 	// WrappingKey names the aes256-gcm96 key that wraps data keys.
@@ -65,7 +67,7 @@ type Transit struct {
 	wrap   *batch.Batcher[[]byte, string]
 	unwrap *batch.Batcher[string, []byte]
 
-	auth *authState
+	login *vaultlogin.Session
 
 	mu         sync.Mutex
 	publicKeys map[int]ed25519.PublicKey // signing key versions never change once created
@@ -115,19 +117,24 @@ func NewTransit(cfg TransitConfig) (*Transit, error) {
 	}
 	t.wrap = batch.New(cfg.Batch, cfg.Timeout, t.encryptBatch, func(k string) {}, unavailable)
 	t.unwrap = batch.New(cfg.Batch, cfg.Timeout, t.decryptBatch, envelope.Zero, unavailable)
-	t.auth = startAuth(client, cfg.Auth, cfg.Logger)
+	t.login = vaultlogin.Start(client, cfg.Auth, cfg.Logger)
 	return t, nil
 }
 
 // Close stops logging in and renewing, and answers queued requests with a temporary error.
 func (t *Transit) Close() {
-	t.auth.stop()
+	t.login.Stop()
 	t.wrap.Close()
 	t.unwrap.Close()
 }
 
 // WaitReady waits until the first login has succeeded, for start-up and tests.
-func (t *Transit) WaitReady(ctx context.Context) error { return t.auth.waitLoggedIn(ctx) }
+func (t *Transit) WaitReady(ctx context.Context) error {
+	if err := t.login.WaitLoggedIn(ctx); err != nil {
+		return unavailable("log in to Vault", err)
+	}
+	return nil
+}
 
 // WrapNewKey implements Service.
 func (t *Transit) WrapNewKey(ctx context.Context) (DataKey, error) {
@@ -292,7 +299,7 @@ func (t *Transit) Health(ctx context.Context) error {
 
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.Timeout)
 	defer cancel()
-	err := t.auth.err()
+	err := t.loginErr()
 	if err == nil {
 		_, _, err = t.readSigningKey(ctx)
 	}
@@ -433,7 +440,7 @@ func vaultErrorText(err error) string {
 // callers that read per-item errors. A 403 also asks for a new login, in case the token was
 // revoked or expired early.
 func (t *Transit) call(ctx context.Context, path string, body, out any) (int, error) {
-	if err := t.auth.err(); err != nil {
+	if err := t.loginErr(); err != nil {
 		return 0, err
 	}
 	full := t.cfg.Mount + "/" + path
@@ -475,7 +482,7 @@ func (t *Transit) call(ctx context.Context, path string, body, out any) (int, er
 		// not finished. Temporary for senders; the caller may still read per-item errors.
 		return status, unavailable("Vault refused "+full, errors.New(vaultErrorText(err)))
 	case status == http.StatusForbidden:
-		t.auth.requestLogin()
+		t.login.RequestLogin()
 	}
 	return status, unavailable("call Vault "+full, err)
 }
@@ -499,21 +506,12 @@ func unavailable(op string, cause error) error {
 	return &tempError{op: op, cause: cause}
 }
 
-// VaultPolicy is the Vault policy a tenant's keystore needs, and all it gets: use the wrapping
-// and signing keys of its Transit mount, read their public parts, and look up and renew its
-// own token. No create capability, so an encrypt can never create a key. Give it to the
-// keystore's Kubernetes auth role as its only policy, with the default policy left out: besides
-// being least privilege, that halves Vault's cost per request (Vault builds the token's ACL
-// from all its policies on every request).
-func VaultPolicy(mount, wrappingKey, signingKey string) string {
-	return fmt.Sprintf(`path "%[1]s/encrypt/%[2]s" { capabilities = ["update"] }
-path "%[1]s/decrypt/%[2]s" { capabilities = ["update"] }
-path "%[1]s/keys/%[2]s" { capabilities = ["read"] }
-path "%[1]s/sign/%[3]s" { capabilities = ["update"] }
-path "%[1]s/keys/%[3]s" { capabilities = ["read"] }
-path "auth/token/lookup-self" { capabilities = ["read"] }
-path "auth/token/renew-self" { capabilities = ["update"] }
-`, mount, wrappingKey, signingKey)
+// loginErr is nil while the keystore is logged in to Vault, and otherwise a temporary error.
+func (t *Transit) loginErr() error {
+	if err := t.login.Err(); err != nil {
+		return unavailable("log in to Vault", err)
+	}
+	return nil
 }
 
 // BatchConfig controls how concurrent requests are coalesced into one Vault call (Transit's

@@ -29,6 +29,7 @@ import (
 	"github.com/securetext/securetext/workloads/sealed"
 	"github.com/securetext/securetext/workloads/sms"
 	"github.com/securetext/securetext/workloads/store"
+	"github.com/securetext/securetext/workloads/tenantpki"
 )
 
 type backend string
@@ -174,7 +175,7 @@ func newFixture(t testing.TB, b backend, o fixtureOptions) *fixture {
 		t.Fatal(err)
 	}
 	now := time.Now() // certificates are checked against the wall clock by crypto/tls
-	ca, err := keystore.NewCA(o.tenant, now)
+	ca, err := tenantpki.NewCA(o.tenant, now)
 	if err != nil {
 		t.Fatal(err)
 	}

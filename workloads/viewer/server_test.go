@@ -11,15 +11,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/securetext/securetext/workloads/keystore"
 	"github.com/securetext/securetext/workloads/password"
+	"github.com/securetext/securetext/workloads/tenantpki"
 )
 
 func TestRun(t *testing.T) {
 	f := newFixture(t, sqliteBackend, fixtureOptions{})
 	_, link := f.message(phoneA, "S", "run text")
 	now := time.Now()
-	ca, err := keystore.NewCA("clinic-a", now)
+	ca, err := tenantpki.NewCA("clinic-a", now)
 	if err != nil {
 		t.Fatal(err)
 	}

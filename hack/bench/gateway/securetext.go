@@ -27,6 +27,9 @@ import (
 	"github.com/securetext/securetext/workloads/keystore"
 	"github.com/securetext/securetext/workloads/sms"
 	"github.com/securetext/securetext/workloads/store"
+	"github.com/securetext/securetext/workloads/tenantpki"
+	"github.com/securetext/securetext/workloads/vaultlogin"
+	"github.com/securetext/securetext/workloads/vaultpolicy"
 )
 
 const (
@@ -95,7 +98,7 @@ func startStack(ctx context.Context, dir string, sessions int) (s *stack, err er
 	}
 	vclient.ClearNamespace()
 	s.transit, err = keystore.NewTransit(keystore.TransitConfig{
-		Client: vclient, Auth: keystore.TokenAuth{Token: token}, Mount: "transit",
+		Client: vclient, Auth: vaultlogin.TokenAuth{Token: token}, Mount: "transit",
 		WrappingKey: "messages", SigningKey: "audit", Logger: log,
 	})
 	if err != nil {
@@ -110,7 +113,7 @@ func startStack(ctx context.Context, dir string, sessions int) (s *stack, err er
 
 	// The keystore serves the gateway over mTLS, as in a cluster.
 	now := time.Now()
-	ca, err := keystore.NewCA(benchTenant, now)
+	ca, err := tenantpki.NewCA(benchTenant, now)
 	if err != nil {
 		return s, err
 	}
@@ -130,7 +133,7 @@ func startStack(ctx context.Context, dir string, sessions int) (s *stack, err er
 	}
 	s.ksHTTP = ks.HTTPServer(ksLn.Addr().String())
 	go func() { _ = s.ksHTTP.Serve(tls.NewListener(ksLn, s.ksHTTP.TLSConfig)) }()
-	clientCert, err := ca.IssueClient(benchTenant, keystore.ComponentGateway, now, 24*time.Hour)
+	clientCert, err := ca.IssueClient(benchTenant, tenantpki.ComponentGateway, now, 24*time.Hour)
 	if err != nil {
 		return s, err
 	}
@@ -231,7 +234,7 @@ func setUpTransit(ctx context.Context, v *testenv.Vault) (string, error) {
 			return "", fmt.Errorf("create transit key %s: %w", name, err)
 		}
 	}
-	if err := root.Sys().PutPolicyWithContext(ctx, "keystore", keystore.VaultPolicy("transit", "messages", "audit")); err != nil {
+	if err := root.Sys().PutPolicyWithContext(ctx, "keystore", vaultpolicy.Keystore("transit", "messages", "audit")); err != nil {
 		return "", fmt.Errorf("write policy: %w", err)
 	}
 	renewable := true

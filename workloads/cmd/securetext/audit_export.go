@@ -14,6 +14,7 @@ import (
 	"github.com/securetext/securetext/workloads/audit"
 	"github.com/securetext/securetext/workloads/keystore"
 	"github.com/securetext/securetext/workloads/store"
+	"github.com/securetext/securetext/workloads/tenantpki"
 )
 
 // auditExportPage is how many events are read per query.
@@ -59,7 +60,7 @@ func auditExport(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if err != nil {
 			return fmt.Errorf("audit export: read -ca: %w", err)
 		}
-		roots, err := keystore.CertPoolFromPEM(caPEM)
+		roots, err := tenantpki.CertPoolFromPEM(caPEM)
 		if err != nil {
 			return fmt.Errorf("audit export: -ca: %w", err)
 		}

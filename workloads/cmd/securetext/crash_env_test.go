@@ -27,6 +27,7 @@ import (
 	"github.com/securetext/securetext/hack/testenv"
 	"github.com/securetext/securetext/workloads/gateway"
 	"github.com/securetext/securetext/workloads/keystore"
+	"github.com/securetext/securetext/workloads/tenantpki"
 )
 
 // What the crash test's gateway is.
@@ -85,7 +86,7 @@ func crashGoTool() (string, error) {
 type crashEnv struct {
 	dir       string
 	local     *keystore.Local
-	ca        *keystore.CA
+	ca        *tenantpki.CA
 	ksAddr    string
 	apiKey    string
 	files     map[string]string // flag name → file
@@ -109,7 +110,7 @@ func newCrashEnv(t *testing.T) *crashEnv {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	if e.ca, err = keystore.NewCA(crashTenant, now); err != nil {
+	if e.ca, err = tenantpki.NewCA(crashTenant, now); err != nil {
 		t.Fatal(err)
 	}
 	loopback := []net.IP{net.IPv4(127, 0, 0, 1)}
@@ -152,14 +153,14 @@ func newCrashEnv(t *testing.T) *crashEnv {
 		e.files[flag] = path
 	}
 	writePEM("keystore-ca", "ca.crt", e.ca.CertPEM())
-	writePEM("keystore-cert", "gateway-client.crt", keystore.CertPEM(clientCert))
-	key, err := keystore.KeyPEM(clientCert)
+	writePEM("keystore-cert", "gateway-client.crt", tenantpki.CertPEM(clientCert))
+	key, err := tenantpki.KeyPEM(clientCert)
 	if err != nil {
 		t.Fatal(err)
 	}
 	writePEM("keystore-key", "gateway-client.key", key)
-	writePEM("tls-cert", "gateway.crt", keystore.CertPEM(gwCert))
-	if key, err = keystore.KeyPEM(gwCert); err != nil {
+	writePEM("tls-cert", "gateway.crt", tenantpki.CertPEM(gwCert))
+	if key, err = tenantpki.KeyPEM(gwCert); err != nil {
 		t.Fatal(err)
 	}
 	writePEM("tls-key", "gateway.key", key)

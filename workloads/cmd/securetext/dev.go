@@ -24,6 +24,7 @@ import (
 	"github.com/securetext/securetext/workloads/keystore"
 	"github.com/securetext/securetext/workloads/sms"
 	"github.com/securetext/securetext/workloads/store"
+	"github.com/securetext/securetext/workloads/tenantpki"
 	"github.com/securetext/securetext/workloads/viewer"
 )
 
@@ -211,7 +212,7 @@ func devTLS(dir string) (*tls.Config, string, error) {
 		}
 	}
 	now := time.Now()
-	ca, err := keystore.NewCA(devTenant, now)
+	ca, err := tenantpki.NewCA(devTenant, now)
 	if err != nil {
 		return nil, "", err
 	}
@@ -223,7 +224,7 @@ func devTLS(dir string) (*tls.Config, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	key, err := keystore.KeyPEM(cert)
+	key, err := tenantpki.KeyPEM(cert)
 	if err != nil {
 		return nil, "", err
 	}
@@ -233,7 +234,7 @@ func devTLS(dir string) (*tls.Config, string, error) {
 		mode os.FileMode
 	}{
 		{caCertFile, ca.CertPEM(), 0o644}, {caKeyFile, caKey, 0o600},
-		{certFile, keystore.CertPEM(cert), 0o644}, {keyFile, key, 0o600},
+		{certFile, tenantpki.CertPEM(cert), 0o644}, {keyFile, key, 0o600},
 	} {
 		if err := os.WriteFile(f.path, f.data, f.mode); err != nil {
 			return nil, "", fmt.Errorf("write %s: %w", f.path, err)

@@ -17,6 +17,7 @@ import (
 	"github.com/securetext/securetext/workloads/keystore"
 	"github.com/securetext/securetext/workloads/sms"
 	"github.com/securetext/securetext/workloads/store"
+	"github.com/securetext/securetext/workloads/tenantpki"
 )
 
 // parseFlags sets the flags of fs from the environment (flag -a-b from envPrefix+"A_B"), then
@@ -107,7 +108,7 @@ func (k *keystoreFlags) register(fs *flag.FlagSet, component string) {
 	fs.StringVar(&k.cert, "keystore-cert", "", "PEM client certificate of component "+component+" for the keystore (required)")
 	fs.StringVar(&k.key, "keystore-key", "", "PEM key of -keystore-cert (required)")
 	fs.StringVar(&k.ca, "keystore-ca", "", "PEM tenant CA that the keystore's certificate chains to (required)")
-	if component == keystore.ComponentGateway { // the viewer never asks for new keys
+	if component == tenantpki.ComponentGateway { // the viewer never asks for new keys
 		fs.IntVar(&k.reserve, "keystore-reserve", keystore.DefaultReserveSize, fmt.Sprintf("most fresh data keys to hold ready for new "+
 			"messages, each used once and zeroed unused after %v; at most %d; 0: ask the keystore for every message",
 			keystore.DefaultReserveMaxAge, keystore.MaxReserve))
@@ -131,7 +132,7 @@ func (k *keystoreFlags) client() (*keystore.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read -keystore-ca: %w", err)
 	}
-	roots, err := keystore.CertPoolFromPEM(caPEM)
+	roots, err := tenantpki.CertPoolFromPEM(caPEM)
 	if err != nil {
 		return nil, fmt.Errorf("-keystore-ca: %w", err)
 	}

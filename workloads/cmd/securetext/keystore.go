@@ -32,6 +32,8 @@ import (
 
 	"github.com/securetext/securetext/workloads/internal/flagenv"
 	"github.com/securetext/securetext/workloads/keystore"
+	"github.com/securetext/securetext/workloads/tenantpki"
+	"github.com/securetext/securetext/workloads/vaultlogin"
 )
 
 // keystoreEnvPrefix is the prefix of the environment variable that stands in for each flag.
@@ -76,7 +78,7 @@ func parseKeystoreFlags(args []string, lookupEnv func(string) (string, bool), st
 	fs.StringVar(&c.vaultAuth, "vault-auth", "kubernetes", "Vault auth method: kubernetes or token (token is for development)")
 	fs.StringVar(&c.vaultAuthMount, "vault-auth-mount", "kubernetes", "mount path of Vault's Kubernetes auth method")
 	fs.StringVar(&c.vaultRole, "vault-role", "", "Vault role to log in as (kubernetes auth)")
-	fs.StringVar(&c.vaultJWTFile, "vault-jwt-file", keystore.DefaultServiceAccountTokenPath,
+	fs.StringVar(&c.vaultJWTFile, "vault-jwt-file", vaultlogin.DefaultServiceAccountTokenPath,
 		"service account token presented to Vault's Kubernetes auth (a projected token, re-read at every login)")
 	fs.StringVar(&c.vaultTokenFile, "vault-token-file", "", "file holding the Vault token (token auth; default $VAULT_TOKEN)")
 	fs.StringVar(&c.transitMount, "transit-mount", "", "path of the tenant's Transit mount")
@@ -103,7 +105,7 @@ func parseKeystoreFlags(args []string, lookupEnv func(string) (string, bool), st
 	return c, c.validate()
 }
 
-// keystoreTenantLabel is what keystore.Identity accepts as a tenant (RFC 1123 label).
+// keystoreTenantLabel is what tenantpki.Identity accepts as a tenant (RFC 1123 label).
 var keystoreTenantLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 func (c *keystoreConfig) validate() error {
@@ -187,7 +189,7 @@ func runKeystore(ctx context.Context, args []string, lookupEnv func(string) (str
 	if err != nil {
 		return fmt.Errorf("-client-ca: %w", err)
 	}
-	clientCAs, err := keystore.CertPoolFromPEM(caPEM)
+	clientCAs, err := tenantpki.CertPoolFromPEM(caPEM)
 	if err != nil {
 		return fmt.Errorf("-client-ca %s: %w", c.clientCA, err)
 	}
@@ -291,11 +293,11 @@ func newKeystoreTransit(c *keystoreConfig, log *slog.Logger) (*keystore.Transit,
 	if err != nil {
 		return nil, fmt.Errorf("-vault-addr: %w", err)
 	}
-	var auth keystore.Auth
+	var auth vaultlogin.Auth
 	if c.vaultAuth == "token" {
-		auth = keystore.TokenAuth{Token: c.vaultToken, TokenPath: c.vaultTokenFile}
+		auth = vaultlogin.TokenAuth{Token: c.vaultToken, TokenPath: c.vaultTokenFile}
 	} else {
-		auth = keystore.KubernetesAuth{Mount: c.vaultAuthMount, Role: c.vaultRole, TokenPath: c.vaultJWTFile}
+		auth = vaultlogin.KubernetesAuth{Mount: c.vaultAuthMount, Role: c.vaultRole, TokenPath: c.vaultJWTFile}
 	}
 	return keystore.NewTransit(keystore.TransitConfig{
 		Client: client, Auth: auth, Mount: c.transitMount,

@@ -18,6 +18,7 @@ import (
 	"github.com/securetext/securetext/hack/testenv"
 	"github.com/securetext/securetext/workloads/audit"
 	"github.com/securetext/securetext/workloads/keystore"
+	"github.com/securetext/securetext/workloads/tenantpki"
 )
 
 const keystoreTestTenant = "acme"
@@ -29,14 +30,14 @@ func envMap(m map[string]string) func(string) (string, bool) {
 
 // keystorePKI is a tenant CA with the keystore's server certificate, written as PEM files.
 type keystorePKI struct {
-	ca                     *keystore.CA
+	ca                     *tenantpki.CA
 	certFile, keyFile, crt string
 }
 
 func newKeystorePKI(t *testing.T) *keystorePKI {
 	t.Helper()
 	now := time.Now()
-	ca, err := keystore.NewCA(keystoreTestTenant, now)
+	ca, err := tenantpki.NewCA(keystoreTestTenant, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,13 +45,13 @@ func newKeystorePKI(t *testing.T) *keystorePKI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyPEM, err := keystore.KeyPEM(srv)
+	keyPEM, err := tenantpki.KeyPEM(srv)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	p := &keystorePKI{ca: ca, certFile: filepath.Join(dir, "tls.crt"), keyFile: filepath.Join(dir, "tls.key"), crt: filepath.Join(dir, "ca.crt")}
-	writeTestFile(t, p.certFile, keystore.CertPEM(srv))
+	writeTestFile(t, p.certFile, tenantpki.CertPEM(srv))
 	writeTestFile(t, p.keyFile, keyPEM)
 	writeTestFile(t, p.crt, ca.CertPEM())
 	return p
@@ -111,7 +112,7 @@ func startKeystore(t *testing.T, args []string, env map[string]string) *runningK
 // gateway returns a Client of the tenant's gateway for the keystore at addr.
 func (p *keystorePKI) gateway(t *testing.T, addr string) *keystore.Client {
 	t.Helper()
-	cert, err := p.ca.IssueClient(keystoreTestTenant, keystore.ComponentGateway, time.Now(), time.Hour)
+	cert, err := p.ca.IssueClient(keystoreTestTenant, tenantpki.ComponentGateway, time.Now(), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,6 @@
-package keystore
-
-// The tenant PKI that authenticates keystore callers (see Server for why mutual TLS).
+// Package tenantpki is a tenant's PKI: the CA that the operator creates per tenant and the
+// certificates it issues, which authenticate the keystore's callers over mutual TLS (see the
+// keystore's Server for why).
 //
 // Per tenant the operator creates one CA (NewCA, kept in a Kubernetes Secret), one server
 // certificate for the keystore Service's DNS names (IssueServer) and one client certificate per
@@ -11,6 +11,7 @@ package keystore
 //
 // Every key is ECDSA P-256 and every serial number is 128 bits from crypto/rand
 // (CA/Browser Forum BR §7.1 asks for at least 64).
+package tenantpki
 
 import (
 	"crypto"
@@ -57,16 +58,16 @@ type CA struct {
 
 // NewCA creates the CA of tenant, valid for about ten years from now.
 func NewCA(tenant string, now time.Time) (*CA, error) {
-	if err := checkLabel("tenant", tenant); err != nil {
-		return nil, fmt.Errorf("keystore: create CA: %w", err)
+	if err := CheckLabel("tenant", tenant); err != nil {
+		return nil, fmt.Errorf("tenantpki: create CA: %w", err)
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("keystore: create CA for tenant %s: generate key: %w", tenant, err)
+		return nil, fmt.Errorf("tenantpki: create CA for tenant %s: generate key: %w", tenant, err)
 	}
 	serial, err := newSerial()
 	if err != nil {
-		return nil, fmt.Errorf("keystore: create CA for tenant %s: %w", tenant, err)
+		return nil, fmt.Errorf("tenantpki: create CA for tenant %s: %w", tenant, err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
@@ -84,11 +85,11 @@ func NewCA(tenant string, now time.Time) (*CA, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
-		return nil, fmt.Errorf("keystore: create CA for tenant %s: sign certificate: %w", tenant, err)
+		return nil, fmt.Errorf("tenantpki: create CA for tenant %s: sign certificate: %w", tenant, err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("keystore: create CA for tenant %s: parse certificate: %w", tenant, err)
+		return nil, fmt.Errorf("tenantpki: create CA for tenant %s: parse certificate: %w", tenant, err)
 	}
 	return &CA{cert: cert, key: key}, nil
 }
@@ -98,15 +99,15 @@ func NewCA(tenant string, now time.Time) (*CA, error) {
 func LoadCA(certPEM, keyPEM []byte) (*CA, error) {
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("keystore: load CA: %w", err)
+		return nil, fmt.Errorf("tenantpki: load CA: %w", err)
 	}
 	cert := pair.Leaf
 	if !cert.BasicConstraintsValid || !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 {
-		return nil, fmt.Errorf("keystore: load CA: certificate %q is not a CA certificate", cert.Subject.CommonName)
+		return nil, fmt.Errorf("tenantpki: load CA: certificate %q is not a CA certificate", cert.Subject.CommonName)
 	}
 	key, ok := pair.PrivateKey.(crypto.Signer)
 	if !ok {
-		return nil, fmt.Errorf("keystore: load CA: private key of type %T cannot sign", pair.PrivateKey)
+		return nil, fmt.Errorf("tenantpki: load CA: private key of type %T cannot sign", pair.PrivateKey)
 	}
 	return &CA{cert: cert, key: key}, nil
 }
@@ -131,7 +132,7 @@ func (ca *CA) CertPEM() []byte {
 func (ca *CA) KeyPEM() ([]byte, error) {
 	b, err := keyPEM(ca.key)
 	if err != nil {
-		return nil, fmt.Errorf("keystore: encode CA key: %w", err)
+		return nil, fmt.Errorf("tenantpki: encode CA key: %w", err)
 	}
 	return b, nil
 }
@@ -140,7 +141,7 @@ func (ca *CA) KeyPEM() ([]byte, error) {
 // names, such as "keystore.<namespace>.svc") and IP addresses, valid from now for validity.
 func (ca *CA) IssueServer(dnsNames []string, ips []net.IP, now time.Time, validity time.Duration) (tls.Certificate, error) {
 	if len(dnsNames) == 0 && len(ips) == 0 {
-		return tls.Certificate{}, errors.New("keystore: issue server certificate: give at least one DNS name or IP address")
+		return tls.Certificate{}, errors.New("tenantpki: issue server certificate: give at least one DNS name or IP address")
 	}
 	cn := ""
 	if len(dnsNames) > 0 {
@@ -154,7 +155,7 @@ func (ca *CA) IssueServer(dnsNames []string, ips []net.IP, now time.Time, validi
 	}
 	c, err := ca.issue(tmpl, now, validity)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("keystore: issue server certificate for %v %v: %w", dnsNames, ips, err)
+		return tls.Certificate{}, fmt.Errorf("tenantpki: issue server certificate for %v %v: %w", dnsNames, ips, err)
 	}
 	return c, nil
 }
@@ -162,11 +163,11 @@ func (ca *CA) IssueServer(dnsNames []string, ips []net.IP, now time.Time, validi
 // IssueClient issues the client certificate of component (ComponentGateway, ComponentViewer)
 // in tenant, valid from now for validity. It is good for TLS client authentication only.
 func (ca *CA) IssueClient(tenant, component string, now time.Time, validity time.Duration) (tls.Certificate, error) {
-	if err := checkLabel("tenant", tenant); err != nil {
-		return tls.Certificate{}, fmt.Errorf("keystore: issue client certificate: %w", err)
+	if err := CheckLabel("tenant", tenant); err != nil {
+		return tls.Certificate{}, fmt.Errorf("tenantpki: issue client certificate: %w", err)
 	}
-	if err := checkLabel("component", component); err != nil {
-		return tls.Certificate{}, fmt.Errorf("keystore: issue client certificate: %w", err)
+	if err := CheckLabel("component", component); err != nil {
+		return tls.Certificate{}, fmt.Errorf("tenantpki: issue client certificate: %w", err)
 	}
 	id := SPIFFEID(tenant, component)
 	tmpl := &x509.Certificate{
@@ -176,7 +177,7 @@ func (ca *CA) IssueClient(tenant, component string, now time.Time, validity time
 	}
 	c, err := ca.issue(tmpl, now, validity)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("keystore: issue client certificate for %s: %w", id, err)
+		return tls.Certificate{}, fmt.Errorf("tenantpki: issue client certificate for %s: %w", id, err)
 	}
 	return c, nil
 }
@@ -240,7 +241,7 @@ func CertPEM(c tls.Certificate) []byte {
 func KeyPEM(c tls.Certificate) ([]byte, error) {
 	b, err := keyPEM(c.PrivateKey)
 	if err != nil {
-		return nil, fmt.Errorf("keystore: encode private key: %w", err)
+		return nil, fmt.Errorf("tenantpki: encode private key: %w", err)
 	}
 	return b, nil
 }
@@ -269,13 +270,13 @@ func CertPoolFromPEM(b []byte) (*x509.CertPool, error) {
 		}
 		cert, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("keystore: read CA certificates: certificate %d: %w", n+1, err)
+			return nil, fmt.Errorf("tenantpki: read CA certificates: certificate %d: %w", n+1, err)
 		}
 		pool.AddCert(cert)
 		n++
 	}
 	if n == 0 {
-		return nil, errors.New("keystore: read CA certificates: no PEM CERTIFICATE block found")
+		return nil, errors.New("tenantpki: read CA certificates: no PEM CERTIFICATE block found")
 	}
 	return pool, nil
 }
@@ -294,37 +295,37 @@ func SPIFFEID(tenant, component string) *url.URL {
 // user, query, fragment or percent-encoding).
 func Identity(cert *x509.Certificate) (tenant, component string, err error) {
 	if cert == nil {
-		return "", "", errors.New("keystore: read caller identity: no certificate")
+		return "", "", errors.New("tenantpki: read caller identity: no certificate")
 	}
 	switch len(cert.URIs) {
 	case 0:
-		return "", "", errors.New("keystore: read caller identity: certificate has no URI SAN; want " + SPIFFEID("<tenant>", "<component>").String())
+		return "", "", errors.New("tenantpki: read caller identity: certificate has no URI SAN; want " + SPIFFEID("<tenant>", "<component>").String())
 	case 1:
 	default:
-		return "", "", fmt.Errorf("keystore: read caller identity: certificate has %d URI SANs, want exactly one", len(cert.URIs))
+		return "", "", fmt.Errorf("tenantpki: read caller identity: certificate has %d URI SANs, want exactly one", len(cert.URIs))
 	}
 	u := cert.URIs[0]
 	// The SAN is printed only after it passed, so a hostile certificate cannot fill logs.
 	if u.Scheme != "spiffe" || u.Host != TrustDomain || u.Opaque != "" || u.User != nil ||
 		u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.RawFragment != "" || u.RawPath != "" {
-		return "", "", errors.New("keystore: read caller identity: URI SAN is not a spiffe://" + TrustDomain + "/ ID without port, user, query or fragment")
+		return "", "", errors.New("tenantpki: read caller identity: URI SAN is not a spiffe://" + TrustDomain + "/ ID without port, user, query or fragment")
 	}
 	parts := strings.Split(u.Path, "/")
 	if len(parts) != 4 || parts[0] != "" || parts[1] != "tenant" {
-		return "", "", errors.New("keystore: read caller identity: URI SAN path is not /tenant/<tenant>/<component>")
+		return "", "", errors.New("tenantpki: read caller identity: URI SAN path is not /tenant/<tenant>/<component>")
 	}
-	if err := checkLabel("tenant", parts[2]); err != nil {
-		return "", "", fmt.Errorf("keystore: read caller identity: %w", err)
+	if err := CheckLabel("tenant", parts[2]); err != nil {
+		return "", "", fmt.Errorf("tenantpki: read caller identity: %w", err)
 	}
-	if err := checkLabel("component", parts[3]); err != nil {
-		return "", "", fmt.Errorf("keystore: read caller identity: %w", err)
+	if err := CheckLabel("component", parts[3]); err != nil {
+		return "", "", fmt.Errorf("tenantpki: read caller identity: %w", err)
 	}
 	return parts[2], parts[3], nil
 }
 
-// checkLabel reports whether s is an RFC 1123 DNS label, the form of a Kubernetes namespace
+// CheckLabel reports whether s is an RFC 1123 DNS label, the form of a Kubernetes namespace
 // name: 1 to 63 lower-case letters, digits or '-', starting and ending with a letter or digit.
-func checkLabel(what, s string) error {
+func CheckLabel(what, s string) error {
 	if len(s) == 0 || len(s) > 63 {
 		return fmt.Errorf("%s name must be 1 to 63 characters", what)
 	}
@@ -338,4 +339,42 @@ func checkLabel(what, s string) error {
 		}
 	}
 	return nil
+}
+
+// VerifyClientChain verifies that chain (leaf first, as the client sent it) leads to roots and
+// that the leaf may be used for TLS client authentication at now. It returns the verified
+// chain, leaf first and root last.
+func VerifyClientChain(roots *x509.CertPool, chain []*x509.Certificate, now time.Time) ([]*x509.Certificate, error) {
+	if len(chain) == 0 {
+		return nil, errors.New("no certificate")
+	}
+	intermediates := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		intermediates.AddCert(c)
+	}
+	chains, err := chain[0].Verify(x509.VerifyOptions{
+		Roots:         roots,
+		Intermediates: intermediates,
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return chains[0], nil
+}
+
+// UntrustedCause turns a VerifyClientChain error into a short code for an audit record.
+func UntrustedCause(err error) string {
+	var invalid x509.CertificateInvalidError
+	var unknown x509.UnknownAuthorityError
+	switch {
+	case errors.As(err, &unknown):
+		return "unknown-authority"
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return "expired-or-not-yet-valid"
+	case errors.As(err, &invalid) && invalid.Reason == x509.IncompatibleUsage:
+		return "not-for-client-auth"
+	}
+	return "invalid"
 }

@@ -1,4 +1,8 @@
-package keystore
+// Package vaultlogin logs a process in to Vault and keeps it logged in: Kubernetes auth with
+// the pod's service account token in a cluster, a token for development; the first login,
+// renewals, and a new login (with capped backoff) when renewal ends or Vault refuses the
+// token. The keystore and the operator both use it.
+package vaultlogin
 
 import (
 	"context"
@@ -13,7 +17,7 @@ import (
 	vaultapi "github.com/hashicorp/vault/api"
 )
 
-// Auth logs the keystore in to Vault. Login sets the client's token and returns the login's
+// Auth logs a process in to Vault. Login sets the client's token and returns the login's
 // secret (nil when there is nothing to renew).
 type Auth interface {
 	Login(ctx context.Context, client *vaultapi.Client) (*vaultapi.Secret, error)
@@ -99,8 +103,9 @@ func (a TokenAuth) Login(ctx context.Context, client *vaultapi.Client) (*vaultap
 	}}, nil
 }
 
-// authState runs the login-and-renew loop and tells calls whether they may proceed.
-type authState struct {
+// Session keeps a Vault client logged in — the first login, renewals, and a new login when
+// renewal ends or is asked for — and tells calls whether they may proceed.
+type Session struct {
 	client *vaultapi.Client
 	auth   Auth
 	log    *slog.Logger
@@ -122,13 +127,14 @@ const (
 	loginTimeout  = 10 * time.Second
 )
 
-func startAuth(client *vaultapi.Client, auth Auth, log *slog.Logger) *authState {
+// Start logs client in with auth in the background and keeps it logged in until Stop.
+func Start(client *vaultapi.Client, auth Auth, log *slog.Logger) *Session {
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &authState{
+	a := &Session{
 		client:   client,
 		auth:     auth,
 		log:      log,
-		loginErr: unavailable("call Vault", errNotLoggedIn),
+		loginErr: errNotLoggedIn,
 		loggedIn: make(chan struct{}),
 		relogin:  make(chan struct{}, 1),
 		cancel:   cancel,
@@ -138,13 +144,14 @@ func startAuth(client *vaultapi.Client, auth Auth, log *slog.Logger) *authState 
 	return a
 }
 
-func (a *authState) err() error {
+// Err is nil while the client is logged in, and otherwise says why not.
+func (a *Session) Err() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.loginErr
 }
 
-func (a *authState) setErr(err error) {
+func (a *Session) setErr(err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.loginErr = err
@@ -157,34 +164,37 @@ func (a *authState) setErr(err error) {
 	}
 }
 
-// requestLogin asks the loop to log in again (after a 403); repeated requests coalesce.
-func (a *authState) requestLogin() {
+// RequestLogin asks for a new login (after Vault refused the token with a 403); repeated
+// requests coalesce.
+func (a *Session) RequestLogin() {
 	select {
 	case a.relogin <- struct{}{}:
 	default:
 	}
 }
 
-func (a *authState) waitLoggedIn(ctx context.Context) error {
+// WaitLoggedIn waits for the first login, or for ctx; it then returns why there was none.
+func (a *Session) WaitLoggedIn(ctx context.Context) error {
 	select {
 	case <-a.loggedIn:
 		return nil
 	case <-ctx.Done():
-		if err := a.err(); err != nil {
+		if err := a.Err(); err != nil {
 			return err
 		}
 		return ctx.Err()
 	}
 }
 
-func (a *authState) stop() {
+// Stop ends renewals and the login loop.
+func (a *Session) Stop() {
 	a.cancel()
 	<-a.done
 }
 
 // loop logs in, renews the token while it can, and logs in again when renewal ends, Vault
 // refuses the token, or the login fails (with capped exponential backoff).
-func (a *authState) loop(ctx context.Context) {
+func (a *Session) loop(ctx context.Context) {
 	defer close(a.done)
 	backoff := loginRetryMin
 	for ctx.Err() == nil {
@@ -192,8 +202,8 @@ func (a *authState) loop(ctx context.Context) {
 		secret, err := a.auth.Login(loginCtx, a.client)
 		cancel()
 		if err != nil {
-			a.setErr(unavailable("log in to Vault", err))
-			a.log.Warn("keystore: Vault login failed; retrying", "error", err, "retry_in", backoff)
+			a.setErr(fmt.Errorf("log in to Vault: %w", err))
+			a.log.Warn("Vault login failed; retrying", "error", err, "retry_in", backoff)
 			if !sleep(ctx, backoff) {
 				return
 			}
@@ -202,7 +212,7 @@ func (a *authState) loop(ctx context.Context) {
 		}
 		backoff = loginRetryMin
 		a.setErr(nil)
-		a.log.Info("keystore: logged in to Vault")
+		a.log.Info("logged in to Vault")
 		a.drainRelogin()
 		if !a.watch(ctx, secret) {
 			return
@@ -216,7 +226,7 @@ func (a *authState) loop(ctx context.Context) {
 
 // watch renews secret until its lifetime ends or a new login is requested. It returns false
 // when ctx ends.
-func (a *authState) watch(ctx context.Context, secret *vaultapi.Secret) bool {
+func (a *Session) watch(ctx context.Context, secret *vaultapi.Secret) bool {
 	if secret == nil || secret.Auth == nil || !secret.Auth.Renewable {
 		select {
 		case <-ctx.Done():
@@ -227,7 +237,7 @@ func (a *authState) watch(ctx context.Context, secret *vaultapi.Secret) bool {
 	}
 	w, err := a.client.NewLifetimeWatcher(&vaultapi.LifetimeWatcherInput{Secret: secret})
 	if err != nil {
-		a.log.Warn("keystore: cannot renew the Vault token; logging in again", "error", err)
+		a.log.Warn("cannot renew the Vault token; logging in again", "error", err)
 		return true
 	}
 	go w.Start()
@@ -241,14 +251,14 @@ func (a *authState) watch(ctx context.Context, secret *vaultapi.Secret) bool {
 		case <-w.RenewCh():
 		case err := <-w.DoneCh():
 			if err != nil {
-				a.log.Warn("keystore: Vault token renewal failed; logging in again", "error", err)
+				a.log.Warn("Vault token renewal failed; logging in again", "error", err)
 			}
 			return true
 		}
 	}
 }
 
-func (a *authState) drainRelogin() {
+func (a *Session) drainRelogin() {
 	select {
 	case <-a.relogin:
 	default:
@@ -265,18 +275,3 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
-
-// VaultSession keeps a Vault client logged in — the first login, renewals, and a new login
-// when renewal ends — for processes other than the keystore that call Vault (the operator).
-type VaultSession struct{ a *authState }
-
-// StartVaultSession logs client in with auth in the background and keeps it logged in until Stop.
-func StartVaultSession(client *vaultapi.Client, auth Auth, log *slog.Logger) *VaultSession {
-	return &VaultSession{a: startAuth(client, auth, log)}
-}
-
-// WaitLoggedIn waits for the first login, or for ctx.
-func (s *VaultSession) WaitLoggedIn(ctx context.Context) error { return s.a.waitLoggedIn(ctx) }
-
-// Stop ends renewals.
-func (s *VaultSession) Stop() { s.a.stop() }

@@ -1,4 +1,4 @@
-package keystore
+package tenantpki
 
 import (
 	"crypto/ecdsa"
@@ -87,7 +87,7 @@ func TestIssueClient(t *testing.T) {
 	if err != nil || tenant != "acme" || component != "gateway" {
 		t.Errorf("Identity = %q, %q, %v; want acme, gateway", tenant, component, err)
 	}
-	if _, err := verifyClientChain(ca.CertPool(), []*x509.Certificate{leaf}, now); err != nil {
+	if _, err := VerifyClientChain(ca.CertPool(), []*x509.Certificate{leaf}, now); err != nil {
 		t.Errorf("client certificate does not verify against its CA: %v", err)
 	}
 
@@ -159,14 +159,14 @@ func TestClientCertificateVerification(t *testing.T) {
 		{"through an intermediate (MaxPathLen 0)", []*x509.Certificate{leafOfIntermediate, intermediate}, now, "invalid"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := verifyClientChain(ca.CertPool(), tc.chain, tc.at)
+			_, err := VerifyClientChain(ca.CertPool(), tc.chain, tc.at)
 			switch {
 			case tc.cause == "" && err != nil:
 				t.Errorf("verify: %v, want success", err)
 			case tc.cause != "" && err == nil:
 				t.Errorf("verify succeeded, want failure (%s)", tc.cause)
-			case tc.cause != "" && untrustedCause(err) != tc.cause:
-				t.Errorf("cause = %q (%v), want %q", untrustedCause(err), err, tc.cause)
+			case tc.cause != "" && UntrustedCause(err) != tc.cause:
+				t.Errorf("cause = %q (%v), want %q", UntrustedCause(err), err, tc.cause)
 			}
 		})
 	}
@@ -253,7 +253,7 @@ func TestPEMRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatalf("X509KeyPair of CertPEM/KeyPEM: %v", err)
 	}
-	if _, err := verifyClientChain(pool, []*x509.Certificate{pair.Leaf}, now); err != nil {
+	if _, err := VerifyClientChain(pool, []*x509.Certificate{pair.Leaf}, now); err != nil {
 		t.Errorf("client certificate from loaded CA does not verify: %v", err)
 	}
 
