@@ -30,17 +30,15 @@ const sequenceBatch = 1000
 
 // AuditSequencerInterval is the longest the gateway's and the viewer's sequencers wait after
 // draining the pending events. It is short so that the work comes in small, steady batches: a
-// sequencer that ran every second linked thousands of events at once under load, and the
-// requests of the next few hundred milliseconds paid for it in latency (the viewer's bench).
-// An idle sequencer only looks whether anything is pending.
+// run that links thousands of events at once holds a CPU long enough for the requests of the
+// next few hundred milliseconds to pay for it in latency. An idle sequencer only looks
+// whether anything is pending.
 const AuditSequencerInterval = 100 * time.Millisecond
 
 // sequenceTarget is about how many events a sequencer's run should link: under load, the
 // sequencer waits less than its interval, down to a quarter of it, so that no more than about
-// this many arrive meanwhile (sequencerWait). A run of 600 events took a CPU for some 20 ms,
-// and the viewer's pages of those milliseconds took half as long again as the others (64
-// clients, 6,000 pages/s); runs of 50 cost more than they saved, in fixed costs per run, at
-// 2,000 pages/s.
+// this many arrive meanwhile (sequencerWait). A long run holds a CPU while pages wait for it;
+// very short runs cost more in their fixed per-run work than they save.
 const sequenceTarget = 200
 
 // pending returns the step that inserts ev, unchained, for the sequencer.

@@ -25,8 +25,8 @@ const cleanupInterval = time.Minute
 // DatabaseConnections is the viewer's PostgreSQL pool size: two per CPU it may use, at least
 // four. A page costs the database a few short queries, so more connections than the CPUs can
 // keep busy only make them take turns in the kernel's scheduler instead of in the pool's
-// queue, which is first come, first served: on two CPUs with 64 patients at once, 48
-// connections gave a p99 almost twice that of 4 (BenchmarkRevealRemembered).
+// queue, which is first come, first served, and the tail latency grows with the pool
+// (BenchmarkRevealRemembered measures it).
 func DatabaseConnections() int { return max(4, 2*runtime.GOMAXPROCS(0)) }
 
 // Run serves the viewer until ctx ends, then shuts down gracefully (running requests get up
