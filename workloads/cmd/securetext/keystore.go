@@ -25,7 +25,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"regexp"
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
@@ -63,7 +62,7 @@ type keystoreConfig struct {
 func parseKeystoreFlags(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (*keystoreConfig, error) {
 	getenv := func(k string) string { v, _ := lookupEnv(k); return v }
 	c := &keystoreConfig{}
-	fs := flag.NewFlagSet("keystore", flag.ContinueOnError)
+	fs := flag.NewFlagSet("securetext keystore", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.listen, "listen", ":8443", "address to serve HTTPS on")
 	fs.StringVar(&c.tenant, "tenant", "", "tenant whose keys this keystore holds (required)")
@@ -105,15 +104,14 @@ func parseKeystoreFlags(args []string, lookupEnv func(string) (string, bool), st
 	return c, c.validate()
 }
 
-// keystoreTenantLabel is what tenantpki.Identity accepts as a tenant (RFC 1123 label).
-var keystoreTenantLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-
 func (c *keystoreConfig) validate() error {
-	switch {
-	case c.tenant == "":
+	if c.tenant == "" {
 		return errors.New("-tenant is required")
-	case !keystoreTenantLabel.MatchString(c.tenant):
-		return fmt.Errorf("-tenant %q is not a DNS label (a-z, 0-9 and '-', 1-63 characters, no leading or trailing '-')", c.tenant)
+	}
+	if err := tenantpki.CheckLabel("tenant", c.tenant); err != nil {
+		return fmt.Errorf("-tenant %q: %w", c.tenant, err)
+	}
+	switch {
 	case c.listen == "":
 		return errors.New("-listen is required")
 	case c.tlsCert == "":

@@ -135,6 +135,7 @@ func TestKeystoreFlagValidation(t *testing.T) {
 		want string // the error must contain it
 	}{
 		{"no tenant", tls, nil, "-tenant is required"},
+		{"tenant not a DNS label", append([]string{"-tenant", "Acme!"}, tls...), nil, "must be a DNS label"},
 		{"bad tenant", append([]string{"-tenant", "Acme_Corp"}, tls...), nil, "-tenant"},
 		{"unknown backend", append([]string{"-tenant", keystoreTestTenant, "-backend", "hsm"}, tls...), nil, `-backend "hsm" is unknown`},
 		{"no tls cert", []string{"-tenant", keystoreTestTenant, "-tls-key", "k", "-client-ca", "ca"}, nil, "-tls-cert is required"},
