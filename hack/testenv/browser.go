@@ -157,6 +157,17 @@ func sessionOf(ctx context.Context) *session {
 	return s
 }
 
+// mustSession is sessionOf for the helpers that need a browser: a ctx from elsewhere fails t,
+// naming the helper.
+func mustSession(t testing.TB, ctx context.Context, helper string) *session {
+	t.Helper()
+	s := sessionOf(ctx)
+	if s == nil {
+		t.Fatal(helper + ": ctx does not come from testenv.Browser")
+	}
+	return s
+}
+
 // Browser starts a headless Chromium for this test and returns the chromedp context of its
 // tab: use it with chromedp.Run/Do and with the helpers in this file. The browser is stopped and
 // its profile removed when the test ends.
@@ -599,10 +610,7 @@ func FormatViolations(vs []Violation) string {
 // Session (no expiry), Expires.
 func Cookies(t testing.TB, ctx context.Context) []*network.Cookie {
 	t.Helper()
-	s := sessionOf(ctx)
-	if s == nil {
-		t.Fatal("Cookies: ctx does not come from testenv.Browser")
-	}
+	s := mustSession(t, ctx, "Cookies")
 	res, err := chromedp.CallBrowser(ctx, storage.GetCookies, storage.GetCookiesParams{BrowserContextID: s.contextID})
 	if err != nil {
 		t.Fatalf("read the browser's cookies: %v", err)
@@ -625,10 +633,7 @@ func Cookie(t testing.TB, ctx context.Context, name string) *network.Cookie {
 // server gives them (Browser.setDownloadBehavior).
 func AllowDownloads(t testing.TB, ctx context.Context, dir string) {
 	t.Helper()
-	s := sessionOf(ctx)
-	if s == nil {
-		t.Fatal("AllowDownloads: ctx does not come from testenv.Browser")
-	}
+	s := mustSession(t, ctx, "AllowDownloads")
 	events := true
 	if _, err := chromedp.CallBrowser(ctx, cdpbrowser.SetDownloadBehavior, cdpbrowser.SetDownloadBehaviorParams{
 		Behavior: cdpbrowser.SetDownloadBehaviorBehaviorAllow, BrowserContextID: s.contextID, DownloadPath: dir, EventsEnabled: &events,
@@ -691,10 +696,7 @@ func ConsoleErrors(ctx context.Context) []string {
 // CheckConsole fails t if the page reported any error (see ConsoleErrors).
 func CheckConsole(t testing.TB, ctx context.Context) {
 	t.Helper()
-	if s := sessionOf(ctx); s == nil {
-		t.Fatal("CheckConsole: ctx does not come from testenv.Browser")
-	}
-	if msgs := ConsoleErrors(ctx); len(msgs) > 0 {
+	if msgs := mustSession(t, ctx, "CheckConsole").consoleErrors(); len(msgs) > 0 {
 		t.Errorf("the page reported %d error(s):\n  %s", len(msgs), strings.Join(msgs, "\n  "))
 	}
 }
@@ -714,10 +716,7 @@ func BlockedRequests(ctx context.Context) []string {
 // BlockedRequests): a patient's page must load nothing from anywhere but its own server.
 func CheckNoRequestsBeyondLoopback(t testing.TB, ctx context.Context) {
 	t.Helper()
-	if sessionOf(ctx) == nil {
-		t.Fatal("CheckNoRequestsBeyondLoopback: ctx does not come from testenv.Browser")
-	}
-	if blocked := BlockedRequests(ctx); len(blocked) > 0 {
+	if blocked := mustSession(t, ctx, "CheckNoRequestsBeyondLoopback").page.requests(); len(blocked) > 0 {
 		t.Errorf("the page made %d request(s) beyond loopback:\n  %s", len(blocked), strings.Join(blocked, "\n  "))
 	}
 }
