@@ -84,6 +84,10 @@ test-binaries: kube-binaries vault-binary ## kube-binaries, plus the Vault dev s
 test: test-binaries ## Run every test against the real API server, Vault and PostgreSQL.
 	go test $(GO_TEST_FLAGS) ./...
 
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME (default 8s); a failing input lands in its package's testdata/fuzz.
+	hack/fuzz.sh
+
 ##@ Run
 
 .PHONY: demo

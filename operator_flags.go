@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -30,6 +31,7 @@ type operatorFlags struct {
 	ingressNamespaceLabels, ingressPodLabels, ingressAnnotations kvFlag
 	ingressClass                                                 string
 	clusterCIDRs, trustedProxyCIDRs, databaseCIDRs               string
+	databaseNamespaceLabels, databasePodLabels                   kvFlag
 	databasePort                                                 int
 
 	workers int
@@ -62,8 +64,18 @@ func (f *operatorFlags) register(fs *flag.FlagSet) {
 		"an annotation (key=value; repeatable) of the tenants' Ingresses; the backends serve HTTPS only")
 	fs.StringVar(&f.clusterCIDRs, "cluster-cidrs", "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16",
 		"the cluster's pod and service ranges (comma-separated), excluded from the SMS provider egress")
-	fs.StringVar(&f.trustedProxyCIDRs, "trusted-proxy-cidrs", "", "addresses of the ingress controller's pods; default -cluster-cidrs")
-	fs.StringVar(&f.databaseCIDRs, "database-cidrs", "", "where the tenants' PostgreSQL is (comma-separated CIDRs); empty allows any address on -database-port")
+	fs.StringVar(&f.trustedProxyCIDRs, "trusted-proxy-cidrs", "",
+		"addresses of the ingress controller's proxies (comma-separated CIDRs), whose X-Forwarded-For the tenants' viewers believe; "+
+			"empty trusts none: the viewers then take the proxy's address as every client's, so their per-address throttles "+
+			"count all patients behind one proxy together")
+	fs.StringVar(&f.databaseCIDRs, "database-cidrs", "",
+		"where the tenants' PostgreSQL is (comma-separated CIDRs); with no -database-cidrs and no -database-namespace-label or "+
+			"-database-pod-label the tenants get no database egress at all and report WorkloadsReady=False (DatabaseNotConfigured)")
+	fs.Var(&f.databaseNamespaceLabels, "database-namespace-label",
+		"a label (key=value; repeatable) of the namespace of an in-cluster PostgreSQL the tenants may reach on -database-port")
+	fs.Var(&f.databasePodLabels, "database-pod-label",
+		"a label (key=value; repeatable) of an in-cluster PostgreSQL's pods; with -database-namespace-label, those pods in that "+
+			"namespace; alone, those pods in each tenant's own namespace")
 	fs.IntVar(&f.databasePort, "database-port", 5432, "port of the tenants' PostgreSQL")
 
 	fs.IntVar(&f.workers, "max-concurrent-reconciles", 4, "tenants reconciled at once")
@@ -94,8 +106,26 @@ func (f *operatorFlags) options(log logr.Logger) (controllers.Options, func(), e
 	if len(f.ingressPodLabels.m) > 0 {
 		o.IngressPodSelector = &metav1.LabelSelector{MatchLabels: f.ingressPodLabels.m}
 	}
+	for _, fl := range [][2]string{{"-database-cidrs", f.databaseCIDRs}, {"-trusted-proxy-cidrs", f.trustedProxyCIDRs}} {
+		name, list := fl[0], fl[1]
+		for _, cidr := range splitList(list) {
+			if _, err := netip.ParsePrefix(cidr); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %q is not a CIDR such as 10.20.0.0/16 or 192.0.2.10/32", name, cidr))
+			}
+		}
+	}
 	for _, cidr := range splitList(f.databaseCIDRs) {
 		o.Database.Peers = append(o.Database.Peers, networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: cidr}})
+	}
+	if len(f.databaseNamespaceLabels.m) > 0 || len(f.databasePodLabels.m) > 0 {
+		var peer networkingv1.NetworkPolicyPeer
+		if len(f.databaseNamespaceLabels.m) > 0 {
+			peer.NamespaceSelector = &metav1.LabelSelector{MatchLabels: f.databaseNamespaceLabels.m}
+		}
+		if len(f.databasePodLabels.m) > 0 {
+			peer.PodSelector = &metav1.LabelSelector{MatchLabels: f.databasePodLabels.m}
+		}
+		o.Database.Peers = append(o.Database.Peers, peer)
 	}
 	if len(errs) > 0 || f.vaultAddr == "" {
 		return o, func() {}, errors.Join(errs...)

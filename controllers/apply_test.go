@@ -35,7 +35,7 @@ func TestRenderedObjectsApply(t *testing.T) {
 				QuietHours: &securetextv1alpha1.QuietHours{Start: "21:00", End: "08:00", TimeZone: "America/New_York"}},
 			Database:   securetextv1alpha1.DatabaseSpec{SecretRef: securetextv1alpha1.SecretKeyRef{Name: "db"}},
 			Components: securetextv1alpha1.Components{Keystore: securetextv1alpha1.ComponentSpec{Replicas: ptr.To(int32(1))}},
-			ViewerAuth: securetextv1alpha1.ViewerAuth{OneTimeCode: true, MinPasswordLength: 8},
+			ViewerAuth: securetextv1alpha1.ViewerAuth{OneTimeCode: ptr.To(true), MinPasswordLength: 8},
 		},
 	}
 	in := controllers.RenderInput{
@@ -47,7 +47,7 @@ func TestRenderedObjectsApply(t *testing.T) {
 			ClusterCIDRs:             []string{"10.244.0.0/16", "fd00::/48"},
 		},
 		Vault: controllers.VaultInput{Address: "https://vault.vault.svc:8200", AuthMount: "kubernetes", Role: "r",
-			TransitMount: "transit", WrappingKey: "w", SigningKey: "s", TokenAudience: "vault", CACertSecret: "vault-ca"},
+			TransitMount: "transit", StateMount: "state", WrappingKey: "w", SigningKey: "s", TokenAudience: "vault", CACertSecret: "vault-ca"},
 		Secrets:     controllers.GeneratedSecrets{KeystoreServerTLS: "ks", GatewayKeystoreClient: "gk", ViewerKeystoreClient: "vk", Senders: "senders"},
 		Autoscaling: map[controllers.Component]controllers.AutoscalingInput{controllers.ComponentGateway: {MaxReplicas: 6}},
 		Logo:        &controllers.LogoInput{ConfigMapName: "logo", Key: "logo.svg"},

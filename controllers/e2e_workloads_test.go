@@ -123,17 +123,32 @@ func TestOperatorOutputRunsTheWorkloads(t *testing.T) {
 	}
 
 	// The patient opens the link at this viewer (the link's host is the Ingress's, which sends
-	// the request on with that Host), chooses a password and sees the message.
+	// the request on with that Host), proves holding the phone with the code the viewer texts
+	// (on by default: the operator renders the tenant's policy), chooses a password and sees
+	// the message.
 	p := e2eNewPatient(t, https, "https://"+vw.addr(t, "https"), publicHost)
 	link := strings.TrimPrefix(linkRE.FindString(text), viewerURL)
 	if code, page := p.send(t, http.MethodGet, link, nil); code != http.StatusOK || strings.Contains(page, body) {
 		t.Fatalf("landing page: %d\n%s", code, page)
 	}
-	if code, page := p.send(t, http.MethodPost, link, url.Values{"step": {"open"}}); code != http.StatusOK || !strings.Contains(page, "Choose a password") {
-		t.Fatalf("open: %d\n%s", code, page)
+	if code, page := p.send(t, http.MethodPost, link, url.Values{"step": {"open"}}); code != http.StatusOK || !strings.Contains(page, "Text me a code") {
+		t.Fatalf("open: %d; first use does not ask for a texted code:\n%s", code, page)
 	}
+	if code, page := p.send(t, http.MethodPost, link, url.Values{"step": {"send-code"}, "purpose": {"setup"}}); code != http.StatusOK {
+		t.Fatalf("send code: %d\n%s", code, page)
+	}
+	// The console provider prints the viewer's texts into the viewer's output (standard error).
+	codeRE := regexp.MustCompile(`code is ([0-9]{6})\.`)
+	var otc string
+	eventually(t, "the SMS with the one-time code", func() error {
+		if m := codeRE.FindStringSubmatch(viewerProc.output.String()); m != nil {
+			otc = m[1]
+			return nil
+		}
+		return errors.New("no code printed yet")
+	})
 	const password = "purple giraffe dances at noon"
-	code, page := p.send(t, http.MethodPost, link, url.Values{"step": {"set-password"}, "password": {password}, "confirm": {password}})
+	code, page := p.send(t, http.MethodPost, link, url.Values{"step": {"set-password"}, "code": {otc}, "password": {password}, "confirm": {password}})
 	if code != http.StatusOK || !strings.Contains(page, body) || !strings.Contains(page, subject) {
 		t.Fatalf("set password: %d; the page does not show the message %q:\n%s", code, body, page)
 	}

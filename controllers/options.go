@@ -109,6 +109,7 @@ func (r *SecureTextTenantReconciler) tenantInputs(tenant *securetextv1alpha1.Sec
 	}
 	in.Vault.Role = tv.RoleName()
 	in.Vault.TransitMount = tv.Mount()
+	in.Vault.StateMount = tv.StateMount()
 	in.Vault.WrappingKey = tv.WrappingKey()
 	in.Vault.SigningKey = tv.SigningKey()
 	return tv, in, nil

@@ -63,6 +63,7 @@ const (
 	defaultMaxMessageBytes   = int64(26214400)
 	defaultSMSRatePerMinute  = int32(240)
 	defaultRegion            = "US"
+	defaultTimeZone          = "America/New_York"
 	defaultReplyMaxLength    = int32(1000)
 	defaultDatabaseSecretKey = "url"
 	defaultDatabasePort      = int32(5432)
@@ -133,11 +134,12 @@ type ClusterInput struct {
 	// ClusterCIDRs are the cluster's pod and service ranges: the SMS provider egress (TCP 443
 	// to the internet) excludes them so that it cannot reach anything inside the cluster.
 	ClusterCIDRs []string
-	// TrustedProxyCIDRs are the addresses of the ingress controller's pods, whose
-	// X-Forwarded-For the viewer believes (-trusted-proxies). Empty means ClusterCIDRs: the
-	// viewer's ingress policy admits only the ingress controller, so any in-cluster source is
-	// it. Without either, the viewer would count every patient's failures against the
-	// controller's address.
+	// TrustedProxyCIDRs are the addresses of the ingress controller's proxies, whose
+	// X-Forwarded-For the viewer believes (-trusted-proxies). Empty trusts no proxy: the viewer
+	// then takes every request's source address, the proxy's, as the client's, so its
+	// per-address throttles count all patients behind one proxy together. A wider range (the
+	// whole cluster) would let any pod that reaches the viewer, or a rewritten source address,
+	// choose whose throttle a request counts against.
 	TrustedProxyCIDRs []string
 }
 
@@ -153,6 +155,8 @@ type VaultInput struct {
 	Role string
 	// TransitMount, WrappingKey and SigningKey are the tenant's Transit mount and keys.
 	TransitMount, WrappingKey, SigningKey string
+	// StateMount is the tenant's KV version 2 mount for the keystore's checkpoint state.
+	StateMount string
 	// TokenAudience is the audience of the keystore's projected service account token; it must
 	// match the role's audience. Empty means the API server's default audience.
 	TokenAudience string
@@ -166,9 +170,15 @@ type VaultInput struct {
 type DatabaseInput struct {
 	// Port of PostgreSQL; 0 means 5432.
 	Port int32
-	// Peers, when given, are where the database is; none means any destination on Port.
+	// Peers are where the databases are: address ranges, or namespace and pod selectors of an
+	// in-cluster PostgreSQL. None opens no database egress at all (the workloads cannot reach
+	// a database, and WorkloadsReady says so): a tenant must not reach every PostgreSQL in the
+	// cluster and on the internet because a setting was left out.
 	Peers []networkingv1.NetworkPolicyPeer
 }
+
+// Configured reports whether the operator knows where the databases are.
+func (d DatabaseInput) Configured() bool { return len(d.Peers) > 0 }
 
 // GeneratedSecrets names the Secrets the operator creates once in the tenant's namespace.
 // Each TLS Secret holds tls.crt, tls.key and ca.crt (the tenant CA).
@@ -306,7 +316,7 @@ func newRenderer(t *securetextv1alpha1.SecureTextTenant, in RenderInput) (*rende
 		errs = append(errs, errors.New("render: no Vault address (neither spec.vault.address nor the operator's default)"))
 	}
 	for what, v := range map[string]string{
-		"Vault auth mount": in.Vault.AuthMount, "Vault role": in.Vault.Role, "Transit mount": in.Vault.TransitMount,
+		"Vault auth mount": in.Vault.AuthMount, "Vault role": in.Vault.Role, "Transit mount": in.Vault.TransitMount, "state mount": in.Vault.StateMount,
 		"Transit wrapping key": in.Vault.WrappingKey, "Transit signing key": in.Vault.SigningKey,
 	} {
 		if v == "" {
@@ -327,6 +337,11 @@ func newRenderer(t *securetextv1alpha1.SecureTextTenant, in RenderInput) (*rende
 	}
 	if sms := t.Spec.SMS; sms.Provider != securetextv1alpha1.SMSConsole && (sms.SecretRef == nil || sms.SecretRef.Name == "") {
 		errs = append(errs, fmt.Errorf("sms provider %s needs sms.secretRef", sms.Provider))
+	}
+	// The CRD refuses this too; a tenant stored before that rule must not run console either.
+	if t.Spec.SMS.Provider == securetextv1alpha1.SMSConsole && !t.Spec.Development {
+		errs = append(errs, errors.New("sms provider console writes every link and one-time code into the pods' logs: "+
+			"set spec.development: true on a demo or test tenant, or use twilio or webhook"))
 	}
 	if t.Spec.Database.SecretRef.Name == "" {
 		errs = append(errs, errors.New("spec.database.secretRef.name is empty"))
@@ -440,8 +455,32 @@ func (r *renderer) smsExternal() bool {
 	return r.spec.SMS.Provider != securetextv1alpha1.SMSConsole && r.spec.SMS.Provider != ""
 }
 
-// viewerSendsSMS reports whether the viewer texts one-time codes itself.
-func (r *renderer) viewerSendsSMS() bool { return r.spec.ViewerAuth.OneTimeCode }
+// viewerSendsSMS reports whether the viewer texts one-time codes itself: unless the tenant
+// turned codes off (the CRD defaults them on).
+func (r *renderer) viewerSendsSMS() bool { return oneTimeCode(r.spec.ViewerAuth) }
+
+// oneTimeCode is spec.viewerAuth.oneTimeCode with its default, on.
+func oneTimeCode(a securetextv1alpha1.ViewerAuth) bool { return a.OneTimeCode == nil || *a.OneTimeCode }
+
+// timeZone is the zone of the tenant's pages: spec.timeZone, else the zone of its quiet
+// hours (a spec written before spec.timeZone existed), else America/New_York.
+func (r *renderer) timeZone() string {
+	switch q := r.spec.SMS.QuietHours; {
+	case r.spec.TimeZone != "":
+		return r.spec.TimeZone
+	case q != nil && q.TimeZone != "":
+		return q.TimeZone
+	}
+	return defaultTimeZone
+}
+
+// quietHoursZone is the zone quiet hours are read in: their own, else the tenant's.
+func (r *renderer) quietHoursZone() string {
+	if q := r.spec.SMS.QuietHours; q != nil && q.TimeZone != "" {
+		return q.TimeZone
+	}
+	return r.timeZone()
+}
 
 func (r *renderer) replicas(c Component) int32 {
 	var p *int32

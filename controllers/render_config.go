@@ -61,6 +61,7 @@ const (
 	flagSMSRate            = "sms-rate"
 	flagQuietHours         = "quiet-hours"
 	flagQuietHoursZone     = "quiet-hours-zone"
+	flagAllowedCountries   = "allowed-countries"
 
 	// viewer
 	flagAddr              = "addr"
@@ -90,6 +91,7 @@ const (
 	flagVaultRole      = "vault-role"
 	flagVaultJWTFile   = "vault-jwt-file"
 	flagTransitMount   = "transit-mount"
+	flagStateMount     = "state-mount"
 	flagWrappingKey    = "wrapping-key"
 	flagSigningKey     = "signing-key"
 )
@@ -109,7 +111,6 @@ const (
 	portNameHTTPS       = "https"
 	portNameMetrics     = "metrics"
 	servicePortHTTPS    = int32(443)
-	defaultViewerZone   = "America/New_York"
 	secretFileMode      = int32(0o440)
 	configDir           = "/etc/securetext"
 	serviceAccountDir   = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -303,7 +304,12 @@ func (r *renderer) gatewayConfig() componentConfig {
 	cc.set(p, flagSMSRate, strconv.FormatFloat(float64(perMinute)/60, 'g', -1, 64))
 	if q := r.spec.SMS.QuietHours; q != nil {
 		cc.set(p, flagQuietHours, q.Start+"-"+q.End)
-		cc.set(p, flagQuietHoursZone, q.TimeZone)
+		cc.set(p, flagQuietHoursZone, r.quietHoursZone())
+	}
+	// Always set: the tenant's policy decides which countries it texts, not the gateway's default.
+	// Unset, the gateway texts the countries that share the default region's calling code.
+	if c := r.spec.SMS.AllowedCountries; len(c) > 0 {
+		cc.set(p, flagAllowedCountries, strings.Join(c, ","))
 	}
 	return cc
 }
@@ -314,16 +320,10 @@ func (r *renderer) viewerConfig() componentConfig {
 	r.common(p, ComponentViewer, &cc)
 	cc.set(p, flagAddr, listenAddr(portViewer))
 	cc.set(p, flagMetricsAddr, listenAddr(portViewerMetrics))
-	zone := defaultViewerZone
-	if q := r.spec.SMS.QuietHours; q != nil && q.TimeZone != "" {
-		zone = q.TimeZone
-	}
-	cc.set(p, flagTimeZone, zone)
-	proxies := r.in.TrustedProxyCIDRs
-	if len(proxies) == 0 {
-		proxies = r.in.ClusterCIDRs
-	}
-	if len(proxies) > 0 {
+	cc.set(p, flagTimeZone, r.timeZone())
+	// Only the configured ingress proxies: unset trusts none (the viewer's default), so that
+	// neither a forged header nor a rewritten source address picks whose throttle counts.
+	if proxies := r.in.TrustedProxyCIDRs; len(proxies) > 0 {
 		cc.set(p, flagTrustedProxies, strings.Join(proxies, ","))
 	}
 
@@ -347,17 +347,18 @@ func (r *renderer) viewerConfig() componentConfig {
 	if a.MinPasswordLength != 0 {
 		cc.set(p, flagMinPasswordLength, strconv.Itoa(int(a.MinPasswordLength)))
 	}
-	cc.set(p, flagOneTimeCode, strconv.FormatBool(a.OneTimeCode))
+	// Always set: the tenant's policy decides, not the viewer's default.
+	cc.set(p, flagOneTimeCode, strconv.FormatBool(oneTimeCode(a)))
 	if a.SessionIdleTimeout != "" {
 		cc.set(p, flagIdleTimeout, a.SessionIdleTimeout)
 	}
 	if a.SessionAbsoluteTimeout != "" {
 		cc.set(p, flagSessionLifetime, a.SessionAbsoluteTimeout)
 	}
-	if a.LockoutThreshold != 0 {
-		cc.set(p, flagMaxFailures, strconv.Itoa(int(a.LockoutThreshold)))
+	if a.MaxFailedSignIns != 0 {
+		cc.set(p, flagMaxFailures, strconv.Itoa(int(a.MaxFailedSignIns)))
 	}
-	// Always set, like one-time-code: the tenant's policy decides, not the viewer's defaults.
+	// Always set, like one-time-code.
 	replyMax := r.spec.Replies.MaxLength
 	if replyMax == 0 {
 		replyMax = defaultReplyMaxLength
@@ -392,6 +393,7 @@ func (r *renderer) keystoreConfig() componentConfig {
 	cc.set(p, flagVaultRole, r.in.Vault.Role)
 	cc.set(p, flagVaultJWTFile, serviceAccountDir+"/"+serviceAccountToken)
 	cc.set(p, flagTransitMount, r.in.Vault.TransitMount)
+	cc.set(p, flagStateMount, r.in.Vault.StateMount)
 	cc.set(p, flagWrappingKey, r.in.Vault.WrappingKey)
 	cc.set(p, flagSigningKey, r.in.Vault.SigningKey)
 	return cc

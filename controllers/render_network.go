@@ -218,13 +218,19 @@ func (r *renderer) networkPolicies() []*networkingv1.NetworkPolicy {
 	if dbPort == 0 {
 		dbPort = defaultDatabasePort
 	}
-	toDatabase := networkingv1.NetworkPolicyEgressRule{To: copyPeers(r.in.Database.Peers), Ports: []networkingv1.NetworkPolicyPort{tcpPort(dbPort)}}
 	toSMS := networkingv1.NetworkPolicyEgressRule{To: r.internetPeers(), Ports: []networkingv1.NetworkPolicyPort{tcpPort(443)}}
-	gatewayOut := []networkingv1.NetworkPolicyEgressRule{toKeystore, toDatabase}
+	gatewayOut := []networkingv1.NetworkPolicyEgressRule{toKeystore}
+	viewerOut := []networkingv1.NetworkPolicyEgressRule{*toKeystore.DeepCopy()}
+	// A rule with no peers would allow the port to every address: without a configured
+	// location there is no database rule at all (WorkloadsReady says what to set).
+	if r.in.Database.Configured() {
+		toDatabase := networkingv1.NetworkPolicyEgressRule{To: copyPeers(r.in.Database.Peers), Ports: []networkingv1.NetworkPolicyPort{tcpPort(dbPort)}}
+		gatewayOut = append(gatewayOut, toDatabase)
+		viewerOut = append(viewerOut, *toDatabase.DeepCopy())
+	}
 	if r.smsExternal() {
 		gatewayOut = append(gatewayOut, toSMS)
 	}
-	viewerOut := []networkingv1.NetworkPolicyEgressRule{*toKeystore.DeepCopy(), *toDatabase.DeepCopy()}
 	if r.smsExternal() && r.viewerSendsSMS() {
 		viewerOut = append(viewerOut, *toSMS.DeepCopy())
 	}

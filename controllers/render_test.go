@@ -49,7 +49,7 @@ func renderTenant(name string) *securetextv1alpha1.SecureTextTenant {
 				Keystore: securetextv1alpha1.ComponentSpec{Replicas: ptr.To(int32(1))},
 			},
 			ViewerAuth: securetextv1alpha1.ViewerAuth{
-				MinPasswordLength: 15, SessionIdleTimeout: "15m", SessionAbsoluteTimeout: "12h", LockoutThreshold: 10,
+				MinPasswordLength: 15, OneTimeCode: ptr.To(true), SessionIdleTimeout: "15m", SessionAbsoluteTimeout: "12h", MaxFailedSignIns: 100,
 			},
 			Replies:        securetextv1alpha1.Replies{MaxLength: 1000},
 			DeletionPolicy: securetextv1alpha1.DeletionRetain,
@@ -66,7 +66,7 @@ func renderInput() RenderInput {
 		},
 		Vault: VaultInput{
 			Address: "https://vault.vault.svc:8200", AuthMount: "kubernetes", Role: "keystore-clinic",
-			TransitMount: "transit", WrappingKey: "tenant-clinic", SigningKey: "tenant-clinic-audit", TokenAudience: "vault",
+			TransitMount: "transit", StateMount: "state", WrappingKey: "tenant-clinic", SigningKey: "tenant-clinic-audit", TokenAudience: "vault",
 		},
 		Secrets: GeneratedSecrets{
 			KeystoreServerTLS: "keystore-tls", GatewayKeystoreClient: "gateway-keystore-client",
@@ -244,7 +244,8 @@ func TestRenderNoSecretValuesInEnv(t *testing.T) {
 		t.Run(string(provider), func(t *testing.T) {
 			tenant := renderTenant("clinic")
 			tenant.Spec.SMS.Provider = provider
-			tenant.Spec.ViewerAuth.OneTimeCode = true
+			tenant.Spec.Development = provider == securetextv1alpha1.SMSConsole
+			tenant.Spec.ViewerAuth.OneTimeCode = ptr.To(true)
 			in := renderInput()
 			in.Secrets.ServingTLS = ""
 			d := mustRender(t, tenant, in)
@@ -320,7 +321,7 @@ func findVolume(dep *appsv1.Deployment, name string) *corev1.Volume {
 func TestRenderConfigValues(t *testing.T) {
 	tenant := renderTenant("clinic")
 	tenant.Spec.ViewerAuth = securetextv1alpha1.ViewerAuth{
-		MinPasswordLength: 8, OneTimeCode: true, SessionIdleTimeout: "10m", SessionAbsoluteTimeout: "8h", LockoutThreshold: 5,
+		MinPasswordLength: 8, OneTimeCode: ptr.To(true), SessionIdleTimeout: "10m", SessionAbsoluteTimeout: "8h", MaxFailedSignIns: 50,
 	}
 	tenant.Spec.Vault.Address = "https://vault.example.org:8200"
 	tenant.Spec.SMTP.ImplicitTLSPort = 465
@@ -341,13 +342,13 @@ func TestRenderConfigValues(t *testing.T) {
 			envName(g, "sms-callback-base-url"): "https://api.clinic.example/sms/twilio",
 			envName(g, "viewer-url"):            "https://view.clinic.example", envName(g, "sms-rate"): "4",
 			envName(g, "quiet-hours"): "21:00-08:00", envName(g, "quiet-hours-zone"): "America/Chicago",
-			envName(g, "senders-file"): "/etc/securetext/senders/senders.yaml",
+			envName(g, "senders-file"): "/etc/securetext/senders/senders.yaml", envName(g, "allowed-countries"): "",
 		},
 		ComponentViewer: {
 			envName(v, "tenant"): "clinic", envName(v, "addr"): ":9443", envName(v, "time-zone"): "America/Chicago",
 			envName(v, "brand-color"): "#0b5394", envName(v, "support-phone"): "(202) 555-0100",
 			envName(v, "min-password-length"): "8", envName(v, "one-time-code"): "true",
-			envName(v, "idle-timeout"): "10m", envName(v, "session-lifetime"): "8h", envName(v, "max-failures"): "5",
+			envName(v, "idle-timeout"): "10m", envName(v, "session-lifetime"): "8h", envName(v, "max-failures"): "50",
 			envName(v, "logo-file"): "/etc/securetext/logo/logo.png", envName(v, "trusted-proxies"): "10.244.0.0/16",
 			envName(v, "sms-provider"): "twilio",
 			envName(v, "replies"):      "false", envName(v, "reply-max-length"): "1000",
@@ -369,9 +370,11 @@ func TestRenderConfigValues(t *testing.T) {
 		}
 	}
 
+	// No proxies configured: none trusted, whatever the cluster's ranges (the viewer's own
+	// default trusts none either).
 	in.TrustedProxyCIDRs = nil
-	if got := configOf(t, mustRender(t, tenant, in), ComponentViewer)[envName(v, "trusted-proxies")]; got != "10.244.0.0/16,10.96.0.0/12,fd00::/48" {
-		t.Errorf("trusted proxies default %q, want the cluster CIDRs", got)
+	if got, ok := configOf(t, mustRender(t, tenant, in), ComponentViewer)[envName(v, "trusted-proxies")]; ok {
+		t.Errorf("no proxies configured, yet trusted-proxies=%q", got)
 	}
 	in.TrustedProxyCIDRs = []string{"10.244.0.0/16"}
 
@@ -406,7 +409,7 @@ func TestRenderConfigValues(t *testing.T) {
 	}
 
 	// Without one-time codes the viewer has no SMS provider and no SMS credentials.
-	tenant.Spec.ViewerAuth.OneTimeCode = false
+	tenant.Spec.ViewerAuth.OneTimeCode = ptr.To(false)
 	tenant.Spec.ViewerAuth.MinPasswordLength = 15
 	d = mustRender(t, tenant, in)
 	for key := range configOf(t, d, ComponentViewer) {
@@ -428,6 +431,119 @@ func TestRenderConfigValues(t *testing.T) {
 		if s.Name == ServiceGatewaySMTP {
 			t.Errorf("SMTP off renders the SMTP Service")
 		}
+	}
+}
+
+// TestRenderTenantSettings: the pages' time zone, the zone of quiet hours, the countries the
+// gateway texts and the one-time code, each from the tenant's spec with its documented default,
+// and always rendered so that the tenant's policy decides, not the workloads' defaults.
+func TestRenderTenantSettings(t *testing.T) {
+	quiet := func(zone string) *securetextv1alpha1.QuietHours {
+		return &securetextv1alpha1.QuietHours{Start: "21:00", End: "08:00", TimeZone: zone}
+	}
+	cases := []struct {
+		name      string
+		edit      func(*securetextv1alpha1.SecureTextTenantSpec)
+		pageZone  string
+		quietZone string // "" means no quiet hours rendered
+		countries string // "" means not rendered: the gateway's default, the region's calling code
+		code      string
+	}{
+		{"defaults", func(s *securetextv1alpha1.SecureTextTenantSpec) {
+			s.SMS.QuietHours, s.SMS.DefaultRegion, s.ViewerAuth.OneTimeCode = nil, "", nil
+		}, "America/New_York", "", "", "true"},
+		{"tenant zone, also for quiet hours that name none", func(s *securetextv1alpha1.SecureTextTenantSpec) {
+			s.TimeZone, s.SMS.QuietHours = "America/Denver", quiet("")
+		}, "America/Denver", "America/Denver", "", "true"},
+		{"quiet hours with a zone of their own", func(s *securetextv1alpha1.SecureTextTenantSpec) {
+			s.TimeZone, s.SMS.QuietHours = "America/Denver", quiet("America/Chicago")
+		}, "America/Denver", "America/Chicago", "", "true"},
+		{"no tenant zone: that of quiet hours, as before spec.timeZone", func(s *securetextv1alpha1.SecureTextTenantSpec) {
+			s.SMS.QuietHours = quiet("America/Chicago")
+		}, "America/Chicago", "America/Chicago", "", "true"},
+		{"countries of the default region's calling code", func(s *securetextv1alpha1.SecureTextTenantSpec) {
+			s.SMS.DefaultRegion = "CA"
+		}, "America/Chicago", "America/Chicago", "", "true"},
+		{"countries listed", func(s *securetextv1alpha1.SecureTextTenantSpec) {
+			s.SMS.AllowedCountries = []string{"US", "CA", "PR"}
+		}, "America/Chicago", "America/Chicago", "US,CA,PR", "true"},
+		{"one-time code turned off", func(s *securetextv1alpha1.SecureTextTenantSpec) {
+			s.ViewerAuth.OneTimeCode = ptr.To(false)
+		}, "America/Chicago", "America/Chicago", "", "false"},
+	}
+	g, v := EnvPrefixGateway, EnvPrefixViewer
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tenant := renderTenant("clinic")
+			tc.edit(&tenant.Spec)
+			d := mustRender(t, tenant, renderInput())
+			gw, vw := configOf(t, d, ComponentGateway), configOf(t, d, ComponentViewer)
+			if got := vw[envName(v, "time-zone")]; got != tc.pageZone {
+				t.Errorf("viewer time-zone %q, want %q", got, tc.pageZone)
+			}
+			if got := gw[envName(g, "quiet-hours-zone")]; got != tc.quietZone {
+				t.Errorf("gateway quiet-hours-zone %q, want %q", got, tc.quietZone)
+			}
+			if got := gw[envName(g, "allowed-countries")]; got != tc.countries {
+				t.Errorf("gateway allowed-countries %q, want %q", got, tc.countries)
+			}
+			if got, ok := vw[envName(v, "one-time-code")]; !ok || got != tc.code {
+				t.Errorf("viewer one-time-code %q (set: %v), want %q", got, ok, tc.code)
+			}
+		})
+	}
+}
+
+// TestRenderDatabaseEgress: the database egress goes only where the operator was told the
+// databases are; without that, there is none, and no egress rule anywhere is open to every
+// address.
+func TestRenderDatabaseEgress(t *testing.T) {
+	cidr := networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: "10.20.0.0/16"}}
+	inCluster := networkingv1.NetworkPolicyPeer{
+		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{labelNamespaceName: "postgres"}},
+		PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"cnpg.io/cluster": "tenants"}},
+	}
+	cases := []struct {
+		name  string
+		peers []networkingv1.NetworkPolicyPeer
+		port  int32
+	}{
+		{"not configured", nil, 0},
+		{"CIDRs", []networkingv1.NetworkPolicyPeer{cidr}, 0},
+		{"in-cluster PostgreSQL on another port", []networkingv1.NetworkPolicyPeer{inCluster}, 6432},
+		{"both", []networkingv1.NetworkPolicyPeer{cidr, inCluster}, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			in := renderInput()
+			in.Database = DatabaseInput{Peers: tc.peers, Port: tc.port}
+			d := mustRender(t, renderTenant("clinic"), in)
+			wantPort := tc.port
+			if wantPort == 0 {
+				wantPort = 5432
+			}
+			for _, name := range []string{PolicyGatewayEgress, PolicyViewerEgress} {
+				var db []networkingv1.NetworkPolicyEgressRule
+				for _, r := range policyOf(t, d, name).Spec.Egress {
+					if r.Ports[0].Port.IntVal == wantPort || r.Ports[0].Port.IntVal == 5432 {
+						db = append(db, r)
+					}
+				}
+				switch {
+				case len(tc.peers) == 0 && len(db) != 0:
+					t.Errorf("%s: database egress %+v although no database location is configured", name, db)
+				case len(tc.peers) > 0 && (len(db) != 1 || !equality.Semantic.DeepEqual(db[0].To, tc.peers) || db[0].Ports[0].Port.IntVal != wantPort):
+					t.Errorf("%s: database egress %+v, want to %+v on %d", name, db, tc.peers, wantPort)
+				}
+			}
+			for _, p := range d.NetworkPolicies {
+				for _, r := range p.Spec.Egress {
+					if len(r.To) == 0 {
+						t.Errorf("%s allows %v to every address", p.Name, r.Ports)
+					}
+				}
+			}
+		})
 	}
 }
 
@@ -476,8 +592,9 @@ func TestRenderFlagsExist(t *testing.T) {
 	for _, provider := range []securetextv1alpha1.SMSProviderType{securetextv1alpha1.SMSTwilio, securetextv1alpha1.SMSWebhook, securetextv1alpha1.SMSConsole} {
 		tenant := renderTenant("clinic")
 		tenant.Spec.SMS.Provider = provider
+		tenant.Spec.Development = provider == securetextv1alpha1.SMSConsole
 		tenant.Spec.SMS.MessagingServiceSID = "MG0123456789abcdef0123456789abcdef"
-		tenant.Spec.ViewerAuth.OneTimeCode = true
+		tenant.Spec.ViewerAuth.OneTimeCode = ptr.To(true)
 		tenant.Spec.Replies = securetextv1alpha1.Replies{Enabled: true, MaxLength: 280}
 		tenant.Spec.SMTP.ImplicitTLSPort = 465
 		in := renderInput()
@@ -564,7 +681,7 @@ func TestRenderChecksum(t *testing.T) {
 			t.Spec.ViewerAuth.SessionIdleTimeout = "5m"
 		}, []Component{ComponentViewer}},
 		{"lockout threshold", func(t *securetextv1alpha1.SecureTextTenant, _ *RenderInput) {
-			t.Spec.ViewerAuth.LockoutThreshold = 20
+			t.Spec.ViewerAuth.MaxFailedSignIns = 20
 		}, []Component{ComponentViewer}},
 		{"replies enabled", func(t *securetextv1alpha1.SecureTextTenant, _ *RenderInput) {
 			t.Spec.Replies.Enabled = true
@@ -913,6 +1030,7 @@ func TestRenderNetworkPolicies(t *testing.T) {
 		PolicyViewerEgress: {pod("viewer")[4:], []string{"Egress"}, nil, []rule{
 			{[]string{pod("keystore")}, []string{port(8443, tcp)}},
 			{[]string{"ip:192.0.2.10/32-"}, []string{port(5432, tcp)}},
+			{internet, []string{port(443, tcp)}}, // one-time codes, on by default
 		}},
 	}
 	for name, w := range want {
@@ -947,22 +1065,28 @@ func TestRenderNetworkPolicyEgressVariants(t *testing.T) {
 		viewerSMS bool
 		gwSMS     bool
 	}{
-		{"in-cluster vault", func(*securetextv1alpha1.SecureTextTenant, *RenderInput) {}, []string{"ns=vault"}, 8200, false, true},
+		{"in-cluster vault", func(*securetextv1alpha1.SecureTextTenant, *RenderInput) {}, []string{"ns=vault"}, 8200, true, true},
 		{"vault by IP", func(t *securetextv1alpha1.SecureTextTenant, _ *RenderInput) {
 			t.Spec.Vault.Address = "https://203.0.113.7:8443"
-		}, []string{"203.0.113.7/32"}, 8443, false, true},
+		}, []string{"203.0.113.7/32"}, 8443, true, true},
 		{"external vault by name", func(_ *securetextv1alpha1.SecureTextTenant, in *RenderInput) {
 			in.Vault.Address = "https://vault.example.org"
-		}, []string{"0.0.0.0/0", "::/0"}, 443, false, true},
+		}, []string{"0.0.0.0/0", "::/0"}, 443, true, true},
 		{"vault peers given", func(_ *securetextv1alpha1.SecureTextTenant, in *RenderInput) {
 			in.Vault.Peers = []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "198.51.100.0/24"}}}
-		}, []string{"198.51.100.0/24"}, 8200, false, true},
+		}, []string{"198.51.100.0/24"}, 8200, true, true},
 		{"one-time codes", func(t *securetextv1alpha1.SecureTextTenant, _ *RenderInput) {
-			t.Spec.ViewerAuth.OneTimeCode = true
+			t.Spec.ViewerAuth.OneTimeCode = ptr.To(true)
 		}, []string{"ns=vault"}, 8200, true, true},
+		{"one-time codes by default", func(t *securetextv1alpha1.SecureTextTenant, _ *RenderInput) {
+			t.Spec.ViewerAuth.OneTimeCode = nil
+		}, []string{"ns=vault"}, 8200, true, true},
+		{"one-time codes off", func(t *securetextv1alpha1.SecureTextTenant, _ *RenderInput) {
+			t.Spec.ViewerAuth.OneTimeCode = ptr.To(false)
+		}, []string{"ns=vault"}, 8200, false, true},
 		{"console provider", func(t *securetextv1alpha1.SecureTextTenant, _ *RenderInput) {
-			t.Spec.SMS.Provider = securetextv1alpha1.SMSConsole
-			t.Spec.ViewerAuth.OneTimeCode = true
+			t.Spec.SMS.Provider, t.Spec.Development = securetextv1alpha1.SMSConsole, true
+			t.Spec.ViewerAuth.OneTimeCode = ptr.To(true)
 		}, []string{"ns=vault"}, 8200, false, false},
 	}
 	has443 := func(p *networkingv1.NetworkPolicy) bool {
@@ -1105,6 +1229,10 @@ func TestRenderErrors(t *testing.T) {
 			in.Secrets.ServingTLS = ""
 		}, "spec.tls"},
 		{"twilio without secret", func(t *securetextv1alpha1.SecureTextTenant, _ *RenderInput) { t.Spec.SMS.SecretRef = nil }, "secretRef"},
+		// A tenant stored before the CRD refused this must not run console either.
+		{"console on a production tenant", func(t *securetextv1alpha1.SecureTextTenant, _ *RenderInput) {
+			t.Spec.SMS = securetextv1alpha1.SMSSpec{Provider: securetextv1alpha1.SMSConsole}
+		}, "set spec.development: true"},
 		{"dotted tenant name", func(t *securetextv1alpha1.SecureTextTenant, _ *RenderInput) {
 			t.Name = "clinic.example"
 			t.Spec.Namespace = "clinic"
@@ -1123,6 +1251,7 @@ func TestRenderErrors(t *testing.T) {
 	// The demo tenant (console SMS, no TLS, no API host) renders with a generated certificate.
 	demo := renderTenant("demo")
 	demo.Spec.TLS, demo.Spec.SMS = nil, securetextv1alpha1.SMSSpec{Provider: securetextv1alpha1.SMSConsole}
+	demo.Spec.Development = true
 	demo.Spec.Hostnames.API = ""
 	d := mustRender(t, demo, renderInput())
 	// Without spec.tls the hosts are still TLS hosts (the controller's default certificate,

@@ -128,6 +128,7 @@ func (r *SecureTextTenantReconciler) ensureStack(ctx context.Context, tenant *se
 		return st
 	}
 	in.SecretVersions = secretVersions
+	st.noDatabaseEgress = !in.Database.Configured()
 	r.ensureWorkloads(ctx, tenant, in, &st)
 	return st
 }
@@ -143,6 +144,9 @@ type tenantState struct {
 	vaultMount string
 	renderErr  error
 	applyErr   error
+	// noDatabaseEgress means the operator's settings name no database location, so the
+	// workloads are applied without any egress to a database.
+	noDatabaseEgress bool
 	// pending lists components whose Deployment is not yet available, "keystore: 0/2 available".
 	pending []string
 	// missing lists Secrets the spec names that do not exist.

@@ -26,11 +26,14 @@ func ensureNamespace(t *testing.T, name string) {
 	}
 }
 
+// newTenant is a minimal valid tenant: a development tenant, as the console SMS provider
+// (texts printed to the pods' logs) is accepted only on those.
 func newTenant(name string) *securetextv1alpha1.SecureTextTenant {
 	return &securetextv1alpha1.SecureTextTenant{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: securetextv1alpha1.SecureTextTenantSpec{
 			DisplayName: "Test Clinic " + name,
+			Development: true,
 			TextDomain:  "text." + name + ".example",
 			Hostnames:   securetextv1alpha1.Hostnames{Viewer: "view." + name + ".example"},
 			Branding:    securetextv1alpha1.Branding{SupportContact: "(202) 555-0100"},

@@ -73,6 +73,8 @@ func workloadsReadyCondition(st tenantState, gen int64) metav1.Condition {
 		return condition(typ, metav1.ConditionFalse, securetextv1alpha1.ReasonRenderFailed, st.renderErr.Error(), gen)
 	case st.applyErr != nil:
 		return condition(typ, metav1.ConditionFalse, securetextv1alpha1.ReasonApplyFailed, st.applyErr.Error(), gen)
+	case st.noDatabaseEgress:
+		return condition(typ, metav1.ConditionFalse, securetextv1alpha1.ReasonDatabaseNotConfigured, noDatabaseEgressMessage, gen)
 	case len(st.missing) > 0:
 		return condition(typ, metav1.ConditionFalse, securetextv1alpha1.ReasonSecretMissing,
 			strings.Join(st.missing, "; ")+": create it; the pods cannot start without it", gen)
@@ -83,6 +85,14 @@ func workloadsReadyCondition(st tenantState, gen int64) metav1.Condition {
 	return condition(typ, metav1.ConditionTrue, securetextv1alpha1.ReasonWorkloadsAvailable,
 		"the keystore, gateway and viewer are available", gen)
 }
+
+// noDatabaseEgressMessage says what the platform engineer sets when the operator does not know
+// where the databases are.
+const noDatabaseEgressMessage = "the operator does not know where the tenants' PostgreSQL databases are, so the " +
+	"network policies open no database egress and the gateway and viewer cannot reach their database: " +
+	"set the operator's --database-cidrs (Helm: network.databaseCIDRs) to the databases' addresses, or " +
+	"--database-namespace-label and --database-pod-label (Helm: network.databaseNamespaceLabels, " +
+	"network.databasePodLabels) to an in-cluster PostgreSQL's namespace and pods"
 
 // readyCondition is the summary: True when Vault and the workloads are ready, otherwise the
 // reason and message of what best explains why not (notReadyCause).
@@ -131,6 +141,9 @@ func stalledCondition(st tenantState, gen int64) (metav1.Condition, bool) {
 		return condition(typ, metav1.ConditionTrue, securetextv1alpha1.ReasonNamespaceConflict, st.nsErr.Error(), gen), true
 	case st.renderErr != nil:
 		return condition(typ, metav1.ConditionTrue, securetextv1alpha1.ReasonRenderFailed, st.renderErr.Error(), gen), true
+	case !vaultNeedsPerson(st):
+		work := workloadsReadyCondition(st, gen)
+		return condition(typ, metav1.ConditionTrue, work.Reason, work.Message, gen), true
 	}
 	vault := vaultReadyCondition(st, gen)
 	return condition(typ, metav1.ConditionTrue, vault.Reason, vault.Message, gen), true
@@ -155,16 +168,23 @@ func notReadyCause(st tenantState) (metav1.Condition, bool) {
 }
 
 // needsPerson reports whether only a person can move the tenant on: its namespace belongs to
-// someone else, a render error (a spec or operator setting), no Vault settings, or Vault
-// refusing or conflicting rather than being briefly unavailable (a change in Vault).
+// someone else, a render error (a spec or operator setting), no database location in the
+// operator's settings, no Vault settings, or Vault refusing or conflicting rather than being
+// briefly unavailable (a change in Vault).
 func needsPerson(st tenantState) bool {
 	switch namespaceReason(st.nsErr) {
 	case securetextv1alpha1.ReasonNamespaceConflict:
 		return true
 	case "":
-		return st.renderErr != nil || st.vaultOff || (st.vaultErr != nil && !IsVaultTemporary(st.vaultErr))
+		return st.renderErr != nil || st.noDatabaseEgress || vaultNeedsPerson(st)
 	}
 	return false
+}
+
+// vaultNeedsPerson reports whether the Vault step waits for a person: no Vault settings, or
+// Vault refusing or conflicting.
+func vaultNeedsPerson(st tenantState) bool {
+	return st.vaultOff || (st.vaultErr != nil && !IsVaultTemporary(st.vaultErr))
 }
 
 // namespaceReason is the condition reason for the namespace step's error; "" for nil.

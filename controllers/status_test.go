@@ -98,6 +98,13 @@ func TestWorkloadsReadyCondition(t *testing.T) {
 			wantCondition{metav1.ConditionFalse, securetextv1alpha1.ReasonRenderFailed, []string{"keyRotationPeriod"}}},
 		{"apply failed, before missing Secrets", tenantState{applyErr: testApplyErr, missing: []string{missingDB}},
 			wantCondition{metav1.ConditionFalse, securetextv1alpha1.ReasonApplyFailed, []string{"admission webhook denied"}}},
+		{"no database location, even with everything available", tenantState{noDatabaseEgress: true},
+			wantCondition{metav1.ConditionFalse, securetextv1alpha1.ReasonDatabaseNotConfigured, []string{"--database-cidrs", "network.databaseCIDRs", "--database-namespace-label", "cannot reach their database"}}},
+		{"no database location, before missing Secrets and pods starting", tenantState{noDatabaseEgress: true,
+			missing: []string{missingDB}, pending: []string{"gateway: 0 of 2 replicas available"}},
+			wantCondition{metav1.ConditionFalse, securetextv1alpha1.ReasonDatabaseNotConfigured, []string{"--database-cidrs"}}},
+		{"apply failed, before no database location", tenantState{applyErr: testApplyErr, noDatabaseEgress: true},
+			wantCondition{metav1.ConditionFalse, securetextv1alpha1.ReasonApplyFailed, []string{"admission webhook denied"}}},
 		{"Secrets missing, before pods starting", tenantState{missing: []string{missingDB, missingSMS},
 			pending: []string{"gateway: 0 of 2 replicas available"}},
 			wantCondition{metav1.ConditionFalse, securetextv1alpha1.ReasonSecretMissing,
@@ -144,6 +151,8 @@ func TestReadyCondition(t *testing.T) {
 			wantCondition{metav1.ConditionFalse, securetextv1alpha1.ReasonVaultNotConfigured, []string{"--vault-addr"}}},
 		{"pods starting", tenantState{vaultMount: "securetext/a/transit", pending: []string{"gateway: 0 of 2 replicas available"}},
 			wantCondition{metav1.ConditionFalse, securetextv1alpha1.ReasonWorkloadsProgressing, []string{"waiting for gateway"}}},
+		{"no database location", tenantState{vaultMount: "securetext/a/transit", noDatabaseEgress: true},
+			wantCondition{metav1.ConditionFalse, securetextv1alpha1.ReasonDatabaseNotConfigured, []string{"--database-cidrs"}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -176,6 +185,8 @@ func TestReconcilingCondition(t *testing.T) {
 			wantCondition{metav1.ConditionFalse, securetextv1alpha1.ReasonRenderFailed, []string{"waiting for a person: ", "keyRotationPeriod"}}},
 		{"no Vault settings needs a person", tenantState{vaultOff: true},
 			wantCondition{metav1.ConditionFalse, securetextv1alpha1.ReasonVaultNotConfigured, []string{"waiting for a person: ", "--vault-addr"}}},
+		{"no database location needs a person", tenantState{vaultMount: "securetext/a/transit", noDatabaseEgress: true},
+			wantCondition{metav1.ConditionFalse, securetextv1alpha1.ReasonDatabaseNotConfigured, []string{"waiting for a person: ", "--database-cidrs"}}},
 		{"pods starting", tenantState{pending: []string{"gateway: 0 of 2 replicas available"}},
 			wantCondition{metav1.ConditionTrue, securetextv1alpha1.ReasonProgressing, []string{"moving the tenant"}}},
 		{"apply refused", tenantState{applyErr: testApplyErr},
@@ -212,6 +223,10 @@ func TestStalledCondition(t *testing.T) {
 			&wantCondition{metav1.ConditionTrue, securetextv1alpha1.ReasonRenderFailed, []string{"keyRotationPeriod"}}},
 		{"render error explains more than no Vault settings", tenantState{renderErr: testRenderErr, vaultOff: true},
 			&wantCondition{metav1.ConditionTrue, securetextv1alpha1.ReasonRenderFailed, []string{"keyRotationPeriod"}}},
+		{"no database location", tenantState{vaultMount: "securetext/a/transit", noDatabaseEgress: true},
+			&wantCondition{metav1.ConditionTrue, securetextv1alpha1.ReasonDatabaseNotConfigured, []string{"--database-cidrs"}}},
+		{"Vault conflict explains more than no database location", tenantState{vaultErr: testVaultConflict, noDatabaseEgress: true},
+			&wantCondition{metav1.ConditionTrue, securetextv1alpha1.ReasonVaultConflict, []string{"kv mount"}}},
 		{"apply refused", tenantState{applyErr: testApplyErr}, nil},
 		{"Secret missing", tenantState{missing: []string{"Secret db"}}, nil},
 		{"pods starting", tenantState{pending: []string{"gateway: 0 of 2 replicas available"}}, nil},
@@ -259,6 +274,8 @@ func TestSetTenantConditions(t *testing.T) {
 			metav1.ConditionTrue, securetextv1alpha1.ReasonWorkloadsProgressing, securetextv1alpha1.ReasonProgressing},
 		{"apply refused", tenantState{applyErr: errors.New("admission webhook denied")}, metav1.ConditionFalse,
 			metav1.ConditionTrue, securetextv1alpha1.ReasonApplyFailed, securetextv1alpha1.ReasonProgressing},
+		{"no database location", tenantState{noDatabaseEgress: true}, metav1.ConditionFalse, metav1.ConditionFalse,
+			securetextv1alpha1.ReasonDatabaseNotConfigured, securetextv1alpha1.ReasonDatabaseNotConfigured},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

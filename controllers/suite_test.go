@@ -12,6 +12,7 @@ import (
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
+	networkingv1 "k8s.io/api/networking/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
@@ -45,6 +46,8 @@ var (
 	writes = &writeLog{}
 	// vaultWrites counts the operator's writes to Vault.
 	vaultWrites = &vaultLog{}
+	// testDatabase is where the suite's operator is told the tenants' databases are.
+	testDatabase = controllers.DatabaseInput{Peers: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "192.0.2.0/24"}}}}
 	// operatorOptions are the settings the suite's operator runs with.
 	operatorOptions controllers.Options
 	// stopOperator stops the running operator (restartOperator starts a new one).
@@ -99,7 +102,8 @@ func run(m *testing.M) int {
 		return 1
 	}
 	operatorOptions = controllers.Options{
-		ClusterInput:  controllers.ClusterInput{WorkloadImage: testImage, ClusterCIDRs: []string{"10.0.0.0/8"}},
+		ClusterInput: controllers.ClusterInput{WorkloadImage: testImage, ClusterCIDRs: []string{"10.0.0.0/8"},
+			Database: testDatabase},
 		Vault:         provisioner,
 		VaultAudience: testAudience,
 	}

@@ -116,7 +116,25 @@ func TestSchemaRefusals(t *testing.T) {
 			s["sms"] = map[string]any{"provider": "twilio", "from": "+12025550100"}
 		}},
 		{"short password without second factor", "minPasswordLength below 15 needs oneTimeCode", func(s map[string]any) {
-			s["viewerAuth"] = map[string]any{"minPasswordLength": int64(8)}
+			s["viewerAuth"] = map[string]any{"minPasswordLength": int64(8), "oneTimeCode": false}
+		}},
+		{"console on a tenant marked not for development", "allowed only on a tenant marked spec.development: true", func(s map[string]any) {
+			s["development"] = false
+		}},
+		{"time zone that is not an IANA name", "timeZone must be an IANA time zone name", func(s map[string]any) {
+			s["timeZone"] = "Eastern Time"
+		}},
+		{"quiet hours in a zone that is not an IANA name", "quietHours.timeZone must be an IANA time zone name", func(s map[string]any) {
+			s["sms"] = map[string]any{"provider": "console", "quietHours": map[string]any{"start": "21:00", "end": "08:00", "timeZone": "EST 5"}}
+		}},
+		{"country in lower case", `spec.sms.allowedCountries[0] in body should match '^[A-Z]{2}$'`, func(s map[string]any) {
+			s["sms"] = map[string]any{"provider": "console", "allowedCountries": []any{"us"}}
+		}},
+		{"no countries listed", "spec.sms.allowedCountries in body should have at least 1 items", func(s map[string]any) {
+			s["sms"] = map[string]any{"provider": "console", "allowedCountries": []any{}}
+		}},
+		{"countries without the default region", "sms.allowedCountries must include sms.defaultRegion", func(s map[string]any) {
+			s["sms"] = map[string]any{"provider": "console", "allowedCountries": []any{"CA"}}
 		}},
 		{"idle longer than absolute", "sessionIdleTimeout must not be longer", func(s map[string]any) {
 			s["viewerAuth"] = map[string]any{"sessionIdleTimeout": "13h", "sessionAbsoluteTimeout": "12h"}
@@ -197,6 +215,23 @@ func TestSchemaAccepts(t *testing.T) {
 		"8 characters with code": func(s map[string]any) {
 			s["viewerAuth"] = map[string]any{"minPasswordLength": int64(8), "oneTimeCode": true}
 		},
+		"8 characters with the default code": func(s map[string]any) {
+			s["viewerAuth"] = map[string]any{"minPasswordLength": int64(8)}
+		},
+		"codes off with a long password": func(s map[string]any) {
+			s["viewerAuth"] = map[string]any{"oneTimeCode": false}
+		},
+		"time zones": func(s map[string]any) {
+			s["timeZone"] = "America/Argentina/Buenos_Aires"
+			s["sms"] = map[string]any{"provider": "console", "quietHours": map[string]any{"start": "21:00", "end": "08:00", "timeZone": "Etc/GMT+5"}}
+		},
+		"quiet hours in the tenant's zone": func(s map[string]any) {
+			s["timeZone"] = "UTC"
+			s["sms"] = map[string]any{"provider": "console", "quietHours": map[string]any{"start": "21:00", "end": "08:00"}}
+		},
+		"countries": func(s map[string]any) {
+			s["sms"] = map[string]any{"provider": "console", "defaultRegion": "CA", "allowedCountries": []any{"US", "CA"}}
+		},
 		"dotted name with namespace": func(s map[string]any) { s["namespace"] = "clinic-example" },
 		"replies of 280 characters": func(s map[string]any) {
 			s["replies"] = map[string]any{"enabled": true, "maxLength": int64(280)}
@@ -225,6 +260,31 @@ func TestSchemaDefaultsReplies(t *testing.T) {
 	got, _, err := unstructured.NestedMap(obj.Object, "spec", "replies")
 	if err != nil || !reflect.DeepEqual(got, map[string]any{"enabled": false, "maxLength": int64(1000)}) {
 		t.Fatalf("spec.replies defaulted to %v (%v), want enabled: false, maxLength: 1000", got, err)
+	}
+}
+
+// TestSchemaDefaultsSecureSettings: a production tenant that says nothing gets texted one-time
+// codes on first use and is not a development tenant; its time zone and countries are left
+// to the operator's documented fallbacks (render.go), so that existing tenants keep their
+// quiet hours' zone.
+func TestSchemaDefaultsSecureSettings(t *testing.T) {
+	obj, _ := readManifest(t, "config/samples/securetext_v1alpha1_securetexttenant.yaml")
+	spec := obj.Object["spec"].(map[string]any)
+	delete(spec, "timeZone")
+	delete(spec["sms"].(map[string]any), "allowedCountries")
+	if err := k8s.Create(context.Background(), obj, client.DryRunAll); err != nil {
+		t.Fatal(err)
+	}
+	if code, found, err := unstructured.NestedBool(obj.Object, "spec", "viewerAuth", "oneTimeCode"); err != nil || !found || !code {
+		t.Errorf("spec.viewerAuth.oneTimeCode defaulted to %v (found %v, %v); want true", code, found, err)
+	}
+	if dev, found, err := unstructured.NestedBool(obj.Object, "spec", "development"); err != nil || !found || dev {
+		t.Errorf("spec.development defaulted to %v (found %v, %v); want false", dev, found, err)
+	}
+	for _, path := range [][]string{{"spec", "timeZone"}, {"spec", "sms", "allowedCountries"}} {
+		if v, found, _ := unstructured.NestedFieldNoCopy(obj.Object, path...); found {
+			t.Errorf("%s defaulted to %v; want it left unset", strings.Join(path, "."), v)
+		}
 	}
 }
 

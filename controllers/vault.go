@@ -1,7 +1,7 @@
 package controllers
 
-// Vault objects of a tenant: its Transit mount and keys, the keystore's policy and its
-// Kubernetes auth role. VaultProvisioner creates and repairs them (read, compare, write only
+// Vault objects of a tenant: its Transit mount and keys, its KV mount for the keystore's
+// checkpoint state, the keystore's policy and its Kubernetes auth role. VaultProvisioner creates and repairs them (read, compare, write only
 // what differs), rotates the wrapping key, and removes them when the tenant goes.
 //
 // Layout: one Transit mount per tenant, securetext/<tenant>/transit, rather than one key per
@@ -44,8 +44,8 @@ import (
 )
 
 const (
-	// VaultMountPrefix is the path under which every tenant's Transit mount lives; the
-	// operator's Vault policy grants exactly sys/mounts/securetext/+/transit.
+	// VaultMountPrefix is the path under which every tenant's mounts live; the operator's
+	// Vault policy grants exactly sys/mounts/securetext/+/transit and securetext/+/state.
 	VaultMountPrefix = "securetext"
 	// vaultTenantObjectPrefix names tenant policies and roles; see the package comment on
 	// why it is not just "securetext-".
@@ -94,6 +94,11 @@ type TenantVault struct {
 // Mount is the tenant's Transit mount path.
 func (t TenantVault) Mount() string { return VaultMountPrefix + "/" + t.Tenant + "/transit" }
 
+// StateMount is the tenant's KV version 2 mount, where its keystore records the last audit
+// checkpoint it signed: outside the tenant's database, so that whoever can write the database
+// cannot make the keystore forget what it signed.
+func (t TenantVault) StateMount() string { return VaultMountPrefix + "/" + t.Tenant + "/state" }
+
 // PolicyName is the name of the keystore's Vault policy.
 func (t TenantVault) PolicyName() string { return vaultTenantObjectPrefix + t.Tenant }
 
@@ -108,7 +113,7 @@ func (t TenantVault) SigningKey() string { return orDefault(t.Keys.SigningKey, D
 
 // Policy is the keystore's policy text, exactly as the keystore package defines it.
 func (t TenantVault) Policy() string {
-	return vaultpolicy.Keystore(t.Mount(), t.WrappingKey(), t.SigningKey())
+	return vaultpolicy.Keystore(t.Mount(), t.StateMount(), t.WrappingKey(), t.SigningKey())
 }
 
 func orDefault(s, def string) string {
@@ -182,7 +187,12 @@ func (p *VaultProvisioner) Ensure(ctx context.Context, t TenantVault) (VaultResu
 	if err := t.validate(); err != nil {
 		return res, &VaultError{Op: "check tenant Vault names", Reason: securetextv1alpha1.ReasonVaultFailed, Err: err}
 	}
-	if err := p.ensureMount(ctx, t, &res); err != nil {
+	if err := p.ensureMount(ctx, t.Mount(), transitEngine, mountDescription(t), true, &res); err != nil {
+		return res, err
+	}
+	// The state mount's description is set when it is made and not repaired: it guards
+	// nothing, and repairing it would need one more capability in the operator's policy.
+	if err := p.ensureMount(ctx, t.StateMount(), kvEngine, stateMountDescription(t), false, &res); err != nil {
 		return res, err
 	}
 	if err := p.ensureKey(ctx, t, t.WrappingKey(), wrappingKeyType, t.RotationPeriod, &res); err != nil {
@@ -241,35 +251,83 @@ func (p *VaultProvisioner) Shred(ctx context.Context, t TenantVault) (VaultResul
 	}
 	mount := t.Mount()
 	m, err := p.readMount(ctx, mount)
-	if err != nil || m == nil {
+	if err != nil {
 		return res, err
 	}
-	if m.Type != "transit" {
-		return res, &VaultError{Op: "shred " + mount, Reason: securetextv1alpha1.ReasonVaultConflict,
-			Err: fmt.Errorf("the mount is of type %q, not transit: not the operator's, so it is left alone", m.Type)}
-	}
-	for _, name := range []string{t.WrappingKey(), t.SigningKey()} {
-		if err := p.destroyKey(ctx, mount, name, &res); err != nil {
+	if m != nil {
+		if m.engine() != transitEngine {
+			return res, &VaultError{Op: "shred " + mount, Reason: securetextv1alpha1.ReasonVaultConflict,
+				Err: fmt.Errorf("the mount is of type %q, not transit: not the operator's, so it is left alone", m.engine())}
+		}
+		for _, name := range []string{t.WrappingKey(), t.SigningKey()} {
+			if err := p.destroyKey(ctx, mount, name, &res); err != nil {
+				return res, err
+			}
+		}
+		if err := p.unmount(ctx, mount, &res); err != nil {
 			return res, err
 		}
 	}
+	// The state records what the destroyed key signed; with the key gone it vouches for
+	// nothing, and the tenant's audit trail stays in its database and its exports.
+	state := t.StateMount()
+	if m, err = p.readMount(ctx, state); err != nil || m == nil {
+		return res, err
+	}
+	if m.engine() != kvEngine {
+		return res, &VaultError{Op: "shred " + state, Reason: securetextv1alpha1.ReasonVaultConflict,
+			Err: fmt.Errorf("the mount is of type %q, not kv version 2: not the operator's, so it is left alone", m.engine())}
+	}
+	return res, p.unmount(ctx, state, &res)
+}
+
+func (p *VaultProvisioner) unmount(ctx context.Context, mount string, res *VaultResult) error {
 	if _, err := p.call(ctx, "unmount", "unmount "+mount, func(ctx context.Context) (*vaultapi.Secret, error) {
 		return nil, p.Client.Sys().UnmountWithContext(ctx, mount)
 	}); err != nil {
-		return res, err
+		return err
 	}
-	res.changed("unmounted Transit mount %s", mount)
-	return res, nil
+	res.changed("unmounted %s", mount)
+	return nil
+}
+
+// The secrets engines the operator mounts for a tenant: Transit for the keys, and KV version 2
+// (type "kv" with options.version "2") for the keystore's checkpoint state.
+var (
+	transitEngine = mountEngine{Type: "transit"}
+	kvEngine      = mountEngine{Type: "kv", Version: "2"}
+)
+
+type mountEngine struct{ Type, Version string }
+
+func (e mountEngine) String() string {
+	if e.Version != "" {
+		return e.Type + " version " + e.Version
+	}
+	return e.Type
 }
 
 // mountInfo is the part of GET sys/mounts/<path> the operator compares.
 type mountInfo struct {
-	Type        string `json:"type"`
-	Description string `json:"description"`
+	Type        string            `json:"type"`
+	Description string            `json:"description"`
+	Options     map[string]string `json:"options"`
+}
+
+func (m *mountInfo) engine() mountEngine {
+	e := mountEngine{Type: m.Type}
+	if m.Type == kvEngine.Type {
+		e.Version = m.Options["version"]
+	}
+	return e
 }
 
 func mountDescription(t TenantVault) string {
 	return fmt.Sprintf("SecureText tenant %s: keystore Transit keys (managed by %s; unmounting destroys them)", t.Tenant, FieldManager)
+}
+
+func stateMountDescription(t TenantVault) string {
+	return fmt.Sprintf("SecureText tenant %s: the last audit checkpoint its keystore signed (managed by %s)", t.Tenant, FieldManager)
 }
 
 // readMount returns nil when nothing is mounted at path. Vault answers GET sys/mounts/<path>
@@ -294,26 +352,28 @@ func (p *VaultProvisioner) readMount(ctx context.Context, path string) (*mountIn
 	return &m, nil
 }
 
-func (p *VaultProvisioner) ensureMount(ctx context.Context, t TenantVault, res *VaultResult) error {
-	path := t.Mount()
+func (p *VaultProvisioner) ensureMount(ctx context.Context, path string, engine mountEngine, desc string, repairDescription bool, res *VaultResult) error {
 	m, err := p.readMount(ctx, path)
 	if err != nil {
 		return err
 	}
-	desc := mountDescription(t)
 	switch {
 	case m == nil:
-		_, err = p.call(ctx, "mount", "mount Transit at "+path, func(ctx context.Context) (*vaultapi.Secret, error) {
-			return nil, p.Client.Sys().MountWithContext(ctx, path, &vaultapi.MountInput{Type: "transit", Description: desc})
+		in := &vaultapi.MountInput{Type: engine.Type, Description: desc}
+		if engine.Version != "" {
+			in.Options = map[string]string{"version": engine.Version}
+		}
+		_, err = p.call(ctx, "mount", "mount "+engine.String()+" at "+path, func(ctx context.Context) (*vaultapi.Secret, error) {
+			return nil, p.Client.Sys().MountWithContext(ctx, path, in)
 		})
 		if err == nil {
-			res.changed("mounted Transit at %s", path)
+			res.changed("mounted %s at %s", engine, path)
 		}
 		return err
-	case m.Type != "transit":
+	case m.engine() != engine:
 		return &VaultError{Op: "ensure mount " + path, Reason: securetextv1alpha1.ReasonVaultConflict,
-			Err: fmt.Errorf("a %q engine is mounted there; move it away, the operator never unmounts what it did not make", m.Type)}
-	case m.Description != desc:
+			Err: fmt.Errorf("a %s engine is mounted there, want %s; move it away, the operator never unmounts what it did not make", m.engine(), engine)}
+	case repairDescription && m.Description != desc:
 		_, err = p.call(ctx, "tune_mount", "set the description of "+path, func(ctx context.Context) (*vaultapi.Secret, error) {
 			return nil, p.Client.Sys().TuneMountAllowNilWithContext(ctx, path, vaultapi.TuneMountConfigInput{Description: &desc})
 		})

@@ -210,8 +210,8 @@ func TestVaultEnsureCreatesEverything(t *testing.T) {
 	tv := testTenant("acme")
 
 	res := ensure(t, p, tv)
-	if len(res.Changes) != 5 { // mount, two keys, policy, role
-		t.Errorf("changes %q: want mount, 2 keys, policy, role", res.Changes)
+	if len(res.Changes) != 6 { // two mounts, two keys, policy, role
+		t.Errorf("changes %q: want Transit and state mounts, 2 keys, policy, role", res.Changes)
 	}
 	if res.Rotated || res.NextRotation.Before(time.Now().Add(tv.RotationPeriod-time.Minute)) {
 		t.Errorf("new key: rotated=%v next rotation %v, want not rotated and due in %v", res.Rotated, res.NextRotation, tv.RotationPeriod)
@@ -229,7 +229,7 @@ func TestVaultEnsureCreatesEverything(t *testing.T) {
 		}
 	}
 	policy := f.read(t, "sys/policies/acl/securetext-tenant-acme")
-	if want := vaultpolicy.Keystore("securetext/acme/transit", "messages", "audit"); policy["policy"] != want {
+	if want := vaultpolicy.Keystore("securetext/acme/transit", "securetext/acme/state", "messages", "audit"); policy["policy"] != want {
 		t.Errorf("policy:\n%v\nwant vaultpolicy.Keystore:\n%s", policy["policy"], want)
 	}
 	role := f.read(t, "auth/kubernetes/role/securetext-tenant-acme")
@@ -397,8 +397,8 @@ func TestVaultEnsureRefusesConflicts(t *testing.T) {
 				t.Fatalf("Ensure: %v (reason %s); want a permanent %s naming %q", err, VaultReason(err), securetextv1alpha1.ReasonVaultConflict, tc.want)
 			}
 			// The key is left alone: a conflict is for a person to settle.
-			if w := counter.writes(); len(w) != 1 || !strings.Contains(w[0], "/tune") {
-				t.Errorf("writes %q: want only the mount description", w)
+			if w := counter.writes(); len(w) != 2 || !strings.HasSuffix(w[0], "/transit/tune") || !strings.HasSuffix(w[1], "/state") {
+				t.Errorf("writes %q: want only the mount description and the state mount", w)
 			}
 		})
 	}
@@ -515,7 +515,7 @@ func TestVaultShred(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := counter.writes()
-	if len(res.Changes) != 5 || len(w) != 7 { // role, policy, 2×(config, delete), unmount
+	if len(res.Changes) != 6 || len(w) != 8 { // role, policy, 2×(config, delete), 2 unmounts
 		t.Errorf("shred: changes %q writes %q", res.Changes, w)
 	}
 	if got, err := decrypt(t, f.root, tv, ct); err == nil {

@@ -34,6 +34,9 @@ const (
 	ReasonVaultProvisioned = "VaultProvisioned"
 	// ReasonVaultNotConfigured: the operator runs without Vault settings, so no tenant gets keys.
 	ReasonVaultNotConfigured = "VaultNotConfigured"
+	// ReasonDatabaseNotConfigured: the operator's settings say nowhere where the tenants'
+	// databases are, so the network policies open no database egress (WorkloadsReady).
+	ReasonDatabaseNotConfigured = "DatabaseNotConfigured"
 )
 
 // VaultReady reasons when the operator could not bring the tenant's Vault objects to the spec.

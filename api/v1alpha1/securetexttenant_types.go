@@ -30,7 +30,8 @@ const (
 	SMSTwilio SMSProviderType = "twilio"
 	// SMSWebhook POSTs a signed JSON document to any other SMS gateway.
 	SMSWebhook SMSProviderType = "webhook"
-	// SMSConsole prints the text to the gateway's log; for demos and development only.
+	// SMSConsole prints the text, link token and one-time code included, to the gateway's and
+	// viewer's logs; the API server accepts it only on a tenant with spec.development: true.
 	SMSConsole SMSProviderType = "console"
 )
 
@@ -151,17 +152,23 @@ type QuietHours struct {
 	// End of the quiet period, HH:MM in 24-hour time.
 	// +kubebuilder:validation:Pattern=`^([01][0-9]|2[0-3]):[0-5][0-9]$`
 	End string `json:"end"`
-	// TimeZone is an IANA zone such as America/New_York, used when a recipient's own is unknown.
+	// TimeZone is an IANA zone such as America/New_York, used when a recipient's own is unknown;
+	// empty means the tenant's spec.timeZone.
+	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=64
-	TimeZone string `json:"timeZone"`
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9][A-Za-z0-9_+-]*){0,2}$')",message="quietHours.timeZone must be an IANA time zone name such as America/New_York or UTC"
+	TimeZone string `json:"timeZone,omitempty"`
 }
 
 // SMSSpec chooses how link texts are delivered.
+// +kubebuilder:validation:XValidation:rule="!has(self.allowedCountries) || !has(self.defaultRegion) || self.defaultRegion in self.allowedCountries",message="sms.allowedCountries must include sms.defaultRegion (US unless set): numbers written without a country code are read in that region"
 // +kubebuilder:validation:XValidation:rule="self.provider == 'console' || has(self.secretRef)",message="sms.secretRef is required for the twilio and webhook providers: name the Secret that holds the provider's credentials"
 // +kubebuilder:validation:XValidation:rule="self.provider != 'twilio' || has(self.from) || has(self.messagingServiceSID)",message="the twilio provider needs sms.from (an E.164 number) or sms.messagingServiceSID"
 type SMSSpec struct {
-	// Provider is twilio, webhook or console (console prints texts to the log: demos only).
+	// Provider is twilio, webhook or console. Console prints each text, with its link and
+	// one-time code, to the pods' logs, so that anyone who can read those logs can open the
+	// patient's messages: it is accepted only on a tenant with spec.development: true.
 	Provider SMSProviderType `json:"provider"`
 	// SecretRef names the Secret with the provider's credentials (twilio: accountSID, authToken;
 	// webhook: url, signingKey).
@@ -189,6 +196,17 @@ type SMSSpec struct {
 	// +kubebuilder:validation:Pattern=`^[A-Z]{2}$`
 	// +optional
 	DefaultRegion string `json:"defaultRegion,omitempty"`
+	// AllowedCountries are the countries (ISO 3166-1 alpha-2 codes such as US or CA) whose
+	// numbers the gateway texts; a message to any other country is refused, naming these
+	// countries. Unset means the countries that share defaultRegion's calling code (for US, the
+	// North American Numbering Plan: US, CA and the Caribbean members). Every country
+	// added is a country whose numbers a sender can make the tenant pay to text (SMS pumping).
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=50
+	// +kubebuilder:validation:items:Pattern=`^[A-Z]{2}$`
+	AllowedCountries []string `json:"allowedCountries,omitempty"`
 }
 
 // DatabaseSpec names the tenant's own PostgreSQL database.
@@ -257,7 +275,7 @@ type Components struct {
 }
 
 // ViewerAuth is how patients prove who they are (NIST SP 800-63B, OWASP ASVS).
-// +kubebuilder:validation:XValidation:rule="!has(self.minPasswordLength) || self.minPasswordLength >= 15 || (has(self.oneTimeCode) && self.oneTimeCode)",message="minPasswordLength below 15 needs oneTimeCode: true (NIST SP 800-63B: 15 characters when the password is the only factor, 8 with a second factor)"
+// +kubebuilder:validation:XValidation:rule="!has(self.minPasswordLength) || self.minPasswordLength >= 15 || !has(self.oneTimeCode) || self.oneTimeCode",message="minPasswordLength below 15 needs oneTimeCode: true (NIST SP 800-63B: 15 characters when the password is the only factor, 8 with a second factor)"
 // +kubebuilder:validation:XValidation:rule="!has(self.sessionIdleTimeout) || !has(self.sessionAbsoluteTimeout) || duration(self.sessionIdleTimeout) <= duration(self.sessionAbsoluteTimeout)",message="sessionIdleTimeout must not be longer than sessionAbsoluteTimeout"
 type ViewerAuth struct {
 	// MinPasswordLength: 15 by default; 8 is allowed only together with oneTimeCode.
@@ -266,10 +284,14 @@ type ViewerAuth struct {
 	// +kubebuilder:validation:Maximum=64
 	// +optional
 	MinPasswordLength int32 `json:"minPasswordLength,omitempty"`
-	// OneTimeCode also asks for a 6-digit code sent by SMS when a password is set or reset.
-	// +kubebuilder:default=false
+	// OneTimeCode asks for a 6-digit code texted to the recipient's phone when a password is
+	// set (on first use) or reset, so that only the phone's holder can set it. On by default.
+	// Turning it off lets whoever opens a link first (a forwarded text, a shared or stolen
+	// phone, a number that was reassigned) set the password for that number, and that password
+	// then opens every later message to the number.
+	// +kubebuilder:default=true
 	// +optional
-	OneTimeCode bool `json:"oneTimeCode"`
+	OneTimeCode *bool `json:"oneTimeCode,omitempty"`
 	// SessionIdleTimeout ends a remembered session after this long without use.
 	// +kubebuilder:default="15m"
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('1m') && duration(self) <= duration('24h')",message="sessionIdleTimeout must be a duration between 1m and 24h, written like 15m"
@@ -282,13 +304,16 @@ type ViewerAuth struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=32
 	SessionAbsoluteTimeout string `json:"sessionAbsoluteTimeout,omitempty"`
-	// LockoutThreshold locks a recipient after this many consecutive failed logins
-	// (NIST SP 800-63B allows at most 100).
-	// +kubebuilder:default=10
-	// +kubebuilder:validation:Minimum=3
+	// MaxFailedSignIns is how many failed sign-ins a recipient's password takes in 30 days
+	// from browsers the patient never signed in from (NIST SP 800-63B allows at most 100),
+	// with delays that grow after the first 10. Nothing locks the patient out: a browser the
+	// patient signed in from keeps its own count, and a code texted to the phone works only in
+	// the browser that asked for it.
+	// +kubebuilder:default=100
+	// +kubebuilder:validation:Minimum=10
 	// +kubebuilder:validation:Maximum=100
 	// +optional
-	LockoutThreshold int32 `json:"lockoutThreshold,omitempty"`
+	MaxFailedSignIns int32 `json:"maxFailedSignIns,omitempty"`
 }
 
 // Replies is the tenant's policy on patients answering a message from its page in the viewer.
@@ -310,6 +335,7 @@ type Replies struct {
 }
 
 // SecureTextTenantSpec is one customer's dedicated SecureText stack.
+// +kubebuilder:validation:XValidation:rule="self.sms.provider != 'console' || (has(self.development) && self.development)",message="sms.provider console writes every link and one-time code into the pods' logs, so it is allowed only on a tenant marked spec.development: true (demos and tests); for patients use twilio or webhook"
 // +kubebuilder:validation:XValidation:rule="has(self.__namespace__) == has(oldSelf.__namespace__) && (!has(self.__namespace__) || self.__namespace__ == oldSelf.__namespace__)",message="spec.namespace is immutable: it cannot be set, changed or removed after the tenant is created (delete and recreate the tenant to move it)"
 type SecureTextTenantSpec struct {
 	// DisplayName is the organisation's name as patients see it in texts and on pages.
@@ -323,6 +349,21 @@ type SecureTextTenantSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="namespace must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit"
 	// +kubebuilder:validation:XValidation:rule="!(self in ['default', 'kube-system', 'kube-public', 'kube-node-lease']) && !self.startsWith('kube-')",message="namespace must be a namespace of its own, not default or a kube- namespace"
 	Namespace string `json:"namespace,omitempty"`
+
+	// Development marks a tenant for demos and tests, never for patients: only such a tenant
+	// may use sms.provider console, which writes every link and one-time code into the pods'
+	// logs, where anyone who can read the logs can open the messages.
+	// +kubebuilder:default=false
+	// +optional
+	Development bool `json:"development,omitempty"`
+
+	// TimeZone is the IANA time zone (such as America/Chicago) in which the viewer's pages show
+	// times, and in which quiet hours are read when sms.quietHours names none. Empty means
+	// sms.quietHours.timeZone when that is set, else America/New_York.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9][A-Za-z0-9_+-]*){0,2}$')",message="timeZone must be an IANA time zone name such as America/New_York or UTC"
+	TimeZone string `json:"timeZone,omitempty"`
 
 	// TextDomain is the mail domain senders write to: <phone number>@<textDomain>.
 	// +kubebuilder:validation:MaxLength=253

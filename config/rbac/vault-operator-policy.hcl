@@ -20,8 +20,10 @@
 #   - encrypt, decrypt, datakey, sign, export, backup on any tenant key: the operator manages
 #     the keys but can never use them or take them out of Vault;
 #   - listing mounts, policies or roles: every path it touches is computed from the tenant's name;
+#   - reading or writing anything inside a tenant's state mount (the keystore's record of
+#     the last audit checkpoint it signed);
 #   - any policy or role outside securetext-tenant-*, and mounting anywhere but
-#     securetext/<tenant>/transit.
+#     securetext/<tenant>/transit and securetext/<tenant>/state.
 # Residual risk, inherent in delegating policy writes: the policies it writes could say
 # anything, and its roles could bind any service account. Protect the operator's
 # ServiceAccount like a Vault admin credential.
@@ -33,6 +35,12 @@ path "sys/mounts/securetext/+/transit" {
 }
 path "sys/mounts/securetext/+/transit/tune" {
   capabilities = ["update"]
+}
+
+# Tenant state mounts, securetext/<tenant>/state (KV version 2, where the keystore records the
+# last audit checkpoint it signed): read, mount, unmount on Shred. Nothing inside them.
+path "sys/mounts/securetext/+/state" {
+  capabilities = ["read", "update", "delete"]
 }
 
 # Tenant keys: read, create (POST keys/<name>, an update to Transit), configure

@@ -19,7 +19,9 @@ import (
 	"encoding/binary"
 	"maps"
 	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Kind says what happened.
@@ -51,6 +53,9 @@ const (
 	KindLogout        Kind = "logout"         // the patient ended a viewer session
 	KindCodeSent      Kind = "code-sent"      // a one-time code was texted to the patient
 	KindReplied       Kind = "replied"        // the patient answered a message (the reply is stored sealed, not here)
+	// KindCheckpointRefused: the signer refused to sign a chain that does not extend the last
+	// checkpoint it signed. The keystore records it in its own log, not in the chain it refused.
+	KindCheckpointRefused Kind = "checkpoint-refused"
 )
 
 var kinds = []Kind{
@@ -58,6 +63,7 @@ var kinds = []Kind{
 	KindAuthFailed, KindLocked, KindRevoked, KindExpired, KindPurged, KindHoldApplied,
 	KindHoldReleased, KindKeyRotated, KindAdminAction, KindOptedOut, KindOptedIn,
 	KindPasswordSet, KindPasswordReset, KindLogin, KindLogout, KindCodeSent, KindReplied,
+	KindCheckpointRefused,
 }
 
 // IsValid reports whether k is one of the kinds above.
@@ -139,19 +145,48 @@ func NewChain(tenant string, headSeq uint64, headHash [32]byte) *Chain {
 }
 
 // Append links e to the head and returns it with Seq, PrevHash and Hash filled in. It also sets
-// Tenant to the chain's tenant, normalises Time to UTC without a monotonic reading, and copies
-// Detail so that later changes to the caller's map cannot silently diverge from the hash.
-// Callers check e.Kind.IsValid before appending.
+// Tenant to the chain's tenant, normalises Time to UTC without a monotonic reading, copies
+// Detail so that later changes to the caller's map cannot silently diverge from the hash, and
+// replaces each byte of invalid UTF-8 in its strings with U+FFFD, as encoding/json does, so
+// that the hash covers exactly what an export can carry. Callers check e.Kind.IsValid before
+// appending.
 func (c *Chain) Append(e Event) Event {
 	c.seq++
 	e.Seq = c.seq
 	e.Tenant = c.tenant
 	e.Time = e.Time.UTC()
-	e.Detail = maps.Clone(e.Detail)
+	e.Kind = Kind(validUTF8(string(e.Kind)))
+	e.Actor, e.MessageID = validUTF8(e.Actor), validUTF8(e.MessageID)
+	if e.Detail != nil {
+		d := make(map[string]string, len(e.Detail))
+		for k, v := range e.Detail {
+			d[validUTF8(k)] = validUTF8(v)
+		}
+		e.Detail = d
+	}
 	e.PrevHash = c.head
 	e.Hash = e.LeafHash()
 	c.head = e.Hash
 	return e
+}
+
+// validUTF8 returns s with each byte that is not part of valid UTF-8 replaced by U+FFFD: one
+// replacement per byte, which is what encoding/json writes for it.
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			b.WriteRune(utf8.RuneError)
+		} else {
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
 }
 
 // Head returns the sequence number and hash of the last event appended.

@@ -19,7 +19,9 @@ const ExportFormat = "securetext-audit/v1"
 const maxLine = 1 << 20
 
 // The NDJSON shapes. Hashes are lowercase hex; signatures and the public key are standard
-// base64 (encoding/json's []byte encoding).
+// base64 (encoding/json's []byte encoding). EventRecord and CheckpointRecord are also the wire
+// form of the keystore's checkpoint API, so an event crosses the network exactly as it is
+// exported.
 type (
 	exportHeader struct {
 		Format    string `json:"format"`
@@ -27,10 +29,11 @@ type (
 		PublicKey []byte `json:"publicKey"`
 	}
 	exportLine struct {
-		Event      *eventJSON      `json:"event,omitempty"`
-		Checkpoint *checkpointJSON `json:"checkpoint,omitempty"`
+		Event      *EventRecord      `json:"event,omitempty"`
+		Checkpoint *CheckpointRecord `json:"checkpoint,omitempty"`
 	}
-	eventJSON struct {
+	// EventRecord is an Event as JSON.
+	EventRecord struct {
 		Seq       uint64            `json:"seq"`
 		Time      string            `json:"time"`
 		Kind      Kind              `json:"kind"`
@@ -41,7 +44,8 @@ type (
 		PrevHash  string            `json:"prevHash"`
 		Hash      string            `json:"hash"`
 	}
-	checkpointJSON struct {
+	// CheckpointRecord is a Checkpoint as JSON.
+	CheckpointRecord struct {
 		Tenant    string `json:"tenant"`
 		Size      uint64 `json:"size"`
 		Head      string `json:"head"`
@@ -86,7 +90,7 @@ func Export(w io.Writer, pub ed25519.PublicKey, events []Event, checkpoints []Ch
 	}
 	c := 0
 	for _, e := range events {
-		if err := enc.Encode(exportLine{Event: toEventJSON(e)}); err != nil {
+		if err := enc.Encode(exportLine{Event: NewEventRecord(e)}); err != nil {
 			return fmt.Errorf("audit export: write event %d: %w", e.Seq, err)
 		}
 		for ; c < len(checkpoints) && checkpoints[c].Size <= e.Seq; c++ {
@@ -94,7 +98,7 @@ func Export(w io.Writer, pub ed25519.PublicKey, events []Event, checkpoints []Ch
 			if cp.Size != e.Seq || cp.Tenant != tenant {
 				return fmt.Errorf("audit export: checkpoint at size %d matches no event of this tenant, or checkpoints are out of order", cp.Size)
 			}
-			if err := enc.Encode(exportLine{Checkpoint: toCheckpointJSON(cp)}); err != nil {
+			if err := enc.Encode(exportLine{Checkpoint: NewCheckpointRecord(cp)}); err != nil {
 				return fmt.Errorf("audit export: write checkpoint %d: %w", cp.Size, err)
 			}
 		}
@@ -108,22 +112,25 @@ func Export(w io.Writer, pub ed25519.PublicKey, events []Event, checkpoints []Ch
 	return nil
 }
 
-func toEventJSON(e Event) *eventJSON {
-	return &eventJSON{
+// NewEventRecord returns e as JSON.
+func NewEventRecord(e Event) *EventRecord {
+	return &EventRecord{
 		Seq: e.Seq, Time: e.Time.UTC().Format(timeLayout), Kind: e.Kind, Actor: e.Actor,
 		Tenant: e.Tenant, MessageID: e.MessageID, Detail: e.Detail,
 		PrevHash: hex.EncodeToString(e.PrevHash[:]), Hash: hex.EncodeToString(e.Hash[:]),
 	}
 }
 
-func toCheckpointJSON(c Checkpoint) *checkpointJSON {
-	return &checkpointJSON{
+// NewCheckpointRecord returns c as JSON.
+func NewCheckpointRecord(c Checkpoint) *CheckpointRecord {
+	return &CheckpointRecord{
 		Tenant: c.Tenant, Size: c.Size, Head: hex.EncodeToString(c.Head[:]),
 		Time: c.Time.UTC().Format(timeLayout), KeyID: c.KeyID, Signature: c.Signature,
 	}
 }
 
-func (j *eventJSON) event() (Event, error) {
+// Event parses the record; it checks the form of the time and hashes, not the hashes' values.
+func (j *EventRecord) Event() (Event, error) {
 	t, err := time.Parse(time.RFC3339Nano, j.Time)
 	if err != nil {
 		return Event{}, errors.New("bad time")
@@ -138,7 +145,8 @@ func (j *eventJSON) event() (Event, error) {
 	return e, nil
 }
 
-func (j *checkpointJSON) checkpoint() (Checkpoint, error) {
+// Checkpoint parses the record; it checks the form of the time and head, not the signature.
+func (j *CheckpointRecord) Checkpoint() (Checkpoint, error) {
 	t, err := time.Parse(time.RFC3339Nano, j.Time)
 	if err != nil {
 		return Checkpoint{}, errors.New("bad time")
@@ -249,11 +257,11 @@ func verify(r io.Reader, trusted ed25519.PublicKey) (Report, error) {
 		if err := strictUnmarshal(sc.Bytes(), &l); err != nil || (l.Event == nil) == (l.Checkpoint == nil) {
 			rec.bad = true
 		} else if l.Event != nil {
-			e, err := l.Event.event()
+			e, err := l.Event.Event()
 			rec.ev, rec.bad = &e, err != nil
 			lastIndex[e.Seq] = len(recs)
 		} else {
-			c, err := l.Checkpoint.checkpoint()
+			c, err := l.Checkpoint.Checkpoint()
 			rec.cp, rec.bad = &c, err != nil
 		}
 		recs = append(recs, rec)

@@ -153,7 +153,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 				e := events[16]
 				e.Actor = "someone-else"
 				e.Hash = e.LeafHash()
-				l[eventLine(t, l, 17)] = mustLine(t, exportLine{Event: toEventJSON(e)})
+				l[eventLine(t, l, 17)] = mustLine(t, exportLine{Event: NewEventRecord(e)})
 				return l
 			},
 			seq: 18, problem: ProblemModified, // detected by event 18's link
@@ -166,7 +166,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 					if e.Seq == 17 {
 						e.Actor = "someone-else"
 					}
-					l[eventLine(t, l, e.Seq)] = mustLine(t, exportLine{Event: toEventJSON(c.Append(e))})
+					l[eventLine(t, l, e.Seq)] = mustLine(t, exportLine{Event: NewEventRecord(c.Append(e))})
 				}
 				return l
 			},
@@ -243,7 +243,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			name: "checkpoint signed by another key",
 			tamper: func(t *testing.T, l []string) []string {
 				cp, _ := SignCheckpoint(context.Background(), NewEd25519Signer(otherKey), tenant, 20, events[19].Hash, t0)
-				l[checkpointLine(t, l, 20)] = mustLine(t, exportLine{Checkpoint: toCheckpointJSON(cp)})
+				l[checkpointLine(t, l, 20)] = mustLine(t, exportLine{Checkpoint: NewCheckpointRecord(cp)})
 				return l
 			},
 			seq: 20, problem: ProblemBadSignature,

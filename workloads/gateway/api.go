@@ -43,6 +43,9 @@ const DefaultMaxRequestBytes = 14 << 20
 type APIConfig struct {
 	// Region reads recipients written without a country code (ISO 3166, default "US").
 	Region string
+	// AllowedCountries are the countries (ISO 3166-1 alpha-2) whose numbers are texted;
+	// empty: those sharing Region's calling code (for US, the NANP countries).
+	AllowedCountries []string
 	// MaxRequestBytes bounds a request body (default DefaultMaxRequestBytes); larger is 413.
 	MaxRequestBytes int64
 	Logger          *slog.Logger
@@ -68,6 +71,10 @@ type API struct {
 	senders *Senders
 	log     *slog.Logger
 	mux     *http.ServeMux
+	// numbers reads recipients; numbersErr is why it could not be made (a configuration
+	// error, which NewSMTPServer reports at start; here every submission answers 500).
+	numbers    *phone.Policy
+	numbersErr error
 }
 
 // NewAPI returns the REST API over intake, authenticating with senders.
@@ -85,6 +92,7 @@ func NewAPI(cfg APIConfig, intake *Intake, senders *Senders) *API {
 		cfg.RetryAfter = 30 * time.Second
 	}
 	a := &API{cfg: cfg, intake: intake, senders: senders, log: cfg.Logger.With("component", "api"), mux: http.NewServeMux()}
+	a.numbers, a.numbersErr = phone.NewPolicy(cfg.Region, cfg.AllowedCountries)
 
 	a.mux.Handle("POST /v1/messages", a.authenticated(a.submit))
 	a.mux.Handle("GET /v1/messages/{id}", a.authenticated(a.status))
@@ -364,7 +372,11 @@ func (a *API) readSubmission(w http.ResponseWriter, r *http.Request, sender stri
 
 	var invalid []fieldProblem
 	reasonCode := ReasonInvalid
-	to, err := phone.NormalizeAPI(req.To, a.cfg.Region)
+	if a.numbersErr != nil {
+		a.log.Error("api cannot read phone numbers; check the configured region and allowed countries", "err", a.numbersErr)
+		return sub, internalProblem()
+	}
+	to, err := a.numbers.NormalizeAPI(req.To)
 	var bad *phone.InvalidError
 	switch {
 	case errors.As(err, &bad):
@@ -396,7 +408,7 @@ func (a *API) readSubmission(w http.ResponseWriter, r *http.Request, sender stri
 			invalid = append(invalid, fieldProblem{Field: field + ".content_base64", Reason: "the file is empty; attach a file with content"})
 		}
 		sub.Content.Attachments = append(sub.Content.Attachments, content.Attachment{
-			Name: att.Filename, ContentType: contentType, Data: data,
+			Name: content.SafeName(att.Filename, contentType), ContentType: contentType, Data: data,
 		})
 	}
 	if strings.TrimSpace(req.Body) == "" && len(req.Attachments) == 0 {
@@ -474,9 +486,11 @@ func (a *API) decodeRequest(w http.ResponseWriter, r *http.Request) (messageRequ
 	if r.ContentLength > a.cfg.MaxRequestBytes {
 		return req, tooLarge
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, a.cfg.MaxRequestBytes))
+	body := &countingReader{r: http.MaxBytesReader(w, r.Body, a.cfg.MaxRequestBytes)}
+	dec := json.NewDecoder(body)
 	var raw json.RawMessage
 	err := dec.Decode(&raw)
+	end := dec.InputOffset() // where the first value ends
 	trailing := false
 	if err == nil {
 		// Anything but white space after the object is refused, a second value included.
@@ -486,20 +500,33 @@ func (a *API) decodeRequest(w http.ResponseWriter, r *http.Request) (messageRequ
 			trailing = true
 		}
 	}
+	// notJSON is the answer to a body that does not read as one JSON value, with the byte
+	// offset (from 0) where reading stopped, in the detail and in errors[0].offset.
+	notJSON := func(offset int64, detail, reason string) *problem {
+		return newProblem(http.StatusBadRequest, reasonMalformed, fmt.Sprintf(detail, offset),
+			fieldProblem{Field: requestBodyField, Reason: fmt.Sprintf(reason, offset), Offset: &offset})
+	}
 	var maxErr *http.MaxBytesError
 	var syntaxErr *json.SyntaxError
 	switch {
 	case errors.As(err, &maxErr):
 		return req, tooLarge
 	case errors.Is(err, io.EOF):
-		return req, newProblem(http.StatusBadRequest, reasonMalformed, "the request body is empty; send the message as a JSON object")
+		return req, newProblem(http.StatusBadRequest, reasonMalformed, "the request body is empty; send the message as a JSON object",
+			fieldProblem{Field: requestBodyField, Reason: "is empty"})
 	case raw != nil && (trailing || errors.As(err, &syntaxErr)):
-		return req, newProblem(http.StatusBadRequest, reasonMalformed, "the request body has data after the JSON object: send exactly one object")
+		return req, notJSON(end, "the request body has data after the JSON object, which ends at byte %d: send exactly one object",
+			"has data after the JSON object, which ends at byte %d")
 	case errors.As(err, &syntaxErr):
-		return req, newProblem(http.StatusBadRequest, reasonMalformed,
-			fmt.Sprintf("the request body is not valid JSON (at byte %d): send one JSON object", syntaxErr.Offset))
+		// Offset counts the bytes read up to and including the one at fault.
+		return req, notJSON(max(0, syntaxErr.Offset-1), "the request body is not valid JSON at byte %d ("+jsonSyntaxReason(syntaxErr)+"): send one JSON object",
+			"is not valid JSON at byte %d")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return req, notJSON(body.n, "the request body ends at byte %d inside the JSON object: close every string, array and object",
+			"ends at byte %d inside the JSON object")
 	case err != nil:
-		return req, newProblem(http.StatusBadRequest, reasonMalformed, "the request body could not be read: send one JSON object")
+		return req, newProblem(http.StatusBadRequest, reasonMalformed, "the request body could not be read: send one JSON object",
+			fieldProblem{Field: requestBodyField, Reason: "could not be read"})
 	}
 
 	var attachments []json.RawMessage
@@ -523,16 +550,40 @@ func (a *API) decodeRequest(w http.ResponseWriter, r *http.Request) (messageRequ
 	return req, nil
 }
 
+// requestBodyField is the field of a problem with the request body as a whole. Member names
+// have no spaces, so it cannot be mistaken for one.
+const requestBodyField = "request body"
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// jsonSyntaxReason is what encoding/json found wrong, without any of the sender's text: its
+// messages quote at most one character ("invalid character 'x' looking for …").
+func jsonSyntaxReason(err *json.SyntaxError) string {
+	return strings.ToValidUTF8(err.Error(), "\uFFFD")
+}
+
 // decodeObject decodes the JSON object raw member by member into fields, by exact name; prefix
 // starts the field names in problems.
 func decodeObject(raw json.RawMessage, prefix string, fields map[string]any) *problem {
-	what := "the request body"
+	what, field := "the request body", requestBodyField
 	if prefix != "" {
 		what = strings.TrimSuffix(prefix, ".")
+		field = what
 	}
 	var members map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &members); err != nil || members == nil {
-		return newProblem(http.StatusBadRequest, reasonMalformed, what+" must be a JSON object")
+		return newProblem(http.StatusBadRequest, reasonMalformed, what+" must be a JSON object",
+			fieldProblem{Field: field, Reason: "must be a JSON object"})
 	}
 	for name, value := range members {
 		dst, ok := fields[name]

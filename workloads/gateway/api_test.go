@@ -492,6 +492,8 @@ func TestAPISubmitStoresEncrypted(t *testing.T) {
 			msg["attachments"] = []map[string]any{
 				{"filename": "PHI-file a1c.pdf", "content_type": "application/pdf", "content_base64": b64("%PDF-1.7 PHI-data")},
 				{"content_type": "Text/Plain; Charset=UTF-8", "content_base64": b64("PHI-note")},
+				// The name is cut to its last element and keeps the extension of its type.
+				{"filename": "../../etc/passwd", "content_type": "application/pdf", "content_base64": b64("%PDF-1.7 PHI-2")},
 			}
 			resp, body := e.post(t, msg)
 			if resp.StatusCode != http.StatusCreated {
@@ -523,7 +525,7 @@ func TestAPISubmitStoresEncrypted(t *testing.T) {
 				t.Errorf("recipient stored as %q (%v), want the E.164 number", rc.Phone, err)
 			}
 			got := e.openMessage(t, acc.ID)
-			if got.Subject != "PHI-subject Lab results" || got.Text != "PHI-body Your A1C is 5.4." || len(got.Attachments) != 2 {
+			if got.Subject != "PHI-subject Lab results" || got.Text != "PHI-body Your A1C is 5.4." || len(got.Attachments) != 3 {
 				t.Fatalf("decrypted %+v", got)
 			}
 			if a := got.Attachments[0]; a.Name != "PHI-file a1c.pdf" || a.ContentType != "application/pdf" || string(a.Data) != "%PDF-1.7 PHI-data" {
@@ -532,9 +534,12 @@ func TestAPISubmitStoresEncrypted(t *testing.T) {
 			if a := got.Attachments[1]; a.Name != "" || a.ContentType != "text/plain; charset=UTF-8" || string(a.Data) != "PHI-note" {
 				t.Errorf("attachment 1 %q %q %q", a.Name, a.ContentType, a.Data)
 			}
+			if a := got.Attachments[2]; a.Name != "passwd.pdf" || a.ContentType != "application/pdf" {
+				t.Errorf("attachment 2 %q %q, want passwd.pdf served as application/pdf", a.Name, a.ContentType)
+			}
 			events, err := e.Store.MessageEvents(ctx, acc.ID)
 			if err != nil || len(events) != 1 || events[0].Kind != audit.KindAccepted || events[0].Actor != "ehr" ||
-				events[0].Detail["channel"] != "api" || events[0].Detail["parts"] != "3" {
+				events[0].Detail["channel"] != "api" || events[0].Detail["parts"] != "4" {
 				t.Errorf("events %+v, %v", events, err)
 			}
 
@@ -834,6 +839,39 @@ func TestAPIIdempotencyConcurrent(t *testing.T) {
 	}
 }
 
+// TestAPIInvalidJSONPosition: a body that is not valid JSON is answered with the byte (from 0)
+// where reading stopped, in the detail and as errors[0].offset, as the OpenAPI document says.
+func TestAPIInvalidJSONPosition(t *testing.T) {
+	e := newAPIEnv(t, sqliteBackend, APIConfig{})
+	valid := `{"to": "(202) 555-0194", "body": "PHI-body hello"}`
+	cases := []struct {
+		name, body string
+		expect     expectation
+		offset     int64
+		detail     string
+	}{
+		{"bad character", `{"to": "(202) 555-0194", "body": }`, specInvalid, 33,
+			"the request body is not valid JSON at byte 33 (invalid character '}' looking for beginning of value): send one JSON object"},
+		{"control character in a string", "{\"to\": \"(202) 555-0194\x01\"}", specInvalid, 22, "not valid JSON at byte 22"},
+		{"cut short", `{"to": "(202) 555-0194", "body": `, specInvalid, 33,
+			"the request body ends at byte 33 inside the JSON object: close every string, array and object"},
+		{"data after the object", valid + ` x`, specValid, int64(len(valid)),
+			fmt.Sprintf("the request body has data after the JSON object, which ends at byte %d: send exactly one object", len(valid))},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			resp, body := e.do(t, http.MethodPost, "/v1/messages", []byte(c.body), expect(c.expect))
+			p := wantProblem(t, resp, body, http.StatusBadRequest, reasonMalformed, requestBodyField)
+			if len(p.Errors) != 1 || p.Errors[0].Offset == nil || *p.Errors[0].Offset != c.offset {
+				t.Fatalf("errors %s, want one with offset %d", body, c.offset)
+			}
+			if !strings.Contains(p.Detail, c.detail) {
+				t.Errorf("detail %q, want %q", p.Detail, c.detail)
+			}
+		})
+	}
+}
+
 func TestAPIBadRequest(t *testing.T) {
 	e := newAPIEnv(t, sqliteBackend, APIConfig{})
 	valid := `{"to": "(202) 555-0194", "body": "PHI-body hello"}`
@@ -844,12 +882,13 @@ func TestAPIBadRequest(t *testing.T) {
 		expect expectation
 		fields []string
 	}{
-		{"not JSON", `{"to": "(202) 555-0194", "body": `, nil, specInvalid, nil},
-		{"two objects", valid + ` {}`, nil, specValid, nil}, // kin-openapi reads only the first value
-		{"trailing garbage", valid + ` x`, nil, specValid, nil},
-		{"array", `[` + valid + `]`, nil, specInvalid, nil},
-		{"null", `null`, nil, specInvalid, nil},
-		{"empty", ``, nil, specInvalid, nil},
+		{"not JSON", `{"to": "(202) 555-0194", "body": `, nil, specInvalid, []string{requestBodyField}},
+		{"two objects", valid + ` {}`, nil, specValid, []string{requestBodyField}}, // kin-openapi reads only the first value
+		{"trailing garbage", valid + ` x`, nil, specValid, []string{requestBodyField}},
+		{"array", `[` + valid + `]`, nil, specInvalid, []string{requestBodyField}},
+		{"null", `null`, nil, specInvalid, []string{requestBodyField}},
+		{"empty", ``, nil, specInvalid, []string{requestBodyField}},
+		{"attachment not an object", `{"to": "(202) 555-0194", "attachments": [7]}`, nil, specInvalid, []string{"attachments[0]"}},
 		{"unknown field", `{"to": "(202) 555-0194", "body": "PHI-body hello", "recipient": "x"}`, nil, specInvalid, []string{"recipient"}},
 		{"unknown field with a name that could be PHI", `{"to": "(202) 555-0194", "body": "PHI-body hello", "mrn_8675309": "x"}`, nil, specInvalid, []string{"mrn_8675309"}},
 		{"field name case", `{"TO": "(202) 555-0194", "body": "PHI-body hello"}`, nil, specInvalid, []string{"TO"}},
@@ -1085,6 +1124,9 @@ func TestAPIUnprocessable(t *testing.T) {
 		{"nine digits", with(map[string]any{"to": "202-555-019"}), specValid, ReasonInvalidRecipient, []string{"to"}, "has 9 digits"},
 		{"service area code", with(map[string]any{"to": "(911) 555-0199"}), specValid, ReasonInvalidRecipient, []string{"to"}, "911 is a service code"},
 		{"letters", with(map[string]any{"to": "call 202-555-0199"}), specValid, ReasonInvalidRecipient, []string{"to"}, "contains letters"},
+		{"extension", with(map[string]any{"to": "(202) 555-0199 ext. 12"}), specValid, ReasonInvalidRecipient, []string{"to"}, "ends with an extension"},
+		{"country not allowed", with(map[string]any{"to": "+44 20 7946 0958"}), specValid, ReasonInvalidRecipient, []string{"to"},
+			"is a number in GB, and this service texts only numbers in the countries of the North American Numbering Plan (+1)"},
 		{"no recipient", with(map[string]any{"to": nil}), specInvalid, ReasonInvalidRecipient, []string{"to"}, "is empty"},
 		{"opted out", with(map[string]any{"to": "202.555.0198"}), specValid, ReasonOptedOut, []string{"to"}, "START"},
 		{"empty body", with(map[string]any{"body": ""}), specValid, ReasonInvalid, []string{"body"}, "attach a file"},

@@ -31,7 +31,7 @@ const (
 	// cannot cost more than its size suggests.
 	mimeMaxParts = 500
 	// maxAttachmentName bounds a stored file name, in bytes.
-	maxAttachmentName = 255
+	maxAttachmentName = content.MaxNameBytes
 )
 
 // ParseMail reads an email message and returns its content and its Message-ID (without angle
@@ -180,7 +180,7 @@ func (p *mimeParser) entity(e *gomessage.Entity, readErr error, depth int) ([]mi
 			ct = mediaType
 		}
 	}
-	p.attachments = append(p.attachments, content.Attachment{Name: mimeAttachmentName(name), ContentType: ct, Data: data})
+	p.attachments = append(p.attachments, content.Attachment{Name: content.SafeName(name, ct), ContentType: ct, Data: data})
 	return nil, nil
 }
 
@@ -284,35 +284,6 @@ func mimeUndeclaredHTML(b []byte) []byte {
 		return b
 	}
 	return out
-}
-
-// mimeAttachmentName keeps a file name a label: the last path element, without control
-// characters, at most maxAttachmentName bytes.
-func mimeAttachmentName(s string) string {
-	s = strings.ToValidUTF8(s, "")
-	if i := strings.LastIndexAny(s, `/\`); i >= 0 {
-		s = s[i+1:]
-	}
-	s = strings.TrimSpace(strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return -1
-		}
-		return r
-	}, s))
-	if s == "." || s == ".." {
-		return ""
-	}
-	return mimeTruncate(s, maxAttachmentName)
-}
-
-func mimeTruncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }
 
 // mimeLine makes a header value one line: whitespace runs (folding included) become one

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -353,18 +354,26 @@ func TestHTMLToTextKeepsNoMarkup(t *testing.T) {
 	}
 }
 
-func TestAttachmentName(t *testing.T) {
-	for in, want := range map[string]string{
-		"a1c.pdf":                 "a1c.pdf",
-		"../../etc/passwd":        "passwd",
-		`C:\Users\dr\scan 1.pdf`:  "scan 1.pdf",
-		"bad\x00\x1bname\r\n.txt": "badname.txt",
-		"..":                      "",
-		strings.Repeat("é", 200):  strings.Repeat("é", 127),
-	} {
-		if got := mimeAttachmentName(in); got != want {
-			t.Errorf("mimeAttachmentName(%q) = %q, want %q", in, got, want)
-		}
+// TestAttachmentNameKeepsExtension: a file name is cut to its last path element, and keeps an
+// extension that fits the media type it is served as (content.SafeName): "../../etc/passwd"
+// sent as a PDF is stored as "passwd.pdf", not as "passwd".
+func TestAttachmentNameKeepsExtension(t *testing.T) {
+	raw := "Subject: Files\r\nContent-Type: multipart/mixed; boundary=m\r\n\r\n" +
+		"--m\r\nContent-Type: text/plain\r\n\r\nSee the files.\r\n" +
+		"--m\r\nContent-Type: application/pdf; name=\"../../etc/passwd\"\r\n\r\n%PDF\r\n" +
+		"--m\r\nContent-Type: image/png\r\nContent-Disposition: attachment; filename=\"C:\\\\Users\\\\dr\\\\scan 1.PNG\"\r\n\r\npng\r\n" +
+		"--m\r\nContent-Type: image/jpeg\r\nContent-Disposition: attachment; filename=\"bad\x1bname.exe\"\r\n\r\njpg\r\n" +
+		"--m--\r\n"
+	msg, _, err := ParseMail(strings.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, a := range msg.Attachments {
+		names = append(names, a.Name)
+	}
+	if want := []string{"passwd.pdf", "scan 1.PNG", "badname.exe.jpg"}; !slices.Equal(names, want) {
+		t.Errorf("attachment names %q, want %q", names, want)
 	}
 }
 

@@ -49,10 +49,13 @@ type problem struct {
 }
 
 // fieldProblem names one request field at fault: a JSON member ("to",
-// "attachments[0].content_type") or a header ("Idempotency-Key").
+// "attachments[0].content_type"), a header ("Idempotency-Key"), or the request body as a whole
+// ("request body"). Offset is, for a body that is not valid JSON, the byte (from 0) where
+// reading stopped.
 type fieldProblem struct {
 	Field  string `json:"field"`
 	Reason string `json:"reason"`
+	Offset *int64 `json:"offset,omitempty"`
 }
 
 func newProblem(status int, reason, detail string, fields ...fieldProblem) *problem {

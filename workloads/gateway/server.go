@@ -23,7 +23,7 @@ import (
 type Keys interface {
 	KeyWrapper
 	KeyUnwrapper
-	audit.Signer
+	audit.CheckpointSigner
 	Health(ctx context.Context) error
 }
 
@@ -33,6 +33,9 @@ type Config struct {
 	TenantName string // in every SMS
 	TextDomain string // recipients are <number>@TextDomain
 	Region     string // default phone region, "US"
+	// AllowedCountries are the countries (ISO 3166-1 alpha-2) whose numbers are texted;
+	// empty: those sharing Region's calling code (for US, the NANP countries).
+	AllowedCountries []string
 
 	Store   *store.Store
 	Keys    Keys
@@ -108,7 +111,8 @@ func Run(ctx context.Context, cfg Config) error {
 	intake := &Intake{Tenant: cfg.Tenant, Store: cfg.Store, Keys: cfg.Keys, Accepted: notifier.Handoff}
 
 	smtpServer, err := NewSMTPServer(SMTPConfig{
-		Domain: cfg.TextDomain, Hostname: cfg.TextDomain, TLSConfig: cfg.TLS, Region: cfg.Region,
+		Domain: cfg.TextDomain, Hostname: cfg.TextDomain, TLSConfig: cfg.TLS,
+		Region: cfg.Region, AllowedCountries: cfg.AllowedCountries,
 		MaxMessageBytes: cfg.MaxMessageBytes, TrustedNetworks: cfg.TrustedNetworks,
 		MaxConnections: cfg.SMTPMaxConnections, MaxConnectionsPerIP: cfg.SMTPMaxConnectionsPerIP,
 		Logger: log, Metrics: metrics,
@@ -141,7 +145,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle("/", NewAPI(APIConfig{Region: cfg.Region, Logger: log, Metrics: metrics, Keys: cfg.Keys}, intake, cfg.Senders))
+	mux.Handle("/", NewAPI(APIConfig{Region: cfg.Region, AllowedCountries: cfg.AllowedCountries, Logger: log, Metrics: metrics, Keys: cfg.Keys}, intake, cfg.Senders))
 	mux.Handle("/sms/"+cfg.ProviderName+"/", cfg.SMS.Handler(notifier))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {

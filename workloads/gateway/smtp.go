@@ -8,12 +8,15 @@ package gateway
 //	530 5.7.0  MAIL before AUTH from outside the trusted networks
 //	523 5.7.10 AUTH before STARTTLS (go-smtp's reply; AUTH is not even advertised before TLS)
 //	535 5.7.8  bad credentials; the connection is closed after the third on one connection
+//	454 4.7.0  AUTH from an address, or for a user name, that has used its budget of failures
+//	           (smtpauth.go), or that could not be checked now: try again later
 //	550 5.1.1  a recipient outside the text domain (no such mailbox here)
 //	553 5.1.3  a local part that is not a usable phone number: the address is well formed
 //	           but the mailbox name is not allowed, and 5.1.3 ("bad destination mailbox
 //	           address syntax") tells the sender to fix what they typed, where 5.1.1 would
 //	           say the mailbox does not exist
-//	550 5.7.1  the recipient replied STOP (policy, permanent until they reply START)
+//	550 5.7.1  the recipient replied STOP (policy, permanent until they reply START), or the
+//	           number is in a country the tenant does not text (AllowedCountries)
 //	452 4.5.3  more than MaxRecipients recipients (RFC 5321 §4.5.3.1.10: send the rest later)
 //	552 5.3.4  message larger than MaxMessageBytes
 //	554 5.6.0  a message that cannot be read as MIME
@@ -58,6 +61,10 @@ type SMTPConfig struct {
 	TLSConfig *tls.Config
 	// Region reads numbers without a country code (default "US"; ISO 3166).
 	Region string
+	// AllowedCountries are the countries (ISO 3166-1 alpha-2) whose numbers are texted;
+	// empty: those sharing Region's calling code (for US, the NANP countries). See
+	// phone.NewPolicy.
+	AllowedCountries []string
 	// MaxMessageBytes is the largest message accepted, advertised as SIZE (default 10 MiB).
 	// A whole message is held in memory while it is stored.
 	MaxMessageBytes int64
@@ -69,6 +76,15 @@ type SMTPConfig struct {
 	// MaxConnections bounds open connections (default 200), MaxConnectionsPerIP those from one
 	// address (default 20). Over either, a client gets 421 4.7.0 and is disconnected.
 	MaxConnections, MaxConnectionsPerIP int
+	// AuthFailuresPerAddress failed AUTHs from one client address (an IPv4 address or an
+	// IPv6 /64), across its connections, and AuthFailuresPerUser for one user name from
+	// anywhere, use up a budget that drains in AuthFailureWindow; past it AUTH gets 454 4.7.0
+	// until the count drains (defaults 10, 20, 15 min). An address that logged in as a user
+	// name is exempt from that user name's budget. See smtpauth.go.
+	AuthFailuresPerAddress, AuthFailuresPerUser int
+	AuthFailureWindow                           time.Duration
+	// Now reads the clock of the AUTH budgets (default time.Now).
+	Now func() time.Time
 	// TrustedNetworks may submit without TLS or AUTH, as the named sender, like Postfix's
 	// mynetworks: for an in-cluster relay or an EHR that submits by IP.
 	//
@@ -134,6 +150,9 @@ type SMTPServer struct {
 	conns     map[*smtpConn]struct{}
 	perIP     map[netip.Addr]int
 	refusing  chan struct{}
+
+	numbers *phone.Policy
+	auth    *smtpAuthLimiter
 }
 
 // NewSMTPServer checks cfg and returns a server that stores mail through intake and
@@ -152,14 +171,17 @@ func NewSMTPServer(cfg SMTPConfig, intake *Intake, senders *Senders) (*SMTPServe
 	if cfg.Region == "" {
 		cfg.Region = phone.DefaultRegion
 	}
-	// An empty number is refused for what it is only once the region is known.
-	var invalid *phone.InvalidError
-	if _, err := phone.Normalize("", cfg.Region); !errors.As(err, &invalid) {
+	if _, err := phone.NewPolicy(cfg.Region, nil); err != nil {
 		return nil, fmt.Errorf("smtp server: Region: %w", err)
+	}
+	numbers, err := phone.NewPolicy(cfg.Region, cfg.AllowedCountries)
+	if err != nil {
+		return nil, fmt.Errorf("smtp server: AllowedCountries: %w", err)
 	}
 	switch {
 	case cfg.MaxMessageBytes < 0, cfg.MaxRecipients < 0, cfg.ReadTimeout < 0, cfg.WriteTimeout < 0,
-		cfg.MaxConnections < 0, cfg.MaxConnectionsPerIP < 0:
+		cfg.MaxConnections < 0, cfg.MaxConnectionsPerIP < 0,
+		cfg.AuthFailuresPerAddress < 0, cfg.AuthFailuresPerUser < 0, cfg.AuthFailureWindow < 0:
 		return nil, errors.New("smtp server: limits and timeouts must not be negative")
 	}
 	cfg.MaxMessageBytes = smtpDefault(cfg.MaxMessageBytes, DefaultSMTPMaxMessageBytes)
@@ -168,6 +190,12 @@ func NewSMTPServer(cfg SMTPConfig, intake *Intake, senders *Senders) (*SMTPServe
 	cfg.WriteTimeout = smtpDefault(cfg.WriteTimeout, DefaultSMTPTimeout)
 	cfg.MaxConnections = smtpDefault(cfg.MaxConnections, DefaultSMTPMaxConnections)
 	cfg.MaxConnectionsPerIP = smtpDefault(cfg.MaxConnectionsPerIP, DefaultSMTPMaxConnectionsPerIP)
+	cfg.AuthFailuresPerAddress = smtpDefault(cfg.AuthFailuresPerAddress, DefaultSMTPAuthFailuresPerAddress)
+	cfg.AuthFailuresPerUser = smtpDefault(cfg.AuthFailuresPerUser, DefaultSMTPAuthFailuresPerUser)
+	cfg.AuthFailureWindow = smtpDefault(cfg.AuthFailureWindow, DefaultSMTPAuthFailureWindow)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -200,6 +228,8 @@ func NewSMTPServer(cfg SMTPConfig, intake *Intake, senders *Senders) (*SMTPServe
 		cfg: cfg, intake: intake, senders: senders, log: cfg.Logger,
 		conns: map[*smtpConn]struct{}{}, perIP: map[netip.Addr]int{},
 		refusing: make(chan struct{}, smtpMaxRefusing),
+		numbers:  numbers,
+		auth:     newSMTPAuthLimiter(cfg.AuthFailuresPerAddress, cfg.AuthFailuresPerUser, cfg.AuthFailureWindow, cfg.Now),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
@@ -569,7 +599,7 @@ func (ss *smtpSession) Auth(mech string) (sasl.Server, error) {
 		return sasl.NewPlainServer(func(identity, username, password string) error {
 			if identity != "" && identity != username {
 				// Acting for another identity (RFC 4616 authzid) is not supported.
-				return ss.loginFailed("authzid")
+				return ss.loginFailed("authzid", ss.reply535())
 			}
 			return ss.login(username, password)
 		}), nil
@@ -579,29 +609,66 @@ func (ss *smtpSession) Auth(mech string) (sasl.Server, error) {
 	return nil, gosmtp.ErrAuthUnknownMechanism
 }
 
+// login checks the address's and the user name's budgets, waits for the address's
+// verification slot, checks them again (other connections of the address may have failed
+// meanwhile) and verifies the password.
 func (ss *smtpSession) login(username, password string) error {
 	ctx, cancel := context.WithTimeout(ss.s.ctx, smtpLoginTimeout)
 	defer cancel()
+	limits, client := ss.s.auth, smtpClientNetwork(ss.tc.ip)
+	if r := limits.check(client, username); r != nil {
+		return ss.loginLimited(r)
+	}
+	release, err := limits.slot(ctx, client)
+	if err != nil {
+		ss.log.Warn("smtp login deferred", "remote", ss.tc.ip.String(), "reply", "454 4.7.0", "err", err)
+		return smtpReply(454, gosmtp.EnhancedCode{4, 7, 0}, "Temporary authentication failure; try again later")
+	}
+	defer release()
+	if r := limits.check(client, username); r != nil {
+		return ss.loginLimited(r)
+	}
 	id, err := ss.s.senders.SMTPLogin(ctx, username, password)
 	switch {
 	case err == nil:
+		limits.succeeded(client, username)
 		ss.sender, ss.authed = id, true
 		ss.log.Info("smtp login", "sender", id)
 		return nil
 	case errors.Is(err, ErrBadCredentials):
-		return ss.loginFailed("bad-credentials")
+		limits.failed(client, username)
+		return ss.loginFailed("bad-credentials", ss.reply535())
 	default:
 		ss.log.Error("smtp login failed", "err", err)
 		return smtpReply(454, gosmtp.EnhancedCode{4, 7, 0}, "Temporary authentication failure; try again later")
 	}
 }
 
-// loginFailed counts a failed AUTH; the last allowed one closes the connection after its
-// reply. The username is not logged: people type passwords into it.
-func (ss *smtpSession) loginFailed(why string) error {
+func (ss *smtpSession) reply535() *gosmtp.SMTPError {
+	return smtpReply(535, gosmtp.EnhancedCode{5, 7, 8}, "Authentication credentials invalid")
+}
+
+// loginLimited refuses an AUTH over its address's or user name's budget with 454 4.7.0: a
+// temporary failure (RFC 4954 §6), so that a sender's MTA retries once the count has drained.
+// It counts against the connection like a failure.
+func (ss *smtpSession) loginLimited(r *smtpAuthRefusal) error {
+	ss.s.cfg.Metrics.Refuse(store.ChannelSMTP, ReasonRateLimited)
+	who, why := "from your address", "address-over-budget"
+	if r.user {
+		who, why = "for this user name", "user-over-budget"
+	}
+	return ss.loginFailed(why, smtpReply(454, gosmtp.EnhancedCode{4, 7, 0},
+		"Too many failed logins %s; try again %s", who, smtpRetryText(r.retryAfter)))
+}
+
+// loginFailed counts a failed AUTH against the connection and answers reply; the last allowed
+// one closes the connection after its reply. The username is not logged: people type
+// passwords into it.
+func (ss *smtpSession) loginFailed(why string, reply *gosmtp.SMTPError) error {
 	ss.tc.authFailures++
-	ss.s.cfg.Metrics.Refuse(store.ChannelSMTP, ReasonUnauthenticated)
-	reply := smtpReply(535, gosmtp.EnhancedCode{5, 7, 8}, "Authentication credentials invalid")
+	if reply.Code == 535 {
+		ss.s.cfg.Metrics.Refuse(store.ChannelSMTP, ReasonUnauthenticated)
+	}
 	if ss.tc.authFailures >= smtpMaxAuthFailures {
 		reply.Message += "; too many failures, closing the connection"
 		ss.tc.closeAfterWrite.Store(true)
@@ -637,9 +704,12 @@ func (ss *smtpSession) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 		return ss.refuseRcpt(ReasonWrongDomain, "",
 			smtpReply(550, gosmtp.EnhancedCode{5, 1, 1}, "This server accepts only <phone number>@%s, e.g. 2025550143@%s", ss.s.cfg.Domain, ss.s.cfg.Domain))
 	}
-	e164, err := phone.Normalize(local, ss.s.cfg.Region)
+	e164, err := ss.s.numbers.Normalize(local)
 	var invalid *phone.InvalidError
 	switch {
+	case errors.As(err, &invalid) && invalid.Code == phone.CodeCountry:
+		// A well-formed number the tenant does not text: a policy refusal, not a typing error.
+		return ss.refuseRcpt(ReasonInvalidRecipient, invalid.Code, smtpReply(550, gosmtp.EnhancedCode{5, 7, 1}, "%s", invalid.Message()))
 	case errors.As(err, &invalid):
 		// The reply quotes the sender's own input back to them; the log gets only the code.
 		return ss.refuseRcpt(ReasonInvalidRecipient, invalid.Code, smtpReply(553, gosmtp.EnhancedCode{5, 1, 3}, "%s", invalid.Message()))

@@ -497,7 +497,9 @@ func TestSMTPRecipients(t *testing.T) {
 	}{
 		{"wrong domain", "2025550143@clinic.example", 550, "5.1.1", []string{"accepts only", "@" + smtpTestDomain}},
 		{"no domain (go-smtp's syntax check)", "2025550143", 501, "5.5.2", nil},
-		{"service code", rcpt("2114367789"), 553, "5.1.3", []string{"2114367789 is not a valid US number: 211 is a service code, not an area code"}},
+		{"service code", rcpt("2114367789"), 553, "5.1.3", []string{"2114367789 is not a valid NANP (+1) number: 211 is a service code, not an area code"}},
+		{"extension", rcpt("2025550143x12"), 553, "5.1.3", []string{"2025550143x12 ends with an extension, and an extension cannot receive texts"}},
+		{"country not allowed", rcpt("011442079460958"), 550, "5.7.1", []string{"011442079460958 is a number in GB, and this service texts only numbers in the countries of the North American Numbering Plan (+1)"}},
 		{"plus", rcpt("+12025550143"), 553, "5.1.3", []string{`contains "+"`, "sub-address"}},
 		{"digit count", rcpt("20255501"), 553, "5.1.3", []string{"has 8 digits"}},
 		{"letters", rcpt("dr.smith"), 553, "5.1.3", []string{"contains letters"}},
@@ -519,7 +521,7 @@ func TestSMTPRecipients(t *testing.T) {
 	if err := c.Reset(); err != nil {
 		t.Fatal(err)
 	}
-	for reason, want := range map[string]float64{ReasonWrongDomain: 1, ReasonInvalidRecipient: 4, ReasonOptedOut: 1} {
+	for reason, want := range map[string]float64{ReasonWrongDomain: 1, ReasonInvalidRecipient: 6, ReasonOptedOut: 1} {
 		if got := smtpRefusals(t, h.metrics, reason); got != want {
 			t.Errorf("%s refusals: %v, want %v", reason, got, want)
 		}
@@ -527,6 +529,31 @@ func TestSMTPRecipients(t *testing.T) {
 	h.wantStored(t, 0)
 	h.wantLog(t, `"reply":"553 5.1.3"`, `"reason":"invalid-recipient"`, `"phone_code":"area_code_service"`)
 	h.wantLog(t, `"reply":"550 5.7.1"`, `"reason":"opted-out"`)
+	h.wantLog(t, `"reply":"553 5.1.3"`, `"phone_code":"extension"`)
+	h.wantLog(t, `"reply":"550 5.7.1"`, `"reason":"invalid-recipient"`, `"phone_code":"country"`)
+}
+
+// TestSMTPAllowedCountries: a tenant that texts only US numbers refuses a Canadian one, naming
+// the countries it texts; Canada added, the same number is accepted.
+func TestSMTPAllowedCountries(t *testing.T) {
+	for _, tt := range []struct {
+		allowed []string
+		wantErr bool
+	}{{[]string{"US"}, true}, {[]string{"US", "CA"}, false}} {
+		h := newSMTPHarness(t, sqliteBackend, func(c *SMTPConfig) { c.AllowedCountries = tt.allowed })
+		c := h.login(t, nil)
+		if err := c.Mail("desk@clinic.example"); err != nil {
+			t.Fatal(err)
+		}
+		err := c.Rcpt(rcpt("514-555-0143"))
+		if !tt.wantErr {
+			if err != nil {
+				t.Errorf("allowed %q: %v", tt.allowed, err)
+			}
+			continue
+		}
+		wantReply(t, err, 550, "5.7.1", "514-555-0143 is a number in CA, and this service texts only numbers in US: write a number there, or ask your administrator to allow that country")
+	}
 }
 
 func TestSMTPMultipleRecipients(t *testing.T) {
@@ -1005,6 +1032,8 @@ func TestNewSMTPServerRefusesBadConfig(t *testing.T) {
 		{"no domain", func(c *SMTPConfig) { c.Domain = "" }, "Domain"},
 		{"address as domain", func(c *SMTPConfig) { c.Domain = "x@" + smtpTestDomain }, "Domain"},
 		{"unknown region", func(c *SMTPConfig) { c.Region = "XX" }, "Region"},
+		{"unknown allowed country", func(c *SMTPConfig) { c.AllowedCountries = []string{"US", "USA"} }, `AllowedCountries: allowed country "USA"`},
+		{"negative AUTH budget", func(c *SMTPConfig) { c.AuthFailuresPerAddress = -1 }, "negative"},
 		{"no TLS", func(c *SMTPConfig) { c.TLSConfig = nil }, "TLSConfig"},
 		{"negative limit", func(c *SMTPConfig) { c.MaxRecipients = -1 }, "negative"},
 		{"trust everyone", func(c *SMTPConfig) {

@@ -270,28 +270,6 @@ func (c *Client) unwrapBatch(ctx context.Context, in []string) ([][]byte, []erro
 	return keys, errs, nil
 }
 
-// Sign implements Service and audit.Signer.
-func (c *Client) Sign(ctx context.Context, msg []byte) ([]byte, string, error) {
-	req, err := json.Marshal(struct {
-		Message []byte `json:"message"`
-	}{msg})
-	if err != nil {
-		return nil, "", fmt.Errorf("keystore: sign: encode request: %w", err)
-	}
-	var resp struct {
-		Signature []byte `json:"signature"`
-		KeyID     string `json:"key_id"`
-	}
-	if err := c.call(ctx, "sign", http.MethodPost, "/v1/sign", req, &resp); err != nil {
-		return nil, "", err
-	}
-	if len(resp.Signature) != ed25519.SignatureSize || resp.KeyID == "" {
-		return nil, "", fmt.Errorf("keystore: sign: keystore answered a %d-byte signature (want %d) and key id %q",
-			len(resp.Signature), ed25519.SignatureSize, resp.KeyID)
-	}
-	return resp.Signature, resp.KeyID, nil
-}
-
 // PublicKey implements Service.
 func (c *Client) PublicKey(ctx context.Context) (ed25519.PublicKey, error) {
 	var resp struct {
@@ -419,6 +397,8 @@ func statusError(op string, resp *http.Response, raw []byte) error {
 		return fmt.Errorf("keystore: %s: %q: %w", op, detail, ErrForbidden)
 	case http.StatusUnprocessableEntity:
 		return fmt.Errorf("keystore: %s: %q: %w", op, detail, ErrInvalidWrappedKey)
+	case http.StatusConflict:
+		return fmt.Errorf("keystore: %s: %q: %w", op, detail, audit.ErrNotExtension)
 	}
 	return fmt.Errorf("keystore: %s: keystore answered %q", op, detail)
 }

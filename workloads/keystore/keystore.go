@@ -11,6 +11,9 @@
 //     (A Client's WrapNewKey first gives the keys its reserve holds: ReserveConfig.)
 //   - A wrapped key that was altered, or wrapped by another tenant's key, does not unwrap: the
 //     error wraps ErrInvalidWrappedKey and is permanent.
+//   - A checkpoint is signed only for a chain that extends the last checkpoint signed for the
+//     tenant (audit.Notary): the keystore re-hashes the events in between and records the new
+//     checkpoint where the database's credentials cannot write (Vault KV, CheckpointState).
 //   - Errors never contain key material, plaintext or message content.
 package keystore
 
@@ -18,6 +21,9 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"log/slog"
+
+	"github.com/securetext/securetext/workloads/audit"
 )
 
 // DataKeySize is the length of a data key: AES-256 (envelope.KeySize).
@@ -36,16 +42,14 @@ type DataKey struct {
 
 // Service is what gateway and viewer ask of the keystore. Transit (Vault) and Local (a key
 // file, development only) implement it in-process, Client implements it over the network, and
-// Server serves any Service.
-// Every Service also satisfies audit.Signer.
+// Server serves any Service. Checkpoints are signed through audit.CheckpointSigner, which
+// Client and Server carry too: the raw Sign of Transit and Local is for an audit.Notary only,
+// never served, so no caller can get an arbitrary checkpoint body signed.
 type Service interface {
 	// WrapNewKey returns a fresh random data key and its wrapped form.
 	WrapNewKey(ctx context.Context) (DataKey, error)
 	// Unwrap returns the data key inside wrapped.
 	Unwrap(ctx context.Context, wrapped string) ([]byte, error)
-	// Sign signs msg (an audit checkpoint body) with the tenant's ed25519 signing key and
-	// returns the signature and the key's id (audit.KeyID of the public key).
-	Sign(ctx context.Context, msg []byte) (sig []byte, keyID string, err error)
 	// PublicKey returns the public half of the signing key, for audit exports.
 	PublicKey(ctx context.Context) (ed25519.PublicKey, error)
 	// Health returns nil when the key holder answers and can serve requests.
@@ -69,3 +73,25 @@ var (
 // IsTemporary reports whether err means "try again later": the caller should answer with a
 // temporary failure (SMTP 451 4.3.0, HTTP 503 with Retry-After), never drop the message.
 func IsTemporary(err error) bool { return errors.Is(err, ErrUnavailable) }
+
+// InProcess is a backend used in the caller's own process, with the notary that signs its
+// checkpoints: what `securetext dev` and `securetext audit export -local-key-file` use in place
+// of a Client.
+type InProcess struct {
+	Service
+	*audit.Notary
+}
+
+// NewLocalInProcess opens the local key file for tenant, with the checkpoint state kept beside
+// it (LocalCheckpointStatePath), so that every process using the key file keeps one record.
+func NewLocalInProcess(keyFile, tenant string, log *slog.Logger) (InProcess, error) {
+	l, err := NewLocal(keyFile, log)
+	if err != nil {
+		return InProcess{}, err
+	}
+	n, err := audit.NewNotary(tenant, l, NewFileCheckpointState(LocalCheckpointStatePath(keyFile)), nil)
+	if err != nil {
+		return InProcess{}, err
+	}
+	return InProcess{Service: l, Notary: n}, nil
+}

@@ -41,7 +41,7 @@ func TestTransitKubernetesAuth(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := root.Sys().PutPolicyWithContext(ctx, "clinic-a-keystore", vaultpolicy.Keystore("transit", "messages", "audit")); err != nil {
+	if err := root.Sys().PutPolicyWithContext(ctx, "clinic-a-keystore", vaultpolicy.Keystore("transit", "state", "messages", "audit")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := root.Logical().WriteWithContext(ctx, "auth/kubernetes/role/clinic-a-keystore", map[string]any{

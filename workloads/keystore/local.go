@@ -250,7 +250,7 @@ func (l *Local) Unwrap(_ context.Context, wrapped string) ([]byte, error) {
 	return key, nil
 }
 
-// Sign implements Service and audit.Signer.
+// Sign implements audit.Signer for an audit.Notary, never for callers.
 func (l *Local) Sign(_ context.Context, msg []byte) ([]byte, string, error) {
 	return ed25519.Sign(l.signing, msg), l.keyID, nil
 }

@@ -1,7 +1,6 @@
 package keystore
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -41,9 +40,10 @@ var refusalReasons = [...]string{
 }
 
 const (
-	// maxRequestBody caps request bodies: the largest legitimate one, a wrapped key or a
-	// checkpoint body, is a few hundred bytes.
+	// maxRequestBody caps request bodies: a batch of wrapped keys is a few KiB.
 	maxRequestBody = 64 << 10
+	// maxCheckpointBody caps an extension: audit.MaxExtension events of well under 1 KiB each.
+	maxCheckpointBody = 2 << 20
 	// readyTimeout bounds /readyz: a kubelet probe gives up after a second by default.
 	readyTimeout = 2 * time.Second
 	// problemTypeBase prefixes the RFC 9457 "type" of every problem the keystore answers.
@@ -70,6 +70,9 @@ type ServerConfig struct {
 	Audit func(ctx context.Context, ev audit.Event)
 	// Logger gets operational messages, never key material. Default slog.Default().
 	Logger *slog.Logger
+	// Checkpoints signs audit checkpoints, each only for a chain that extends the last one: an
+	// audit.Notary over the backend's signing key and CheckpointState (required).
+	Checkpoints audit.CheckpointSigner
 }
 
 // Server serves a Service over HTTPS to the tenant's gateway and viewer.
@@ -98,6 +101,9 @@ type Server struct {
 	mux      *http.ServeMux
 	refusals [len(refusalReasons)]atomic.Uint64
 
+	checkpoints        audit.CheckpointSigner
+	checkpointRefusals atomic.Uint64
+
 	verifiedMu sync.Mutex
 	verified   map[[sha256.Size]byte]time.Time // chain digest → first expiry
 }
@@ -111,6 +117,8 @@ func NewServer(svc Service, cfg ServerConfig) (*Server, error) {
 		return nil, errors.New("keystore: new server: ServerConfig.Certificate needs a certificate and its private key")
 	case cfg.ClientCAs == nil:
 		return nil, errors.New("keystore: new server: ServerConfig.ClientCAs (the tenant CA) is required")
+	case cfg.Checkpoints == nil:
+		return nil, errors.New("keystore: new server: ServerConfig.Checkpoints (an audit.Notary) is required")
 	}
 	if err := tenantpki.CheckLabel("tenant", cfg.Tenant); err != nil {
 		return nil, fmt.Errorf("keystore: new server: ServerConfig.Tenant: %w", err)
@@ -134,6 +142,8 @@ func NewServer(svc Service, cfg ServerConfig) (*Server, error) {
 		log:     cfg.Logger,
 		mux:     http.NewServeMux(),
 
+		checkpoints: cfg.Checkpoints,
+
 		verified: make(map[[sha256.Size]byte]time.Time),
 	}
 	if s.log == nil {
@@ -146,7 +156,8 @@ func NewServer(svc Service, cfg ServerConfig) (*Server, error) {
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.Handle("POST /v1/keys/wrap-new", s.authorized("wrap-new", s.wrapNew))
 	s.mux.Handle("POST /v1/keys/unwrap", s.authorized("unwrap", s.unwrap))
-	s.mux.Handle("POST /v1/sign", s.authorized("sign", s.sign))
+	s.mux.Handle("GET /v1/checkpoint", s.authorized("last-checkpoint", s.lastCheckpoint))
+	s.mux.Handle("POST /v1/checkpoint", s.authorized("extend-checkpoint", s.extendCheckpoint))
 	s.mux.Handle("GET /v1/public-key", s.authorized("public-key", s.publicKey))
 	s.mux.Handle("GET /v1/health", s.authorized("health", s.health))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -492,41 +503,6 @@ func (s *Server) unwrapMany(w http.ResponseWriter, r *http.Request, wrapped []st
 	envelope.Zero(body)
 }
 
-func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Message *string `json:"message"`
-	}
-	const example = `{"message": "<standard base64 of the checkpoint body>"}`
-	if !decodeRequest(w, r, &req, false, example) {
-		return
-	}
-	if req.Message == nil || *req.Message == "" {
-		badRequest(w, "field message is required and must not be empty: send "+example)
-		return
-	}
-	msg, err := base64.StdEncoding.DecodeString(*req.Message)
-	if err != nil {
-		badRequest(w, "field message is not standard base64 (RFC 4648 §4, with padding)")
-		return
-	}
-	// The signing key vouches for the tenant's audit trail and nothing else: a caller that is
-	// taken over must not get arbitrary statements signed with it.
-	if !bytes.HasPrefix(msg, []byte(audit.CheckpointOrigin(s.tenant))) {
-		badRequest(w, "only audit checkpoint bodies of tenant "+s.tenant+" are signed: the message must start with "+
-			strconv.Quote(audit.CheckpointOrigin(s.tenant)))
-		return
-	}
-	sig, keyID, err := s.svc.Sign(r.Context(), msg)
-	if err != nil {
-		s.fail(w, r, "sign", err)
-		return
-	}
-	writeJSONValue(w, struct {
-		Signature []byte `json:"signature"`
-		KeyID     string `json:"key_id"`
-	}{sig, keyID})
-}
-
 func (s *Server) publicKey(w http.ResponseWriter, r *http.Request) {
 	pub, err := s.svc.PublicKey(r.Context())
 	if err != nil {
@@ -594,7 +570,12 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, op string, err err
 // no unknown fields into dst. An empty body is accepted when allowEmpty. On failure it has
 // answered 400 with a detail that says what to send (example) and returns false.
 func decodeRequest(w http.ResponseWriter, r *http.Request, dst any, allowEmpty bool, example string) bool {
-	r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
+	return decodeRequestMax(w, r, dst, allowEmpty, example, maxRequestBody)
+}
+
+// decodeRequestMax is decodeRequest with a body of at most limit bytes.
+func decodeRequestMax(w http.ResponseWriter, r *http.Request, dst any, allowEmpty bool, example string, limit int64) bool {
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	err := dec.Decode(dst)
@@ -620,7 +601,7 @@ func decodeRequest(w http.ResponseWriter, r *http.Request, dst any, allowEmpty b
 	)
 	switch {
 	case errors.As(err, &tooLarge):
-		detail = "request body is larger than " + strconv.Itoa(maxRequestBody) + " bytes"
+		detail = "request body is larger than " + strconv.FormatInt(limit, 10) + " bytes"
 	case errors.Is(err, io.EOF):
 		detail = "request body is empty"
 	case errors.Is(err, io.ErrUnexpectedEOF):

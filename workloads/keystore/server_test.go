@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -75,6 +76,11 @@ func startKeystore(t testing.TB, svc Service, configure func(*ServerConfig)) *ke
 		Audit:       f.audits.record,
 		Logger:      discardLogger,
 	}
+	signer, ok := svc.(audit.Signer)
+	if !ok {
+		signer = audit.NewEd25519Signer(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{3}, ed25519.SeedSize)))
+	}
+	cfg.Checkpoints = testNotary(t, signer)
 	if configure != nil {
 		configure(&cfg)
 	}
@@ -97,6 +103,16 @@ func startKeystore(t testing.TB, svc Service, configure func(*ServerConfig)) *ke
 	})
 	f.url = "https://" + ln.Addr().String()
 	return f
+}
+
+// testNotary signs the test tenant's checkpoints with signer, its state in memory.
+func testNotary(t testing.TB, signer audit.Signer) *audit.Notary {
+	t.Helper()
+	n, err := audit.NewNotary(testTenant, signer, &audit.MemoryNotaryState{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // clientCert issues a client certificate from the fixture's CA.
@@ -269,48 +285,80 @@ func TestClientWrapUnwrapRoundTrip(t *testing.T) {
 	}
 }
 
-func TestClientSignVerifies(t *testing.T) {
+// Checkpoints through the Client: signed only for a chain that extends the last one; a
+// rewritten chain gets 409, ErrNotExtension, a log record and a count; no route signs anything
+// else.
+func TestClientCheckpoints(t *testing.T) {
 	ctx := context.Background()
 	local := newTestLocal(t)
-	f := startKeystore(t, local, nil)
+	var logged bytes.Buffer
+	f := startKeystore(t, local, func(c *ServerConfig) { c.Logger = slog.New(slog.NewJSONHandler(&logged, nil)) })
 	gw := f.gateway(t)
 
 	pub, err := gw.PublicKey(ctx)
 	if err != nil {
 		t.Fatalf("PublicKey: %v", err)
 	}
-	localPub, _ := local.PublicKey(ctx)
-	if !bytes.Equal(pub, localPub) {
-		t.Error("PublicKey over the network differs from the backend's")
+	if _, ok, err := gw.LastCheckpoint(ctx); err != nil || ok {
+		t.Fatalf("LastCheckpoint before the first: ok=%v err=%v", ok, err)
 	}
-	msg := audit.CheckpointBody(testTenant, 7, [32]byte{9}, time.Unix(1700000000, 0))
-	sig, keyID, err := gw.Sign(ctx, msg)
+	chain := audit.NewChain(testTenant, 0, [32]byte{})
+	var events []audit.Event
+	for range 5 {
+		events = append(events, chain.Append(audit.Event{Time: time.Unix(1700000000, 0), Kind: audit.KindAccepted, Actor: "system", Detail: map[string]string{"n": "1"}}))
+	}
+	cp, err := gw.ExtendCheckpoint(ctx, events[:3])
 	if err != nil {
-		t.Fatalf("Sign: %v", err)
+		t.Fatalf("ExtendCheckpoint: %v", err)
 	}
-	if !ed25519.Verify(pub, msg, sig) {
-		t.Error("signature does not verify")
+	if err := audit.VerifyCheckpoint(pub, cp); err != nil || cp.Size != 3 || cp.Head != events[2].Hash || cp.KeyID != audit.KeyID(pub) {
+		t.Fatalf("checkpoint size %d key %s (%v), want a valid one at 3", cp.Size, cp.KeyID, err)
 	}
-	if keyID != audit.KeyID(pub) {
-		t.Errorf("key id %q, want %q", keyID, audit.KeyID(pub))
+	if last, ok, err := gw.LastCheckpoint(ctx); err != nil || !ok || last.Size != 3 || !bytes.Equal(last.Signature, cp.Signature) {
+		t.Fatalf("LastCheckpoint: size %d ok=%v err=%v", last.Size, ok, err)
 	}
-	// The Client is an audit.Signer.
-	cp, err := audit.SignCheckpoint(ctx, gw, testTenant, 7, [32]byte{9}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := audit.VerifyCheckpoint(pub, cp); err != nil {
-		t.Errorf("checkpoint signed through the client does not verify: %v", err)
-	}
-	// Nothing but this tenant's checkpoints is signed.
-	for name, msg := range map[string][]byte{
-		"arbitrary text":            []byte("I owe you 1000 dollars"),
-		"another tenant's body":     audit.CheckpointBody("other-clinic", 7, [32]byte{9}, time.Now()),
-		"origin without line break": []byte("securetext.io/audit/" + testTenant),
+
+	// A rewritten chain: event 4 and 5 re-linked to a forged event 3.
+	forged := audit.NewChain(testTenant, 2, events[1].Hash)
+	forged.Append(audit.Event{Time: time.Unix(1700000000, 0), Kind: audit.KindAccepted, Actor: "system", Detail: map[string]string{"n": "2"}})
+	rewritten := []audit.Event{forged.Append(events[3]), forged.Append(events[4])}
+	tampered := events[3]
+	tampered.Actor = "someone else"
+	for name, offered := range map[string][]audit.Event{
+		"a rewritten chain":           rewritten,
+		"events that skip one":        events[4:],
+		"events already signed":       events[:4],
+		"an event that does not hash": {tampered},
 	} {
-		if sig, _, err := gw.Sign(ctx, msg); err == nil || sig != nil {
-			t.Errorf("signed %s", name)
+		if _, err := gw.ExtendCheckpoint(ctx, offered); !errors.Is(err, audit.ErrNotExtension) {
+			t.Errorf("%s: %v, want ErrNotExtension", name, err)
 		}
+	}
+	if got := f.srv.CheckpointRefusals(); got != 4 {
+		t.Errorf("CheckpointRefusals = %d, want 4", got)
+	}
+	if n := strings.Count(logged.String(), `"kind":"checkpoint-refused"`); n != 4 {
+		t.Errorf("%d refusals in the keystore's log, want 4:\n%s", n, logged.String())
+	}
+	if cp2, err := gw.ExtendCheckpoint(ctx, events[3:]); err != nil || cp2.Size != 5 {
+		t.Fatalf("the honest extension after the refusals: size %d err=%v", cp2.Size, err)
+	}
+
+	// Requests that are not an extension at all.
+	many := make([]audit.Event, audit.MaxExtension+1)
+	for i := range many {
+		many[i] = events[0]
+	}
+	for name, offered := range map[string][]audit.Event{"no events": nil, "too many events": many} {
+		if _, err := gw.ExtendCheckpoint(ctx, offered); err == nil || errors.Is(err, audit.ErrNotExtension) {
+			t.Errorf("%s: %v, want a bad request", name, err)
+		}
+	}
+	// Nothing else is signed: the raw signing route of earlier keystores is gone.
+	cert := f.clientCert(t, testTenant, tenantpki.ComponentGateway)
+	body := `{"message":"` + base64.StdEncoding.EncodeToString(audit.CheckpointBody(testTenant, 9, [32]byte{}, time.Now())) + `"}`
+	if a := f.do(t, f.httpClient(t, &cert), http.MethodPost, "/v1/sign", body); a.status != http.StatusNotFound {
+		t.Errorf("POST /v1/sign answered %d, want 404", a.status)
 	}
 }
 
@@ -534,8 +582,9 @@ func TestServerRejectsBadRequests(t *testing.T) {
 		{"too large", "/v1/keys/unwrap", huge, "larger than 65536 bytes"},
 		{"too large wrap-new", "/v1/keys/wrap-new", huge, "larger than 65536 bytes"},
 		{"wrap-new garbage", "/v1/keys/wrap-new", "please", "not valid JSON"},
-		{"sign bad base64", "/v1/sign", `{"message":"not base64!"}`, "not standard base64"},
-		{"sign empty message", "/v1/sign", `{"message":""}`, "message is required"},
+		{"checkpoint without events", "/v1/checkpoint", `{"events":[]}`, "must hold 1 to 1000 events"},
+		{"checkpoint with a null event", "/v1/checkpoint", `{"events":[null]}`, "events[0] is not an audit event"},
+		{"checkpoint with a bad hash", "/v1/checkpoint", `{"events":[{"seq":1,"time":"2030-01-01T00:00:00Z","kind":"accepted","actor":"a","tenant":"acme","prevHash":"00","hash":"00"}]}`, "events[0] is not an audit event"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := f.do(t, hc, "POST", tc.path, tc.body)
@@ -586,8 +635,8 @@ func TestNewServerAndClientValidateConfig(t *testing.T) {
 	ca := mustCA(t, testTenant, now)
 	sc, _ := ca.IssueServer([]string{"localhost"}, nil, now, time.Hour)
 	cc, _ := ca.IssueClient(testTenant, tenantpki.ComponentGateway, now, time.Hour)
-	good := ServerConfig{Tenant: testTenant, Certificate: sc, ClientCAs: ca.CertPool()}
 	local := newTestLocal(t)
+	good := ServerConfig{Tenant: testTenant, Certificate: sc, ClientCAs: ca.CertPool(), Checkpoints: testNotary(t, local)}
 	if _, err := NewServer(local, good); err != nil {
 		t.Fatalf("NewServer: %v", err)
 	}
@@ -596,6 +645,7 @@ func TestNewServerAndClientValidateConfig(t *testing.T) {
 		"bad tenant":        func(c *ServerConfig) { c.Tenant = "Acme Corp" },
 		"no certificate":    func(c *ServerConfig) { c.Certificate = tls.Certificate{} },
 		"no CA":             func(c *ServerConfig) { c.ClientCAs = nil },
+		"no notary":         func(c *ServerConfig) { c.Checkpoints = nil },
 		"bad component":     func(c *ServerConfig) { c.AllowedComponents = []string{"gate way"} },
 		"nil service given": nil,
 	} {
@@ -687,7 +737,8 @@ func TestVerifiedChainMemoryExpires(t *testing.T) {
 	now := time.Now()
 	ca := mustCA(t, testTenant, now)
 	sc, _ := ca.IssueServer([]string{"localhost"}, nil, now, time.Hour)
-	s, err := NewServer(newTestLocal(t), ServerConfig{Tenant: testTenant, Certificate: sc, ClientCAs: ca.CertPool(), Logger: discardLogger})
+	local := newTestLocal(t)
+	s, err := NewServer(local, ServerConfig{Tenant: testTenant, Certificate: sc, ClientCAs: ca.CertPool(), Logger: discardLogger, Checkpoints: testNotary(t, local)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ import (
 
 // transitPolicy is what the operator grants a tenant's keystore (vaultpolicy.Keystore); every test
 // token carries only it, so the tests prove the policy is enough.
-var transitPolicy = vaultpolicy.Keystore("transit", "messages", "audit")
+var transitPolicy = vaultpolicy.Keystore("transit", "state", "messages", "audit")
 
 // transitFixture is a real Vault dev server with a tenant's Transit mount and keys, and a
 // keystore token limited to transitPolicy.
@@ -43,6 +43,9 @@ func newTransitFixture(t testing.TB) *transitFixture {
 	ctx := context.Background()
 	if err := root.Sys().MountWithContext(ctx, "transit", &vaultapi.MountInput{Type: "transit"}); err != nil {
 		t.Fatalf("mount transit: %v", err)
+	}
+	if err := root.Sys().MountWithContext(ctx, "state", &vaultapi.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
+		t.Fatalf("mount state: %v", err)
 	}
 	for name, typ := range map[string]string{"messages": "aes256-gcm96", "audit": "ed25519", "other": "aes256-gcm96"} {
 		if _, err := root.Logical().WriteWithContext(ctx, "transit/keys/"+name, map[string]any{"type": typ}); err != nil {
@@ -305,6 +308,76 @@ func TestTransitRefusesBadWrappedKeys(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// The notary's state in Vault KV survives a restart of the keystore, refuses a write on a
+// version that is no longer current (two replicas), and the keystore policy is enough for it.
+func TestTransitCheckpointState(t *testing.T) {
+	f := newTransitFixture(t)
+	ks := f.start(t, transitOpts{})
+	waitReady(t, ks)
+	ctx := t.Context()
+
+	state := ks.CheckpointState("state")
+	if _, v, ok, err := state.Load(ctx); err != nil || ok || v != 0 {
+		t.Fatalf("Load before the first checkpoint: version %d ok=%v err=%v; want nothing", v, ok, err)
+	}
+	notary, err := audit.NewNotary("clinic", ks, state, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := audit.NewChain("clinic", 0, [32]byte{})
+	var events []audit.Event
+	for range 3 {
+		events = append(events, chain.Append(audit.Event{Time: time.Unix(1700000000, 0), Kind: audit.KindAccepted, Actor: "system"}))
+	}
+	cp, err := notary.ExtendCheckpoint(ctx, events)
+	if err != nil {
+		t.Fatalf("ExtendCheckpoint: %v", err)
+	}
+	pub, err := ks.PublicKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := audit.VerifyCheckpoint(pub, cp); err != nil || cp.Size != 3 || cp.Head != events[2].Hash {
+		t.Fatalf("checkpoint size %d (%v), want a valid one at 3", cp.Size, err)
+	}
+
+	// A restarted keystore reads what the first one signed, and refuses a chain that does not
+	// extend it.
+	restarted := f.start(t, transitOpts{})
+	waitReady(t, restarted)
+	again, err := audit.NewNotary("clinic", restarted, restarted.CheckpointState("state"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, ok, err := again.LastCheckpoint(ctx)
+	if err != nil || !ok || last.Size != 3 || last.Head != cp.Head || !bytes.Equal(last.Signature, cp.Signature) {
+		t.Fatalf("LastCheckpoint after a restart: size %d ok=%v err=%v; want the checkpoint at 3", last.Size, ok, err)
+	}
+	forged := audit.NewChain("clinic", 0, [32]byte{})
+	var rewritten []audit.Event
+	for range 4 {
+		rewritten = append(rewritten, forged.Append(audit.Event{Time: time.Unix(1700000001, 0), Kind: audit.KindAccepted, Actor: "system"}))
+	}
+	if _, err := again.ExtendCheckpoint(ctx, rewritten[3:]); !errors.Is(err, audit.ErrNotExtension) {
+		t.Fatalf("extension of a rewritten chain: %v, want ErrNotExtension", err)
+	}
+
+	// Check-and-set: a write on a version that is no longer current is refused.
+	_, v, _, err := state.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := state.Save(ctx, cp, v); err != nil {
+		t.Fatalf("Save on the current version: %v", err)
+	}
+	if err := state.Save(ctx, cp, v); !errors.Is(err, audit.ErrStateChanged) {
+		t.Fatalf("Save on a stale version: %v, want ErrStateChanged", err)
+	}
+	if err := state.Save(ctx, cp, 0); !errors.Is(err, audit.ErrStateChanged) {
+		t.Fatalf("Save as the first checkpoint over an existing one: %v, want ErrStateChanged", err)
+	}
 }
 
 func TestTransitSignsCheckpoints(t *testing.T) {

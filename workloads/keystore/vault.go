@@ -178,7 +178,8 @@ func checkVaultCiphertext(wrapped string) error {
 	return nil
 }
 
-// Sign implements Service and audit.Signer: POST <mount>/sign/<key>, whose signature is
+// Sign implements audit.Signer for the keystore's audit.Notary, never for callers:
+// POST <mount>/sign/<key>, whose signature is
 // "vault:v<N>:<base64>" made with version N of the key.
 func (t *Transit) Sign(ctx context.Context, msg []byte) ([]byte, string, error) {
 	var out struct {
@@ -440,10 +441,14 @@ func vaultErrorText(err error) string {
 // callers that read per-item errors. A 403 also asks for a new login, in case the token was
 // revoked or expired early.
 func (t *Transit) call(ctx context.Context, path string, body, out any) (int, error) {
+	return t.callPath(ctx, t.cfg.Mount+"/"+path, body, out)
+}
+
+// callPath is call with a path from Vault's root, for mounts other than Transit's.
+func (t *Transit) callPath(ctx context.Context, full string, body, out any) (int, error) {
 	if err := t.loginErr(); err != nil {
 		return 0, err
 	}
-	full := t.cfg.Mount + "/" + path
 	var (
 		resp *vaultapi.Response
 		err  error

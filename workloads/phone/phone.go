@@ -6,6 +6,7 @@
 //     according to github.com/nyaruka/phonenumbers; for the North American Numbering Plan it also
 //     passes the NANP structure rules (area code and exchange start with 2–9 and are not N11
 //     service codes such as 211 or 911). The fiction range 202-555-0100…0199 is valid.
+//   - a number returned by a [Policy] is also in one of the policy's allowed countries.
 //   - a refusal is an [*InvalidError] whose Reason says what to fix without repeating the number,
 //     so it is safe for logs and audit records; [InvalidError.Message] quotes the sender's own input
 //     for the reply to that sender.
@@ -16,6 +17,7 @@ package phone
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/nyaruka/phonenumbers"
@@ -41,6 +43,8 @@ const (
 	CodeExchange        = "exchange"
 	CodeExchangeService = "exchange_service"
 	CodeInvalid         = "invalid"
+	CodeExtension       = "extension"
+	CodeCountry         = "country"
 )
 
 // InvalidError says why a phone number was refused.
@@ -61,8 +65,8 @@ func (e *InvalidError) Error() string {
 }
 
 // Message is the refusal for the person who wrote the number: it quotes their input when that is
-// short and printable, e.g. "2114367789 is not a valid US number: 211 is a service code, not an
-// area code". Send it only to that person; log [InvalidError.Error] instead.
+// short and printable, e.g. "2114367789 is not a valid NANP (+1) number: 211 is a service code,
+// not an area code". Send it only to that person; log [InvalidError.Error] instead.
 func (e *InvalidError) Message() string {
 	if quotable(e.input) {
 		return e.input + " " + e.Reason
@@ -127,6 +131,9 @@ func normalize(input, region string, api bool) (string, error) {
 	if len(input) > maxInputLen {
 		return "", invalid(CodeTooLong, "is too long to be a phone number: write digits only%s", example)
 	}
+	if extension.MatchString(input) {
+		return "", invalid(CodeExtension, "ends with an extension, and an extension cannot receive texts: write the number of a phone that can (a mobile), without the extension")
+	}
 
 	digits, plus, code, refusal := scan(input, api, example)
 	if refusal != "" {
@@ -149,7 +156,7 @@ func normalize(input, region string, api bool) (string, error) {
 		case len(digits) == 11 && digits[0] == '1':
 			text = "+" + digits
 		default:
-			return "", invalid(CodeDigitCount, "has %d digits; a %s number has 10, or 11 starting with 1", len(digits), region)
+			return "", invalid(CodeDigitCount, "has %d digits; a NANP (+1) number has 10, or 11 starting with 1", len(digits))
 		}
 	}
 	num, perr := phonenumbers.Parse(text, region)
@@ -162,6 +169,10 @@ func normalize(input, region string, api bool) (string, error) {
 	return finish(num, region, invalid)
 }
 
+// extension matches a number followed by an extension: "2025550143x12", "202-555-0143 ext. 12",
+// "2025550143#12", "tel:"-style ";ext=12".
+var extension = regexp.MustCompile(`(?i)^[+(]?[0-9][0-9 ().-]*[0-9][ .-]*(x|ext\.?|extn?|extension|#|;ext=)[ .]*[0-9]+$`)
+
 // finish applies the checks every parsed number goes through and formats it.
 func finish(num *phonenumbers.PhoneNumber, region string, invalid func(code, reason string, args ...any) error) (string, error) {
 	numRegion := region
@@ -173,7 +184,7 @@ func finish(num *phonenumbers.PhoneNumber, region string, invalid func(code, rea
 		if len(national) != 10 {
 			return "", invalid(CodeDigitCount, "has %d digits after the country code 1; a NANP number has 10", len(national))
 		}
-		if err := nanpStructure(national, numRegion, invalid); err != nil {
+		if err := nanpStructure(national, invalid); err != nil {
 			return "", err
 		}
 	}
@@ -196,7 +207,13 @@ func finish(num *phonenumbers.PhoneNumber, region string, invalid func(code, rea
 		}
 		return "", invalid(CodeInvalid, "is not a valid number for country code %s", numRegion)
 	}
-	return phonenumbers.Format(num, phonenumbers.E164), nil
+	// phonenumbers accepts some national numbers whose E.164 form is longer than E.164's 15
+	// digits (variable-length German numbers); no network routes those.
+	e164 := phonenumbers.Format(num, phonenumbers.E164)
+	if len(e164)-1 > 15 {
+		return "", invalid(CodeDigitCount, "is too long: with its country code a number has at most 15 digits (E.164)")
+	}
+	return e164, nil
 }
 
 func numberName(region string) string {
@@ -210,17 +227,18 @@ func numberName(region string) string {
 // (NXX) start with 2–9, and N11 codes are service codes (211 community services … 911
 // emergency), not area codes or exchanges. phonenumbers knows assigned area codes but accepts
 // some N11 exchanges, and its refusals do not say which part is wrong.
-func nanpStructure(national, region string, invalid func(code, reason string, args ...any) error) error {
+// The refusals name the plan, not a country: its rules are the same in all its 25 countries.
+func nanpStructure(national string, invalid func(code, reason string, args ...any) error) error {
 	npa, nxx := national[0:3], national[3:6]
 	switch {
 	case npa[0] == '0' || npa[0] == '1':
-		return invalid(CodeAreaCode, "is not a valid %s number: the area code %s starts with %c; area codes start with 2–9", region, npa, npa[0])
+		return invalid(CodeAreaCode, "is not a valid NANP (+1) number: the area code %s starts with %c; area codes start with 2–9", npa, npa[0])
 	case npa[1] == '1' && npa[2] == '1':
-		return invalid(CodeAreaService, "is not a valid %s number: %s is a service code, not an area code", region, npa)
+		return invalid(CodeAreaService, "is not a valid NANP (+1) number: %s is a service code, not an area code", npa)
 	case nxx[0] == '0' || nxx[0] == '1':
-		return invalid(CodeExchange, "is not a valid %s number: the exchange (the 3 digits after the area code) starts with %c; exchanges start with 2–9", region, nxx[0])
+		return invalid(CodeExchange, "is not a valid NANP (+1) number: the exchange (the 3 digits after the area code) starts with %c; exchanges start with 2–9", nxx[0])
 	case nxx[1] == '1' && nxx[2] == '1':
-		return invalid(CodeExchangeService, "is not a valid %s number: %s is a service code, not an exchange (the 3 digits after the area code)", region, nxx)
+		return invalid(CodeExchangeService, "is not a valid NANP (+1) number: %s is a service code, not an exchange (the 3 digits after the area code)", nxx)
 	}
 	return nil
 }

@@ -77,13 +77,13 @@ func TestNormalizeInvalid(t *testing.T) {
 		frag   bool
 	}{
 		{name: "9 digits", input: "202555014", region: "US", code: CodeDigitCount,
-			reason: "has 9 digits; a US number has 10, or 11 starting with 1"},
+			reason: "has 9 digits; a NANP (+1) number has 10, or 11 starting with 1"},
 		{name: "12 digits", input: "120255501430", region: "US", code: CodeDigitCount,
-			reason: "has 12 digits; a US number has 10, or 11 starting with 1"},
+			reason: "has 12 digits; a NANP (+1) number has 10, or 11 starting with 1"},
 		{name: "11 digits not starting with 1", input: "22025550143", region: "US", code: CodeDigitCount,
-			reason: "has 11 digits; a US number has 10, or 11 starting with 1"},
+			reason: "has 11 digits; a NANP (+1) number has 10, or 11 starting with 1"},
 		{name: "too short", input: "555-0143", region: "US", code: CodeDigitCount,
-			reason: "has 7 digits; a US number has 10, or 11 starting with 1"},
+			reason: "has 7 digits; a NANP (+1) number has 10, or 11 starting with 1"},
 		{name: "plus in email", input: "+12025550143", region: "US", code: CodePlus,
 			reason: "sub-address separator: write the number without it", frag: true},
 		{name: "plus inside, email", input: "202555+0143", region: "US", code: CodePlus,
@@ -107,19 +107,19 @@ func TestNormalizeInvalid(t *testing.T) {
 		{name: "too long", input: strings.Repeat("1", 65), region: "US", code: CodeTooLong,
 			reason: "is too long to be a phone number", frag: true},
 		{name: "area code starts with 0", input: "0025550143", region: "US", code: CodeAreaCode,
-			reason: "is not a valid US number: the area code 002 starts with 0; area codes start with 2–9"},
+			reason: "is not a valid NANP (+1) number: the area code 002 starts with 0; area codes start with 2–9"},
 		{name: "area code starts with 1", input: "11025550143", region: "US", code: CodeAreaCode,
-			reason: "is not a valid US number: the area code 102 starts with 1; area codes start with 2–9"},
+			reason: "is not a valid NANP (+1) number: the area code 102 starts with 1; area codes start with 2–9"},
 		{name: "N11 area code", input: "2114367789", region: "US", code: CodeAreaService,
-			reason: "is not a valid US number: 211 is a service code, not an area code"},
+			reason: "is not a valid NANP (+1) number: 211 is a service code, not an area code"},
 		{name: "911 area code", input: "1-911-555-0143", region: "US", code: CodeAreaService,
-			reason: "is not a valid US number: 911 is a service code, not an area code"},
+			reason: "is not a valid NANP (+1) number: 911 is a service code, not an area code"},
 		{name: "exchange starts with 0", input: "2020550143", region: "US", code: CodeExchange,
 			reason: "the exchange (the 3 digits after the area code) starts with 0", frag: true},
 		{name: "exchange starts with 1", input: "2021550143", region: "US", code: CodeExchange,
 			reason: "starts with 1; exchanges start with 2–9", frag: true},
 		{name: "N11 exchange", input: "2024110143", region: "US", code: CodeExchangeService,
-			reason: "is not a valid US number: 411 is a service code, not an exchange (the 3 digits after the area code)"},
+			reason: "is not a valid NANP (+1) number: 411 is a service code, not an exchange (the 3 digits after the area code)"},
 		{name: "N11 area code after +1, API", api: true, input: "+1 311 555 0143", region: "US", code: CodeAreaService,
 			reason: "311 is a service code, not an area code", frag: true},
 		{name: "unassigned area code", input: "3705550143", region: "US", code: CodeInvalid,
@@ -134,6 +134,20 @@ func TestNormalizeInvalid(t *testing.T) {
 			reason: "is not a valid number for region GB"},
 		{name: "unknown country code, API", api: true, input: "+999 1234 5678", region: "US", code: CodeInvalid,
 			reason: "", frag: true},
+		{name: "longer than E.164 allows", api: true, input: "0300 90182 901820", region: "DE", code: CodeDigitCount,
+			reason: "is too long: with its country code a number has at most 15 digits (E.164)"},
+		{name: "extension x", input: "2025550143x12", region: "US", code: CodeExtension,
+			reason: "ends with an extension, and an extension cannot receive texts: write the number of a phone that can (a mobile), without the extension"},
+		{name: "extension ext", input: "202-555-0143ext12", region: "US", code: CodeExtension,
+			reason: "ends with an extension", frag: true},
+		{name: "extension #", input: "2025550143#12", region: "US", code: CodeExtension,
+			reason: "ends with an extension", frag: true},
+		{name: "extension, API", api: true, input: "+1 (202) 555-0143 ext. 12", region: "US", code: CodeExtension,
+			reason: "ends with an extension", frag: true},
+		{name: "extension as in tel: URIs, API", api: true, input: "+12025550143;ext=12", region: "US", code: CodeExtension,
+			reason: "ends with an extension", frag: true},
+		{name: "x without digits after it", input: "2025550199x", region: "US", code: CodeCharacters,
+			reason: "contains letters;", frag: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -175,10 +189,10 @@ func TestInvalidErrorMessage(t *testing.T) {
 	if !errors.As(err, &ie) {
 		t.Fatalf("Normalize: %v, want *InvalidError", err)
 	}
-	if want := "2114367789 is not a valid US number: 211 is a service code, not an area code"; ie.Message() != want {
+	if want := "2114367789 is not a valid NANP (+1) number: 211 is a service code, not an area code"; ie.Message() != want {
 		t.Errorf("Message() = %q, want %q", ie.Message(), want)
 	}
-	if want := "phone number is not a valid US number: 211 is a service code, not an area code"; err.Error() != want {
+	if want := "phone number is not a valid NANP (+1) number: 211 is a service code, not an area code"; err.Error() != want {
 		t.Errorf("Error() = %q, want %q", err.Error(), want)
 	}
 
@@ -186,7 +200,7 @@ func TestInvalidErrorMessage(t *testing.T) {
 	if !errors.As(err, &ie) {
 		t.Fatalf("Normalize: %v, want *InvalidError", err)
 	}
-	if want := "202555014 has 9 digits; a US number has 10, or 11 starting with 1"; ie.Message() != want {
+	if want := "202555014 has 9 digits; a NANP (+1) number has 10, or 11 starting with 1"; ie.Message() != want {
 		t.Errorf("Message() = %q, want %q", ie.Message(), want)
 	}
 

@@ -22,6 +22,9 @@ type Config struct {
 	Webhook WebhookConfig
 	// Console receives the console provider's texts; nil means standard output.
 	Console io.Writer
+	// ConsoleFullNumbers shows whole numbers on the console instead of masked ones: only for
+	// `securetext dev`, where the console is the phone (see NewDevConsole).
+	ConsoleFullNumbers bool
 }
 
 // Gateway is a configured provider with its callback endpoint. The Twilio one also implements
@@ -58,6 +61,9 @@ func New(cfg Config) (Gateway, error) {
 		w := cfg.Console
 		if w == nil {
 			w = os.Stdout
+		}
+		if cfg.ConsoleFullNumbers {
+			return NewDevConsole(w), nil
 		}
 		return NewConsole(w), nil
 	case "":

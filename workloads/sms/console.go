@@ -14,17 +14,26 @@ import (
 )
 
 // Console is the provider for local demos: it writes each text to a writer instead of sending
-// it, with the number masked. Safe for concurrent use.
+// it, with the number masked (phone.Mask), because that writer is usually a pod's log. Safe
+// for concurrent use.
 type Console struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu          sync.Mutex
+	w           io.Writer
+	fullNumbers bool
 }
 
 var _ Provider = (*Console)(nil)
 
-// NewConsole returns a Console that writes to w.
+// NewConsole returns a Console that writes to w, masking the numbers.
 func NewConsole(w io.Writer) *Console {
 	return &Console{w: w}
+}
+
+// NewDevConsole returns a Console that writes to w with the whole number, for `securetext dev`:
+// there the console is the phone, on the developer's own terminal, and the developer needs to
+// see which number each text is for. Never use it where w is a log.
+func NewDevConsole(w io.Writer) *Console {
+	return &Console{w: w, fullNumbers: true}
 }
 
 // Send writes the text, framed so it is not mistaken for a log line:
@@ -41,7 +50,11 @@ func (c *Console) Send(ctx context.Context, m Message) (Sent, error) {
 	var id [8]byte
 	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails (Go 1.24+)
 	var b strings.Builder
-	fmt.Fprintf(&b, "SMS to %s (console provider, nothing was sent):\n", phone.Mask(m.To))
+	to := phone.Mask(m.To)
+	if c.fullNumbers {
+		to = m.To // checkMessage made sure it is E.164: nothing else can reach the terminal
+	}
+	fmt.Fprintf(&b, "SMS to %s (console provider, nothing was sent):\n", to)
 	for line := range strings.Lines(m.Body) {
 		b.WriteString("  " + strings.TrimRight(line, "\r\n") + "\n")
 	}

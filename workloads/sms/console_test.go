@@ -34,6 +34,34 @@ func TestConsoleSend(t *testing.T) {
 	}
 }
 
+// TestConsoleFullNumbersOnlyWhenAsked: the dev console (securetext dev, where the console is the
+// phone) shows the whole number; the console of sms.New masks it unless its Config asks.
+func TestConsoleFullNumbersOnlyWhenAsked(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"masked by default", Config{Type: TypeConsole}, "SMS to +1********43 (console provider, nothing was sent):\n"},
+		{"whole number for dev", Config{Type: TypeConsole, ConsoleFullNumbers: true}, "SMS to +12025550143 (console provider, nothing was sent):\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			tt.cfg.Console = &out
+			p, err := New(tt.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := p.Send(context.Background(), Message{To: "+12025550143", Body: testBody}); err != nil {
+				t.Fatal(err)
+			}
+			if want := tt.want + "  " + testBody + "\n"; out.String() != want {
+				t.Errorf("console wrote %q, want %q", out.String(), want)
+			}
+		})
+	}
+}
+
 func TestConsoleMultilineBodyStaysFramed(t *testing.T) {
 	var out bytes.Buffer
 	if _, err := NewConsole(&out).Send(context.Background(), Message{To: "+12025550143", Body: "line one\nline two"}); err != nil {

@@ -419,8 +419,9 @@ var twilioStatuses = map[string]DeliveryStatus{
 
 func (t *Twilio) status(w http.ResponseWriter, r *http.Request, ev Events, form url.Values) {
 	sid := form.Get("MessageSid")
-	if sid == "" || len(sid) > 64 {
-		http.Error(w, "MessageSid is required", http.StatusBadRequest)
+	// The SID goes to the store as the text's provider id: printable ASCII, as Twilio's are.
+	if !providerID.MatchString(sid) || len(sid) > 64 {
+		http.Error(w, "MessageSid is required (printable ASCII, at most 64 characters)", http.StatusBadRequest)
 		return
 	}
 	status, ok := twilioStatuses[form.Get("MessageStatus")]
@@ -442,7 +443,7 @@ func (t *Twilio) status(w http.ResponseWriter, r *http.Request, ev Events, form 
 
 func (t *Twilio) inbound(w http.ResponseWriter, r *http.Request, ev Events, form url.Values) {
 	in := Inbound{From: form.Get("From"), Keyword: ParseKeyword(form.Get("Body")), ProviderID: form.Get("MessageSid")}
-	if !e164.MatchString(in.From) || in.ProviderID == "" || len(in.ProviderID) > 64 {
+	if !e164.MatchString(in.From) || !providerID.MatchString(in.ProviderID) || len(in.ProviderID) > 64 {
 		http.Error(w, "From (E.164) and MessageSid are required", http.StatusBadRequest)
 		return
 	}

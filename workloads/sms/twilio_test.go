@@ -696,6 +696,11 @@ func TestTwilioCallbackRefusals(t *testing.T) {
 		{"query not signed", statusURL + "?x=1", statusURL, testAuthToken, valid, "", http.StatusForbidden},
 		{"unknown path", env.base + "/other", env.base + "/other", testAuthToken, valid, "", http.StatusNotFound},
 		{"body too large", statusURL, statusURL, testAuthToken, url.Values{"Body": {strings.Repeat("a", 70<<10)}}, "", http.StatusRequestEntityTooLarge},
+		// The SID becomes the text's provider id in the store: printable ASCII only.
+		{"SID not printable ASCII", statusURL, statusURL, testAuthToken,
+			url.Values{"MessageSid": {"SM\xcc"}, "MessageStatus": {"delivered"}, "AccountSid": {testAccountSID}}, "", http.StatusBadRequest},
+		{"inbound SID not printable ASCII", env.base + "/inbound", env.base + "/inbound", testAuthToken,
+			url.Values{"MessageSid": {"SM 1"}, "From": {"+12025550143"}, "Body": {"STOP"}, "AccountSid": {testAccountSID}}, "", http.StatusBadRequest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

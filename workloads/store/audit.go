@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -438,34 +439,86 @@ func (s *Store) Checkpoints(ctx context.Context) ([]audit.Checkpoint, error) {
 	return cps, nil
 }
 
-// CheckpointAudit signs the current chain head with signer (the keystore) and stores the
-// checkpoint, unless the newest stored checkpoint already covers the head. It returns the new
-// checkpoint and true when it signed one.
-func (s *Store) CheckpointAudit(ctx context.Context, signer audit.Signer) (audit.Checkpoint, bool, error) {
+// CheckpointAudit brings the signer's checkpoint up to the chain's head and stores each
+// checkpoint it gets. It sends the events after the last signed checkpoint, at most
+// audit.MaxExtension per request; the signer re-hashes them and signs only a chain that
+// extends what it signed before. A chain that ends at or before the last signed checkpoint
+// but differs from it (events removed or rewritten) is offered too, so that the signer's
+// refusal reaches its log and its metric; the error wraps audit.ErrNotExtension. It returns
+// the newest checkpoint and true when it signed one.
+func (s *Store) CheckpointAudit(ctx context.Context, signer audit.CheckpointSigner) (audit.Checkpoint, bool, error) {
+	last, ok, err := signer.LastCheckpoint(ctx)
+	if err != nil {
+		return audit.Checkpoint{}, false, err
+	}
 	seq, head, err := s.AuditHead(ctx)
 	if err != nil {
 		return audit.Checkpoint{}, false, err
 	}
-	var covered int64
-	if err := s.db.queryRow(ctx, `SELECT COALESCE(MAX(size), -1) FROM audit_checkpoints`).Scan(&covered); err != nil {
-		return audit.Checkpoint{}, false, failed("read newest audit checkpoint", err)
+	if ok && (seq < last.Size || seq == last.Size && head != last.Head) {
+		// Offer the chain's head event: it cannot extend the signed checkpoint.
+		events, err := s.AuditEvents(ctx, max(seq, 1)-1, 1)
+		if err != nil {
+			return audit.Checkpoint{}, false, err
+		}
+		if len(events) > 0 {
+			_, err = signer.ExtendCheckpoint(ctx, events)
+		}
+		if err == nil {
+			err = audit.ErrNotExtension
+		}
+		return audit.Checkpoint{}, false, fmt.Errorf("sign audit checkpoint: the chain ends at event %d, and the last signed checkpoint is at size %d with another head: %w",
+			seq, last.Size, err)
 	}
-	if seq == 0 || covered >= int64(seq) {
-		return audit.Checkpoint{}, false, nil
+	if ok {
+		// A checkpoint signed before its record here failed is stored now. One that does not
+		// match the stored chain is not: the extension below is refused for the same reason,
+		// by the signer, which records it.
+		if err := s.keepCheckpoint(ctx, last); err != nil && !errors.Is(err, ErrConflict) {
+			return audit.Checkpoint{}, false, err
+		}
 	}
-	cp, err := audit.SignCheckpoint(ctx, signer, s.tenant, seq, head, s.clock())
-	if err != nil {
-		return audit.Checkpoint{}, false, err
+	var (
+		newest audit.Checkpoint
+		signed bool
+	)
+	for last.Size < seq {
+		events, err := s.AuditEvents(ctx, last.Size, audit.MaxExtension)
+		if err != nil {
+			return newest, signed, err
+		}
+		if len(events) == 0 {
+			return newest, signed, failed("sign audit checkpoint", fmt.Errorf("%w: no events after %d although the head is at %d", ErrConflict, last.Size, seq))
+		}
+		cp, err := signer.ExtendCheckpoint(ctx, events)
+		if err != nil {
+			return newest, signed, fmt.Errorf("sign audit checkpoint from event %d to %d: %w", events[0].Seq, events[len(events)-1].Seq, err)
+		}
+		if err := s.SaveCheckpoint(ctx, cp); err != nil {
+			return newest, signed, err
+		}
+		last, newest, signed = cp, cp, true
 	}
-	if err := s.SaveCheckpoint(ctx, cp); err != nil {
-		return audit.Checkpoint{}, false, err
+	return newest, signed, nil
+}
+
+// keepCheckpoint stores c unless a checkpoint of the same size and head is stored already.
+func (s *Store) keepCheckpoint(ctx context.Context, c audit.Checkpoint) error {
+	var n int64
+	if err := s.db.queryRow(ctx, `SELECT COUNT(*) FROM audit_checkpoints WHERE size = $1 AND head = $2`,
+		int64(c.Size), c.Head[:]).Scan(&n); err != nil {
+		return failed("read audit checkpoints", err)
 	}
-	return cp, true, nil
+	if n > 0 || c.Size == 0 {
+		return nil
+	}
+	return s.SaveCheckpoint(ctx, c)
 }
 
 // RunAuditCheckpoints signs a checkpoint of the chain every interval while it grows, until
-// ctx is done. Failures (the keystore is down) are logged and retried at the next tick.
-func (s *Store) RunAuditCheckpoints(ctx context.Context, signer audit.Signer, interval time.Duration) {
+// ctx is done. Failures (the keystore is down, or refuses a rewritten chain) are logged and
+// retried at the next tick.
+func (s *Store) RunAuditCheckpoints(ctx context.Context, signer audit.CheckpointSigner, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -475,7 +528,8 @@ func (s *Store) RunAuditCheckpoints(ctx context.Context, signer audit.Signer, in
 		case <-t.C:
 		}
 		if _, _, err := s.CheckpointAudit(ctx, signer); err != nil && ctx.Err() == nil {
-			s.log.ErrorContext(ctx, "audit checkpoint failed; retrying", "tenant", s.tenant, "err", err, "temporary", IsTemporary(err))
+			s.log.ErrorContext(ctx, "audit checkpoint failed; retrying", "tenant", s.tenant, "err", err,
+				"temporary", IsTemporary(err), "chain_rewritten", errors.Is(err, audit.ErrNotExtension))
 		}
 	}
 }

@@ -14,27 +14,15 @@ type Recipient struct {
 	ID           string
 	Phone        string // E.164
 	PasswordHash string // PHC string (argon2id); "" until the patient sets a password
-	FailedLogins int    // consecutive failed logins since the last success
-	LockedUntil  time.Time
-	OptedOut     bool // replied STOP: no messages are accepted for them
+	OptedOut     bool   // replied STOP: no messages are accepted for them
 	CreatedAt    time.Time
 }
 
-// LoginState is a recipient's login failure count and lock.
-type LoginState struct {
-	FailedLogins int
-	LockedUntil  time.Time // zero if never locked
-}
-
-// Locked reports whether logins are refused at now.
-func (l LoginState) Locked(now time.Time) bool { return now.Before(l.LockedUntil) }
-
-const recipientColumns = `id, phone, password_hash, failed_logins, locked_until, opted_out, created_at`
+const recipientColumns = `id, phone, password_hash, opted_out, created_at`
 
 func scanRecipient(r row) (Recipient, error) {
 	var rc Recipient
-	err := r.Scan(&rc.ID, &rc.Phone, stringDest{&rc.PasswordHash}, &rc.FailedLogins, timeDest{&rc.LockedUntil},
-		&rc.OptedOut, timeDest{&rc.CreatedAt})
+	err := r.Scan(&rc.ID, &rc.Phone, stringDest{&rc.PasswordHash}, &rc.OptedOut, timeDest{&rc.CreatedAt})
 	return rc, noRows(err)
 }
 
@@ -115,39 +103,6 @@ func (s *Store) SetPassword(ctx context.Context, id, passwordHash string) error 
 	err := s.updateRecipient(ctx, `UPDATE recipients SET password_hash = $2 WHERE id = $1`, id, passwordHash)
 	if err != nil {
 		return failed("set password of recipient "+id, err)
-	}
-	return nil
-}
-
-// RecordLoginFailure counts a failed login of recipient id, atomically, and locks logins
-// until now+lockFor when the count reaches maxFailures. The count runs on until
-// ResetLoginFailures: after the lock ends, each further failure locks again at once.
-func (s *Store) RecordLoginFailure(ctx context.Context, id string, now time.Time, maxFailures int, lockFor time.Duration) (LoginState, error) {
-	if maxFailures < 1 || lockFor <= 0 {
-		return LoginState{}, fmt.Errorf("record login failure of recipient %s: %w: need maxFailures ≥ 1 and a positive lock time", id, ErrInvalid)
-	}
-	var st LoginState
-	err := s.db.transact(ctx, []step{{
-		sql: `UPDATE recipients SET failed_logins = failed_logins + 1,
-				locked_until = CASE WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until END
-			WHERE id = $1
-			RETURNING failed_logins, locked_until`,
-		args: []any{id, maxFailures, at(now.Add(lockFor))},
-		row: func(scan func(...any) error) error {
-			return noRows(scan(&st.FailedLogins, timeDest{&st.LockedUntil}))
-		},
-	}})
-	if err != nil {
-		return LoginState{}, failed("record login failure of recipient "+id, err)
-	}
-	return st, nil
-}
-
-// ResetLoginFailures clears the failure count and any lock, after a successful login.
-func (s *Store) ResetLoginFailures(ctx context.Context, id string) error {
-	err := s.updateRecipient(ctx, `UPDATE recipients SET failed_logins = 0, locked_until = NULL WHERE id = $1`, id)
-	if err != nil {
-		return failed("reset login failures of recipient "+id, err)
 	}
 	return nil
 }

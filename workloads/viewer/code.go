@@ -24,10 +24,17 @@ import (
 
 var sixDigits = regexp.MustCompile(`^[0-9]{6}$`)
 
-// useCode checks a typed one-time code; ok false comes with what to tell the patient.
-func (v *Viewer) useCode(ctx context.Context, recipientID string, purpose store.CodePurpose, typed string) (ok bool, msg string, err error) {
+// useCode checks a typed one-time code against the code the request's browser asked for; ok
+// false comes with what to tell the patient.
+func (v *Viewer) useCode(ctx context.Context, r *http.Request, recipientID string, purpose store.CodePurpose, typed string) (ok bool, msg string, err error) {
 	typed = strings.TrimSpace(typed)
-	res, err := v.cfg.Store.UseOneTimeCode(ctx, recipientID, purpose, v.now(), v.cfg.Policy.CodeMaxAttempts,
+	browser := v.loginClient(r).Browser
+	if browser == ([32]byte{}) {
+		// A browser without a device token asked for no code.
+		v.metrics.codes.WithLabelValues(string(purpose), "missing").Inc()
+		return false, codeMissing, nil
+	}
+	res, err := v.cfg.Store.UseOneTimeCode(ctx, recipientID, purpose, browser, v.now(), v.cfg.Policy.CodeMaxAttempts,
 		func(salt [16]byte, hash [32]byte) bool {
 			h := codeHash(salt, typed)
 			return subtle.ConstantTimeCompare(h[:], hash[:]) == 1 && sixDigits.MatchString(typed)
@@ -50,7 +57,7 @@ func (v *Viewer) useCode(ctx context.Context, recipientID string, purpose store.
 
 const (
 	codeWrong   = "That code is not right. Check the 6 digits in the text message and try again."
-	codeMissing = "That code has expired, was already used, or was tried too many times. Send a new code."
+	codeMissing = "That code has expired, was already used, or was tried too many times. Send a new code. A code works only in the browser that asked for it."
 	codeSent    = "We texted a 6-digit code to the phone this link was sent to. It works for %s."
 )
 
@@ -68,7 +75,9 @@ func newCode() string {
 }
 
 // sendCode texts a one-time code to the recipient's phone, for the first password (setup) or
-// a forgotten one (reset), and shows the form that takes it.
+// a forgotten one (reset), and shows the form that takes it. The code is bound to this
+// browser (its device token, given now if it has none): no other browser can use it or use
+// it up, and codes other browsers ask for do not replace it.
 func (v *Viewer) sendCode(w http.ResponseWriter, r *http.Request, l link) {
 	ctx := r.Context()
 	now := v.now()
@@ -84,6 +93,10 @@ func (v *Viewer) sendCode(w http.ResponseWriter, r *http.Request, l link) {
 		v.throttled(w, r)
 		return
 	}
+	v.browser(w, r)
+	client := v.loginClient(r)
+	limits := store.CodeLimits{Window: policy.CodeWindow, PerClient: policy.CodesPerClient, PerRecipient: policy.CodesPerRecipient,
+		TrustWindow: policy.FailureWindow}
 	notice := fmt.Sprintf(codeSent, minutes(policy.CodeLifetime))
 	resetPage := func(code int, errMsg, notice string) {
 		v.render(w, r, code, "reset", "reset", page{Title: "Choose a new password", Error: errMsg, Notice: notice,
@@ -93,7 +106,7 @@ func (v *Viewer) sendCode(w http.ResponseWriter, r *http.Request, l link) {
 		v.metrics.codes.WithLabelValues(string(purpose), "rate-limited").Inc()
 		w.Header().Set("Retry-After", strconv.Itoa(int(policy.CodeWindow.Seconds())))
 		v.status(w, r, http.StatusTooManyRequests, "codes-limited", "Too many codes",
-			fmt.Sprintf("Several codes were sent in a short time. Use the last code you received, or wait up to %s and ask for a new one.", minutes(policy.CodeWindow)))
+			fmt.Sprintf("Several codes were sent in a short time. Use the last code you received on this device, or wait up to %s and ask for a new one.", minutes(policy.CodeWindow)))
 	}
 
 	if l.state == linkUnknown {
@@ -103,17 +116,27 @@ func (v *Viewer) sendCode(w http.ResponseWriter, r *http.Request, l link) {
 		}
 		over := false
 		v.phantoms.with(l.hash, now, func(p *phantom) {
-			recent := p.codes[:0]
-			for _, t := range p.codes {
-				if now.Sub(t) < policy.CodeWindow {
-					recent = append(recent, t)
+			// As CreateOneTimeCode counts for a client that is not trusted.
+			var byClient, byAll int
+			for i := range p.codes {
+				c := &p.codes[i]
+				if !c.at.After(now.Add(-policy.CodeWindow)) {
+					continue
+				}
+				byAll++
+				if c.requester == client.Address {
+					byClient++
 				}
 			}
-			p.codes = recent
-			if over = len(p.codes) >= policy.CodesPerWindow; !over {
-				p.codes = append(p.codes, now)
-				p.codeTries = 0
+			if over = byClient >= policy.CodesPerClient || byAll >= policy.CodesPerRecipient; over {
+				return
 			}
+			for i := range p.codes {
+				if p.codes[i].browser == client.Browser {
+					p.codes[i].used = true
+				}
+			}
+			p.codes = append(p.codes, phantomCode{requester: client.Address, browser: client.Browser, at: now})
 		})
 		if over {
 			limited()
@@ -145,10 +168,10 @@ func (v *Viewer) sendCode(w http.ResponseWriter, r *http.Request, l link) {
 	}
 
 	code := newCode()
-	c := store.OneTimeCode{RecipientID: rc.ID, Purpose: purpose, CreatedAt: now, ExpiresAt: now.Add(policy.CodeLifetime)}
+	c := store.OneTimeCode{RecipientID: rc.ID, Purpose: purpose, Client: client, CreatedAt: now, ExpiresAt: now.Add(policy.CodeLifetime)}
 	_, _ = rand.Read(c.Salt[:])
 	c.Hash = codeHash(c.Salt, code)
-	err = v.cfg.Store.CreateOneTimeCode(ctx, c, policy.CodesPerWindow, policy.CodeWindow, audit.Event{
+	err = v.cfg.Store.CreateOneTimeCode(ctx, c, limits, audit.Event{
 		Time: now, Kind: audit.KindCodeSent, Actor: "viewer", MessageID: l.msg.ID,
 		Detail: map[string]string{"recipient": rc.ID, "purpose": string(purpose)},
 	})
@@ -205,13 +228,21 @@ func (v *Viewer) reset(w http.ResponseWriter, r *http.Request, l link) {
 		return
 	}
 	if l.state == linkUnknown || v.cfg.SMS == nil {
-		// As a real recipient's code would: wrong while the last "sent" code lives and has
-		// tries left, then missing.
+		// As a real recipient's code would: wrong while this browser's last "sent" code lives
+		// and has tries left, then missing.
 		msg := codeMissing
+		browser := v.loginClient(r).Browser
 		v.phantoms.with(l.hash, now, func(p *phantom) {
-			if n := len(p.codes); n > 0 && now.Sub(p.codes[n-1]) < policy.CodeLifetime && p.codeTries < policy.CodeMaxAttempts {
-				p.codeTries++
-				msg = codeWrong
+			for i := len(p.codes) - 1; i >= 0; i-- {
+				c := &p.codes[i]
+				if browser == ([32]byte{}) || c.browser != browser || c.used {
+					continue
+				}
+				if now.Sub(c.at) < policy.CodeLifetime && c.tries < policy.CodeMaxAttempts {
+					c.tries++
+					msg = codeWrong
+				}
+				break
 			}
 		})
 		v.addrs.add(addr, now)
@@ -235,6 +266,10 @@ func (v *Viewer) reset(w http.ResponseWriter, r *http.Request, l link) {
 	if err := v.cfg.Store.ResetPassword(ctx, rc.ID, hash, audit.Event{Time: now, Kind: audit.KindPasswordReset, Actor: "patient",
 		MessageID: l.msg.ID, Detail: map[string]string{"recipient": rc.ID}}); err != nil {
 		v.failed(w, r, l, "reset password", err)
+		return
+	}
+	if err := v.cfg.Store.TrustBrowser(ctx, rc.ID, v.browser(w, r), now); err != nil {
+		v.failed(w, r, l, "trust browser", err)
 		return
 	}
 	v.signInAndReveal(w, r, l, rc.ID, "reset")

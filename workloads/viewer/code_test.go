@@ -18,7 +18,7 @@ import (
 // characters long.
 func TestOneTimeCodeFirstUse(t *testing.T) {
 	backends(t, func(t *testing.T, b backend) {
-		f := newFixture(t, b, fixtureOptions{policy: Policy{OneTimeCode: true, MinPasswordLength: 8, CodesPerWindow: 3}})
+		f := newFixture(t, b, fixtureOptions{policy: Policy{OneTimeCode: true, MinPasswordLength: 8, CodesPerClient: 3}})
 		id, link := f.message(phoneA, "S", "code text")
 		br := f.browser()
 		r := br.step(link, "open")
@@ -64,7 +64,7 @@ func TestOneTimeCodeFirstUse(t *testing.T) {
 }
 
 func TestOneTimeCodeExpiryAndRateLimit(t *testing.T) {
-	f := newFixture(t, sqliteBackend, fixtureOptions{policy: Policy{OneTimeCode: true, CodesPerWindow: 3, CodeWindow: time.Hour}})
+	f := newFixture(t, sqliteBackend, fixtureOptions{policy: Policy{OneTimeCode: true, CodesPerClient: 3, CodeWindow: time.Hour}})
 	_, link := f.message(phoneA, "S", "text")
 	br := f.browser()
 	br.step(link, "open")
@@ -112,11 +112,11 @@ func TestOneTimeCodeExpiryAndRateLimit(t *testing.T) {
 	wantBody(t, "provider down", r, "could not send the text")
 }
 
-// Forgot password: a code to the phone replaces the password, clears the lock and signs out
-// every other session.
+// Forgot password: a code to the phone replaces the password, clears the failure counts and
+// signs out every other session.
 func TestForgotPassword(t *testing.T) {
 	backends(t, func(t *testing.T, b backend) {
-		f := newFixture(t, b, fixtureOptions{policy: Policy{MaxFailures: 2}})
+		f := newFixture(t, b, fixtureOptions{policy: Policy{MaxFailuresPerClient: 2}})
 		id, link := f.message(phoneA, "S", "reset text")
 		other := f.browser()
 		other.setFirstPassword(link, goodPassword)
@@ -125,7 +125,7 @@ func TestForgotPassword(t *testing.T) {
 		br := f.browser()
 		br.step(link, "open")
 		br.login(link, "wrong wrong wrong")
-		wantStatus(t, "locked", br.login(link, "wrong wrong wrong"), http.StatusTooManyRequests)
+		wantStatus(t, "paused", br.login(link, "wrong wrong wrong"), http.StatusTooManyRequests)
 		r := br.step(link, "send-code", "purpose", "reset")
 		wantStatus(t, "forgot", r, http.StatusOK)
 		wantBody(t, "forgot", r, "Choose a new password", "We texted a 6-digit code")

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	_ "time/tzdata" // DefaultTimeZone and -time-zone load without the host's zone database
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -82,7 +83,7 @@ type Branding struct {
 	SupportPhone, SupportEmail, SupportURL string
 	// Language is the pages' lang attribute. Default "en".
 	Language string
-	// Location is the time zone in which times are shown. Default UTC.
+	// Location is the time zone in which times are shown. Default DefaultTimeZone.
 	Location *time.Location
 }
 
@@ -97,27 +98,43 @@ type Policy struct {
 	// IdleTimeout ends a session not used for this long (default 15 min); SessionLifetime ends
 	// any session this long after sign-in (default 12 h). Both are enforced on the server.
 	IdleTimeout, SessionLifetime time.Duration
-	// MaxFailures consecutive failed sign-ins lock a recipient out for LockFor (defaults 10
-	// and 15 min; at most 100, NIST SP 800-63B §5.2.2). After the lock each further failure
-	// locks again at once, until a successful sign-in or reset.
-	MaxFailures int
-	LockFor     time.Duration
-	// FailureDelay is the base of the progressive delay: from the third consecutive failure,
-	// each failed answer waits FailureDelay·2^(n-3), at most MaxFailureDelay (defaults 1 s,
-	// 8 s). Negative: no delay.
+	// Sign-in throttling, keyed by recipient and client (NIST SP 800-63B §5.2.2: at most 100
+	// failed attempts, and no lockout an attacker can hold). A client is a browser the
+	// recipient signed in from within FailureWindow (trusted, known by a random device token
+	// in a cookie), or else the client's address. Failures stop counting after FailureWindow
+	// (default 30 days); a successful sign-in clears the client's own count, a reset clears
+	// all.
+	//
+	//   - MaxFailuresPerClient (default 10, at most MaxFailures) failures of one client pause
+	//     that client's password sign-in until they age out.
+	//   - MaxFailures (default 100, at most 100) failures of all untrusted clients together
+	//     pause password sign-in from untrusted clients until they age out, so guessing a
+	//     password from browsers that never signed in stays below MaxFailures per window.
+	//     Before that, once the untrusted clients together failed MaxFailuresPerClient times,
+	//     each further attempt waits a delay that doubles from one minute up to MaxDelay
+	//     (default 15 min): the longest a patient in a new browser waits while under attack.
+	//   - Trusted browsers, remembered sessions and texted codes are held by none of the
+	//     shared limits: an attacker with a link cannot keep the patient out.
+	MaxFailures, MaxFailuresPerClient int
+	FailureWindow, MaxDelay           time.Duration
+	// FailureDelay is the base of the delay of each wrong-password answer: from a client's
+	// third failure, the answer waits FailureDelay·2^(n-3), at most MaxFailureDelay
+	// (defaults 1 s, 8 s). Negative: no delay.
 	FailureDelay, MaxFailureDelay time.Duration
 	// MaxFailuresPerAddress failed attempts (passwords and codes) from one client address
-	// within AddressWindow block further attempts from it until the window passes (defaults
-	// 30 per 15 min). Codes texted count too.
+	// within AddressWindow, on any recipients, block further attempts from it until the
+	// window passes (defaults 30 per 15 min). Codes texted count too.
 	MaxFailuresPerAddress int
 	AddressWindow         time.Duration
-	// CodeLifetime (default 10 min), CodeMaxAttempts wrong tries per code (default 5), and at
-	// most CodesPerWindow codes per recipient and purpose within CodeWindow (defaults 3 per
-	// hour).
-	CodeLifetime    time.Duration
-	CodeMaxAttempts int
-	CodesPerWindow  int
-	CodeWindow      time.Duration
+	// CodeLifetime (default 10 min) and CodeMaxAttempts wrong tries per code (default 5). A
+	// code works only in the browser that asked for it, so nobody else's tries use it up. At
+	// most CodesPerClient codes per client (default 3) and CodesPerRecipient for all
+	// untrusted clients together (default 10, more than CodesPerClient) are texted within
+	// CodeWindow (default 1 h).
+	CodeLifetime                      time.Duration
+	CodeMaxAttempts                   int
+	CodesPerClient, CodesPerRecipient int
+	CodeWindow                        time.Duration
 	// Replies shows a form under each message with which the patient can answer it. A reply
 	// is sealed under the message's data key, so it is purged with the message, and reaches
 	// the sender in the API's message events. ReplyMaxLength caps one reply in characters
@@ -125,6 +142,11 @@ type Policy struct {
 	Replies        bool
 	ReplyMaxLength int
 }
+
+// DefaultTimeZone is where pages show times when the tenant names no zone: patients read
+// "3:04 PM EST", not a UTC time they would have to convert. The zone database is built in
+// (time/tzdata), so it loads on images without one.
+const DefaultTimeZone = "America/New_York"
 
 // Reply limits: the longest reply a tenant may allow, and the most replies one message takes
 // (a bound on what one link can write, not a conversation).
@@ -195,7 +217,11 @@ func (cfg Config) withDefaults() (Config, error) {
 		b.Language = "en"
 	}
 	if b.Location == nil {
-		b.Location = time.UTC
+		loc, err := time.LoadLocation(DefaultTimeZone)
+		if err != nil {
+			bad("viewer: load time zone %s: %v", DefaultTimeZone, err)
+		}
+		b.Location = loc
 	}
 
 	p := &cfg.Policy
@@ -212,15 +238,18 @@ func (cfg Config) withDefaults() (Config, error) {
 	defInt(&p.MinPasswordLength, 15)
 	def(&p.IdleTimeout, 15*time.Minute)
 	def(&p.SessionLifetime, 12*time.Hour)
-	defInt(&p.MaxFailures, 10)
-	def(&p.LockFor, 15*time.Minute)
+	defInt(&p.MaxFailures, 100)
+	defInt(&p.MaxFailuresPerClient, min(10, p.MaxFailures))
+	def(&p.FailureWindow, 30*24*time.Hour)
+	def(&p.MaxDelay, 15*time.Minute)
 	def(&p.FailureDelay, time.Second)
 	def(&p.MaxFailureDelay, 8*time.Second)
 	defInt(&p.MaxFailuresPerAddress, 30)
 	def(&p.AddressWindow, 15*time.Minute)
 	def(&p.CodeLifetime, 10*time.Minute)
 	defInt(&p.CodeMaxAttempts, 5)
-	defInt(&p.CodesPerWindow, 3)
+	defInt(&p.CodesPerClient, 3)
+	defInt(&p.CodesPerRecipient, max(10, p.CodesPerClient+1))
 	def(&p.CodeWindow, time.Hour)
 	defInt(&p.ReplyMaxLength, 1000)
 	if p.ReplyMaxLength < 1 || p.ReplyMaxLength > MaxReplyLength {
@@ -235,22 +264,28 @@ func (cfg Config) withDefaults() (Config, error) {
 		bad("viewer: Policy.MinPasswordLength %d is above the %d characters a password may have", p.MinPasswordLength, passwordpolicy.MaxLength)
 	}
 	if p.OneTimeCode && cfg.SMS == nil {
-		bad("viewer: Policy.OneTimeCode needs an SMS provider")
+		bad("viewer: Policy.OneTimeCode texts a code to confirm the phone before the first password, and there is no SMS provider: configure one (-sms-provider), or turn the code off (-one-time-code=false) to let whoever opens a first link choose the password")
 	}
 	if p.IdleTimeout < 0 || p.SessionLifetime < p.IdleTimeout {
 		bad("viewer: Policy.IdleTimeout must be positive and no longer than SessionLifetime")
 	}
 	if p.MaxFailures < 1 || p.MaxFailures > 100 {
-		bad("viewer: Policy.MaxFailures must be 1 to 100 (NIST SP 800-63B: at most 100 consecutive failures)")
+		bad("viewer: Policy.MaxFailures must be 1 to 100 (NIST SP 800-63B: at most 100 failed attempts)")
 	}
-	if p.LockFor < 0 || p.MaxFailuresPerAddress < 1 || p.AddressWindow < 0 {
-		bad("viewer: Policy.LockFor, MaxFailuresPerAddress and AddressWindow must be positive")
+	if p.MaxFailuresPerClient < 1 || p.MaxFailuresPerClient > p.MaxFailures {
+		bad("viewer: Policy.MaxFailuresPerClient must be 1 to MaxFailures (%d)", p.MaxFailures)
+	}
+	if p.FailureWindow < 0 || p.MaxDelay < 0 || p.MaxFailuresPerAddress < 1 || p.AddressWindow < 0 {
+		bad("viewer: Policy.FailureWindow, MaxDelay, MaxFailuresPerAddress and AddressWindow must be positive")
 	}
 	if p.CodeLifetime < 0 || p.CodeLifetime > 10*time.Minute {
 		bad("viewer: Policy.CodeLifetime must be at most 10 minutes")
 	}
-	if p.CodeMaxAttempts < 1 || p.CodesPerWindow < 1 || p.CodeWindow < p.CodeLifetime {
-		bad("viewer: Policy.CodeMaxAttempts and CodesPerWindow must be positive, CodeWindow at least CodeLifetime")
+	if p.CodeMaxAttempts < 1 || p.CodesPerClient < 1 || p.CodeWindow < p.CodeLifetime {
+		bad("viewer: Policy.CodeMaxAttempts and CodesPerClient must be positive, CodeWindow at least CodeLifetime")
+	}
+	if p.CodesPerRecipient <= p.CodesPerClient {
+		bad("viewer: Policy.CodesPerRecipient (%d) must exceed CodesPerClient (%d), so that one client cannot use up the patient's codes", p.CodesPerRecipient, p.CodesPerClient)
 	}
 	return cfg, errors.Join(errs...)
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"regexp"
@@ -119,6 +120,11 @@ type fixtureOptions struct {
 	policy Policy
 	hash   password.Params // zero: cheapHash
 	noSMS  bool
+	// trustedProxies are Config.TrustedProxies; location is Branding.Location.
+	trustedProxies []netip.Prefix
+	location       *time.Location
+	// start is the clock's first reading; zero: the wall clock's.
+	start time.Time
 }
 
 // fixture is a viewer on real dependencies: a store on PostgreSQL or SQLite, a keystore
@@ -151,7 +157,10 @@ func newFixture(t testing.TB, b backend, o fixtureOptions) *fixture {
 		o.hash = cheapHash
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	f := &fixture{t: t, tenant: o.tenant, Clock: &clock{t: time.Now()}, SMS: &fakeSMS{}}
+	if o.start.IsZero() {
+		o.start = time.Now()
+	}
+	f := &fixture{t: t, tenant: o.tenant, Clock: &clock{t: o.start}, SMS: &fakeSMS{}}
 	var dsn string
 	switch b {
 	case postgresBackend:
@@ -222,8 +231,10 @@ func newFixture(t testing.TB, b backend, o fixtureOptions) *fixture {
 		Branding: Branding{
 			DisplayName: "Riverside Clinic", SupportPhone: "202-555-0100", SupportEmail: "help@clinic.example",
 			Logo: []byte("\x89PNG\r\n\x1a\nlogo"), LogoType: "image/png", PrimaryColor: "#1F4E79",
+			Location: o.location,
 		},
-		Policy: o.policy, Logger: quiet, Now: f.Clock.Now, HashParams: o.hash,
+		TrustedProxies: o.trustedProxies,
+		Policy:         o.policy, Logger: quiet, Now: f.Clock.Now, HashParams: o.hash,
 		Sleep: func(_ context.Context, d time.Duration) {
 			f.sleepMu.Lock()
 			defer f.sleepMu.Unlock()
@@ -351,10 +362,11 @@ func (f *fixture) browser() *browser {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	c := f.Server.Client()
+	// A copy: Server.Client returns one shared client, whose jar each browser would replace.
+	c := *f.Server.Client()
 	c.Jar = jar
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return &browser{t: f.t, f: f, client: c, jar: jar, header: http.Header{}}
+	return &browser{t: f.t, f: f, client: &c, jar: jar, header: http.Header{}}
 }
 
 // on returns a browser that shares b's cookies but talks to another fixture's server (same

@@ -37,11 +37,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"what"}),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "securetext_viewer_logins_total",
-			Help: "Sign-in attempts by result: success, wrong-password, locked, throttled, busy, error. Sign-ins after setting or resetting a password count as success.",
+			Help: "Sign-in attempts by result: success, wrong-password, paused (held back by the per-recipient throttle), throttled (the per-address limit), busy, error. Sign-ins after setting or resetting a password count as success.",
 		}, []string{"result"}),
 		lockouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "securetext_viewer_lockouts_total",
-			Help: "Failed sign-ins that locked a recipient out (also each failure during a renewed lock).",
+			Help: "Failed sign-ins that reached a throttle limit: one client's failures, or the failures of all untrusted clients of a recipient (password sign-in from them pauses until failures age out).",
 		}),
 		replies: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "securetext_viewer_replies_total",

@@ -112,8 +112,9 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 }
 
-// cleanup deletes expired sessions and one-time codes every cleanupInterval until ctx ends.
-// Codes are kept for the rate-limit window after they expire, since the limit counts them.
+// cleanup deletes expired sessions, one-time codes and sign-in attempts every
+// cleanupInterval until ctx ends. Codes are kept for the rate-limit window after they
+// expire, and attempts for the failure window, since the limits count them.
 func (v *Viewer) cleanup(ctx context.Context) {
 	t := time.NewTicker(cleanupInterval)
 	defer t.Stop()
@@ -129,6 +130,9 @@ func (v *Viewer) cleanup(ctx context.Context) {
 		}
 		if _, err := v.cfg.Store.DeleteExpiredCodes(ctx, now.Add(-v.cfg.Policy.CodeWindow)); err != nil && ctx.Err() == nil {
 			v.log.WarnContext(ctx, "delete expired one-time codes failed", "err", err)
+		}
+		if _, err := v.cfg.Store.DeleteLoginAttempts(ctx, now.Add(-v.cfg.Policy.FailureWindow)); err != nil && ctx.Err() == nil {
+			v.log.WarnContext(ctx, "delete old sign-in attempts failed", "err", err)
 		}
 	}
 }

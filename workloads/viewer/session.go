@@ -22,8 +22,10 @@ import (
 const (
 	sessionCookie    = "__Host-session"
 	csrfCookie       = "__Host-csrf"
+	deviceCookie     = "__Host-device"
 	devSessionCookie = "securetext-session"
 	devCSRFCookie    = "securetext-csrf"
+	devDeviceCookie  = "securetext-device"
 )
 
 // tokenShape is what token.New makes: 26 characters of lowercase base32.
@@ -42,6 +44,31 @@ func cookieNames(r *http.Request) (session, csrf string) {
 		return devSessionCookie, devCSRFCookie
 	}
 	return sessionCookie, csrfCookie
+}
+
+// deviceCookieName is the cookie of the browser's device token: a random token that names
+// nothing by itself. The store knows which recipients signed in from the browser holding it
+// (those the browser is trusted for, see Policy) and binds one-time codes to it.
+func deviceCookieName(r *http.Request) string {
+	if plainLoopback(r) {
+		return devDeviceCookie
+	}
+	return deviceCookie
+}
+
+// browser returns the hash of the browser's device token, first giving the browser one if it
+// has none. Like every cookie of the viewer it ends with the browser session (no Max-Age):
+// nothing is kept on the device. The store trusts it for at most the failure window.
+func (v *Viewer) browser(w http.ResponseWriter, r *http.Request) [32]byte {
+	name := deviceCookieName(r)
+	t := cookieToken(r, name)
+	if t == "" {
+		t = token.New()
+		setCookie(w, r, name, t, 0)
+		// Later steps of this request see the new token.
+		r.AddCookie(&http.Cookie{Name: name, Value: t})
+	}
+	return token.Hash(t)
 }
 
 func setCookie(w http.ResponseWriter, r *http.Request, name, value string, maxAge int) {

@@ -7,18 +7,23 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/securetext/securetext/workloads/store"
+	"github.com/securetext/securetext/workloads/token"
 )
 
-// Brute-force defences that are not the per-recipient lock in the database:
+// Brute-force defences besides the sign-in throttle in the database (store.BeginLogin, with
+// the decision of Policy.nextAttempt):
 //
 //   - addressLimiter counts failed attempts (wrong passwords, wrong codes) and codes texted per
-//     client address in a fixed window, and blocks the address once it reaches the limit.
-//   - phantoms gives links that do not exist the same lock behaviour a real recipient has, so
-//     that whether a link exists cannot be learnt by counting attempts until a lock.
+//     client address in a fixed window, on any recipient, and blocks the address once it
+//     reaches the limit: one address cannot spray many recipients.
+//   - phantoms gives links that do not exist the same throttle and code behaviour a real
+//     recipient has, so that whether a link exists cannot be learnt by counting attempts.
 //
 // Both live in this process's memory: with several replicas behind a load balancer an address
-// gets the limit once per replica. The per-recipient lock, which is what protects a password,
-// is in the database and shared.
+// gets the limit once per replica. The per-recipient throttle, which is what protects a
+// password, is in the database and shared.
 
 // maxTracked bounds each table; when full, expired entries go first, then the oldest.
 const maxTracked = 100_000
@@ -80,13 +85,50 @@ func (l *addressLimiter) evict(now time.Time) {
 	}
 }
 
-// phantom is the login state of a link that does not exist, as a real recipient's would be.
+// phantom is the sign-in state of a link that does not exist, as a real recipient's would be
+// for clients that never signed in (nobody signs in on a phantom).
 type phantom struct {
-	failures    int
-	lockedUntil time.Time
-	codes       []time.Time // when codes were "sent", within the rate-limit window
-	codeTries   int         // wrong tries of the last "sent" code
-	seen        time.Time
+	failures []phantomFailure
+	codes    []phantomCode
+	seen     time.Time
+}
+
+type phantomFailure struct {
+	client [32]byte
+	at     time.Time
+}
+
+type phantomCode struct {
+	requester, browser [32]byte
+	at                 time.Time
+	tries              int
+	used               bool
+}
+
+// counts are the phantom's store.LoginCounts for client at now, as loginCounts in the store
+// computes them for a client that is not trusted.
+func (p *phantom) counts(client store.LoginClient, now time.Time, window time.Duration) store.LoginCounts {
+	var c store.LoginCounts
+	recent := p.failures[:0]
+	for _, f := range p.failures {
+		if !f.at.After(now.Add(-window)) {
+			continue
+		}
+		recent = append(recent, f)
+		if f.client == client.Address {
+			if c.Client == 0 {
+				c.ClientOldest = f.at
+			}
+			c.Client++
+		}
+		if c.Shared == 0 {
+			c.SharedOldest = f.at
+		}
+		c.Shared++
+		c.SharedLast = f.at
+	}
+	p.failures = recent
+	return c
 }
 
 // phantoms tracks links that do not exist, by token hash.
@@ -118,6 +160,58 @@ func (p *phantoms) with(hash [32]byte, now time.Time, fn func(*phantom)) {
 	}
 	ph.seen = now
 	fn(ph)
+}
+
+// nextAttempt is when a client with counts c may next try a password (not after now: at
+// once). It is the whole throttle decision; the store applies it atomically.
+func (p Policy) nextAttempt(c store.LoginCounts) time.Time {
+	var t time.Time
+	later := func(u time.Time) {
+		if u.After(t) {
+			t = u
+		}
+	}
+	if c.Client >= p.MaxFailuresPerClient {
+		later(c.ClientOldest.Add(p.FailureWindow))
+	}
+	if !c.Trusted {
+		if c.Shared >= p.MaxFailures {
+			later(c.SharedOldest.Add(p.FailureWindow))
+		}
+		later(c.SharedLast.Add(p.sharedDelay(c.Shared)))
+	}
+	return t
+}
+
+// sharedDelay is how long after the last failure of an untrusted client the next untrusted
+// attempt waits, after n such failures: none until n reaches MaxFailuresPerClient, then one
+// minute, doubling up to MaxDelay.
+func (p Policy) sharedDelay(n int) time.Duration {
+	free := p.MaxFailuresPerClient
+	if n < free {
+		return 0
+	}
+	d := time.Minute
+	for i := free; i < n && d < p.MaxDelay; i++ {
+		d *= 2
+	}
+	return min(d, p.MaxDelay)
+}
+
+// afterFailure returns c as it is once the attempt it was read for has failed at now.
+func afterFailure(c store.LoginCounts, now time.Time) store.LoginCounts {
+	if c.Client == 0 {
+		c.ClientOldest = now
+	}
+	c.Client++
+	if !c.Trusted {
+		if c.Shared == 0 {
+			c.SharedOldest = now
+		}
+		c.Shared++
+		c.SharedLast = now
+	}
+	return c
 }
 
 // clientAddr returns the address limits apply to: the connection's peer, or, when the peer
@@ -169,4 +263,15 @@ func failureDelay(n int, base, ceiling time.Duration) time.Duration {
 		d *= 2
 	}
 	return min(d, ceiling)
+}
+
+// loginClient is who makes a request, for the throttle: the hashes of the browser's device
+// token (zero if it has none) and of the client's address.
+func (v *Viewer) loginClient(r *http.Request) store.LoginClient {
+	var c store.LoginClient
+	if t := cookieToken(r, deviceCookieName(r)); t != "" {
+		c.Browser = token.Hash(t)
+	}
+	c.Address = token.Hash("address:" + clientAddr(r, v.cfg.TrustedProxies).String())
+	return c
 }

@@ -12,13 +12,19 @@
 //     store.Transition. Content is shown only after its audit event is stored.
 //   - A link that does not exist behaves like a link whose recipient has a password: the same
 //     pages, byte for byte apart from the anti-forgery token, the same argon2id verification
-//     on every sign-in attempt, and the same lock after the same number of failures.
+//     on every sign-in attempt, and the same throttle after the same number of failures.
+//   - Password guessing is bounded per recipient (Policy.MaxFailures, at most 100, per
+//     failure window, from browsers that never signed in) with growing delays, and no one
+//     holding a link can keep the patient out: the throttle is keyed by recipient and client,
+//     a browser the patient signed in from keeps its own count, a remembered session needs
+//     no password, and a texted code works only in the browser that asked for it.
 //   - Sessions are server-side (only a hash of the id is stored), in a __Host- cookie that is
 //     Secure, HttpOnly and SameSite=Strict; the idle timeout and absolute lifetime are checked
 //     on the server; every sign-in gets a new id; sign-out deletes the session.
 //   - Every response carries the security headers of headers.go (no-store, no-referrer, a
 //     script-free CSP, HSTS, nosniff, COOP); there is no JavaScript, and nothing is kept on the
-//     device.
+//     device: every cookie (session, anti-forgery token, device token) ends with the browser
+//     session.
 //   - Logs, errors and metric labels carry message and recipient ids and short codes, never
 //     phone numbers, link tokens, passwords, codes or content.
 package viewer
@@ -28,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -391,13 +398,12 @@ func (v *Viewer) firstUsePage(w http.ResponseWriter, r *http.Request, code int, 
 	v.render(w, r, code, "setpassword", "set-password", page{Title: "Choose a password", Error: errMsg, MinLength: v.cfg.Policy.MinPasswordLength})
 }
 
-func (v *Viewer) wrongPassword(lockedUntil time.Time, now time.Time) (int, string) {
-	if now.Before(lockedUntil) {
-		return http.StatusTooManyRequests, fmt.Sprintf(
-			"Sign-in is paused because of too many wrong passwords. Try again after %s, or choose a new password with a code texted to your phone.",
-			v.formatTime(lockedUntil))
-	}
-	return http.StatusUnauthorized, "That password is not right. Check it and try again."
+// pausedPage answers a sign-in the throttle holds back until next.
+func (v *Viewer) pausedPage(w http.ResponseWriter, r *http.Request, next, now time.Time) {
+	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(next.Sub(now).Seconds()))))
+	v.loginPage(w, r, http.StatusTooManyRequests, fmt.Sprintf(
+		"Sign-in is paused because of too many wrong passwords. Try again after %s, or choose a new password with a code texted to your phone.",
+		v.formatTime(next)), "")
 }
 
 // verifyPassword runs the argon2id check in the bounded pool, waiting at most verifyWait.
@@ -407,8 +413,9 @@ func (v *Viewer) verifyPassword(ctx context.Context, pw, hash string) error {
 	return v.verify(ctx, pw, hash)
 }
 
-// login checks a password. Links that do not exist get the same work and answers, from a
-// phantom recipient with a password.
+// login checks a password, within the throttle of Policy.nextAttempt: an attempt the
+// throttle holds back is answered without checking the password. Links that do not exist get
+// the same work and answers, from a phantom recipient with a password.
 func (v *Viewer) login(w http.ResponseWriter, r *http.Request, l link) {
 	ctx := r.Context()
 	now := v.now()
@@ -420,15 +427,16 @@ func (v *Viewer) login(w http.ResponseWriter, r *http.Request, l link) {
 	}
 	pw := r.PostFormValue("password")
 	policy := v.cfg.Policy
+	client := v.loginClient(r)
+	allow := func(c store.LoginCounts) bool { return !policy.nextAttempt(c).After(now) }
 
 	if l.state == linkUnknown {
-		var lockedUntil time.Time
-		v.phantoms.with(l.hash, now, func(p *phantom) { lockedUntil = p.lockedUntil })
-		if now.Before(lockedUntil) {
-			v.metrics.logins.WithLabelValues("locked").Inc()
+		var counts store.LoginCounts
+		v.phantoms.with(l.hash, now, func(p *phantom) { counts = p.counts(client, now, policy.FailureWindow) })
+		if !allow(counts) {
+			v.metrics.logins.WithLabelValues("paused").Inc()
 			v.appendAudit(ctx, audit.Event{Time: now, Kind: audit.KindAuthFailed, Actor: "patient", Detail: map[string]string{"reason": "unknown-link"}})
-			code, msg := v.wrongPassword(lockedUntil, now)
-			v.loginPage(w, r, code, msg, "")
+			v.pausedPage(w, r, policy.nextAttempt(counts), now)
 			return
 		}
 		err := v.verifyPassword(ctx, pw, v.dummyHash)
@@ -437,18 +445,13 @@ func (v *Viewer) login(w http.ResponseWriter, r *http.Request, l link) {
 			v.unavailable(w, r)
 			return
 		}
-		var failures int
 		v.phantoms.with(l.hash, now, func(p *phantom) {
-			p.failures++
-			failures = p.failures
-			if p.failures >= policy.MaxFailures {
-				p.lockedUntil = now.Add(policy.LockFor)
-			}
-			lockedUntil = p.lockedUntil
+			counts = p.counts(client, now, policy.FailureWindow)
+			p.failures = append(p.failures, phantomFailure{client: client.Address, at: now})
 		})
 		v.addrs.add(addr, now)
 		v.appendAudit(ctx, audit.Event{Time: now, Kind: audit.KindAuthFailed, Actor: "patient", Detail: map[string]string{"reason": "unknown-link"}})
-		v.loginFailed(w, r, failures, lockedUntil, now)
+		v.loginFailed(w, r, afterFailure(counts, now), now)
 		return
 	}
 
@@ -461,61 +464,83 @@ func (v *Viewer) login(w http.ResponseWriter, r *http.Request, l link) {
 		v.firstUsePage(w, r, http.StatusOK, "")
 		return
 	}
-	if (store.LoginState{FailedLogins: rc.FailedLogins, LockedUntil: rc.LockedUntil}).Locked(now) {
-		v.metrics.logins.WithLabelValues("locked").Inc()
+	att, err := v.cfg.Store.BeginLogin(ctx, rc.ID, client, now, policy.FailureWindow, allow)
+	if err != nil {
+		v.failed(w, r, l, "begin sign-in", err)
+		return
+	}
+	if att.ID == "" {
+		v.metrics.logins.WithLabelValues("paused").Inc()
 		v.appendAudit(ctx, audit.Event{Time: now, Kind: audit.KindAuthFailed, Actor: "patient", MessageID: l.msg.ID,
-			Detail: map[string]string{"recipient": rc.ID, "reason": "locked"}})
-		code, msg := v.wrongPassword(rc.LockedUntil, now)
-		v.loginPage(w, r, code, msg, "")
+			Detail: map[string]string{"recipient": rc.ID, "reason": "paused"}})
+		v.pausedPage(w, r, policy.nextAttempt(att.Counts), now)
 		return
 	}
 	switch err := v.verifyPassword(ctx, pw, rc.PasswordHash); {
 	case err == nil:
 	case errors.Is(err, password.ErrMismatch):
-		st, err := v.cfg.Store.RecordLoginFailure(ctx, rc.ID, now, policy.MaxFailures, policy.LockFor)
-		if err != nil {
-			v.failed(w, r, l, "record login failure", err)
+		after := afterFailure(att.Counts, now)
+		if err := v.cfg.Store.LoginFailed(ctx, att, v.failureEvents(l, rc.ID, att.Counts, after, now)...); err != nil {
+			v.failed(w, r, l, "record failed sign-in", err)
 			return
 		}
 		v.addrs.add(addr, now)
-		events := []audit.Event{{Time: now, Kind: audit.KindAuthFailed, Actor: "patient", MessageID: l.msg.ID,
-			Detail: map[string]string{"recipient": rc.ID, "reason": "wrong-password", "failures": strconv.Itoa(st.FailedLogins)}}}
-		if st.Locked(now) {
-			v.metrics.lockouts.Inc()
-			events = append(events, audit.Event{Time: now, Kind: audit.KindLocked, Actor: "viewer", MessageID: l.msg.ID,
-				Detail: map[string]string{"recipient": rc.ID, "failures": strconv.Itoa(st.FailedLogins), "minutes": strconv.Itoa(int(policy.LockFor.Minutes()))}})
-		}
-		v.appendAudit(ctx, events...)
-		v.loginFailed(w, r, st.FailedLogins, st.LockedUntil, now)
-		return
-	case errors.Is(err, context.DeadlineExceeded):
-		v.metrics.logins.WithLabelValues("busy").Inc()
-		v.unavailable(w, r)
+		v.loginFailed(w, r, after, now)
 		return
 	default:
+		if err := v.cfg.Store.LoginAbandoned(ctx, att); err != nil {
+			v.log.WarnContext(ctx, "forget sign-in attempt failed", "message", l.msg.ID, "err", err)
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			v.metrics.logins.WithLabelValues("busy").Inc()
+			v.unavailable(w, r)
+			return
+		}
 		v.metrics.logins.WithLabelValues("error").Inc()
 		v.failed(w, r, l, "verify password", err)
 		return
 	}
-	if rc.FailedLogins > 0 || !rc.LockedUntil.IsZero() {
-		if err := v.cfg.Store.ResetLoginFailures(ctx, rc.ID); err != nil {
-			v.failed(w, r, l, "reset login failures", err)
-			return
-		}
+	if err := v.cfg.Store.LoginSucceeded(ctx, att, v.browser(w, r), now); err != nil {
+		v.failed(w, r, l, "record sign-in", err)
+		return
 	}
 	v.signInAndReveal(w, r, l, rc.ID, "password")
 }
 
-// loginFailed answers the failures-th consecutive failed sign-in, after the progressive delay.
-func (v *Viewer) loginFailed(w http.ResponseWriter, r *http.Request, failures int, lockedUntil, now time.Time) {
-	code, msg := v.wrongPassword(lockedUntil, now)
-	if code == http.StatusTooManyRequests {
-		v.metrics.logins.WithLabelValues("locked").Inc()
-	} else {
-		v.metrics.logins.WithLabelValues("wrong-password").Inc()
+// failureEvents are the audit events of a failed sign-in whose counts went from before to
+// after: the failure, and a limit it reaches (locked: password sign-in of this client, or
+// of every untrusted client, is paused until failures age out). The store writes them with
+// the failure, in one transaction.
+func (v *Viewer) failureEvents(l link, recipientID string, before, after store.LoginCounts, now time.Time) []audit.Event {
+	p := v.cfg.Policy
+	events := []audit.Event{{Time: now, Kind: audit.KindAuthFailed, Actor: "patient", MessageID: l.msg.ID,
+		Detail: map[string]string{"recipient": recipientID, "reason": "wrong-password", "failures": strconv.Itoa(after.Client),
+			"trusted-browser": strconv.FormatBool(after.Trusted)}}}
+	locked := func(scope string, failures int, until time.Time) {
+		v.metrics.lockouts.Inc()
+		events = append(events, audit.Event{Time: now, Kind: audit.KindLocked, Actor: "viewer", MessageID: l.msg.ID,
+			Detail: map[string]string{"recipient": recipientID, "scope": scope, "failures": strconv.Itoa(failures),
+				"minutes": strconv.Itoa(int(math.Ceil(until.Sub(now).Minutes())))}})
 	}
-	v.cfg.Sleep(r.Context(), failureDelay(failures, v.cfg.Policy.FailureDelay, v.cfg.Policy.MaxFailureDelay))
-	v.loginPage(w, r, code, msg, "")
+	if before.Client < p.MaxFailuresPerClient && after.Client >= p.MaxFailuresPerClient {
+		locked("client", after.Client, after.ClientOldest.Add(p.FailureWindow))
+	}
+	if !after.Trusted && before.Shared < p.MaxFailures && after.Shared >= p.MaxFailures {
+		locked("untrusted-clients", after.Shared, after.SharedOldest.Add(p.FailureWindow))
+	}
+	return events
+}
+
+// loginFailed answers a failed sign-in whose client now has counts c, after the client's
+// progressive delay.
+func (v *Viewer) loginFailed(w http.ResponseWriter, r *http.Request, c store.LoginCounts, now time.Time) {
+	v.metrics.logins.WithLabelValues("wrong-password").Inc()
+	v.cfg.Sleep(r.Context(), failureDelay(c.Client, v.cfg.Policy.FailureDelay, v.cfg.Policy.MaxFailureDelay))
+	if next := v.cfg.Policy.nextAttempt(c); next.After(now) {
+		v.pausedPage(w, r, next, now)
+		return
+	}
+	v.loginPage(w, r, http.StatusUnauthorized, "That password is not right. Check it and try again.", "")
 }
 
 // appendAudit stores events that go with no other write; a failure is logged (the answer
@@ -579,6 +604,10 @@ func (v *Viewer) setPassword(w http.ResponseWriter, r *http.Request, l link) {
 		v.failed(w, r, l, "set first password", err)
 		return
 	}
+	if err := v.cfg.Store.TrustBrowser(ctx, rc.ID, v.browser(w, r), now); err != nil {
+		v.failed(w, r, l, "trust browser", err)
+		return
+	}
 	v.signInAndReveal(w, r, l, rc.ID, "first-password")
 }
 
@@ -589,7 +618,7 @@ func (v *Viewer) newPasswordHash(w http.ResponseWriter, r *http.Request, l link,
 	needCode bool, addr netip.Addr, pw string, again func(code int, msg string)) (hash string, ok bool) {
 	ctx := r.Context()
 	if needCode {
-		ok, msg, err := v.useCode(ctx, recipientID, purpose, r.PostFormValue("code"))
+		ok, msg, err := v.useCode(ctx, r, recipientID, purpose, r.PostFormValue("code"))
 		if err != nil {
 			v.failed(w, r, l, "check one-time code", err)
 			return "", false

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/securetext/securetext/hack/testenv"
+	"github.com/securetext/securetext/workloads/audit"
 	"github.com/securetext/securetext/workloads/gateway"
 	"github.com/securetext/securetext/workloads/keystore"
 	"github.com/securetext/securetext/workloads/sms"
@@ -123,7 +124,11 @@ func startStack(ctx context.Context, dir string, sessions int) (s *stack, err er
 	if err != nil {
 		return s, err
 	}
-	ks, err := keystore.NewServer(s.transit, keystore.ServerConfig{Tenant: benchTenant, Certificate: ksCert, ClientCAs: s.roots, Logger: log})
+	notary, err := audit.NewNotary(benchTenant, s.transit, s.transit.CheckpointState("state"), nil)
+	if err != nil {
+		return s, err
+	}
+	ks, err := keystore.NewServer(s.transit, keystore.ServerConfig{Tenant: benchTenant, Certificate: ksCert, ClientCAs: s.roots, Logger: log, Checkpoints: notary})
 	if err != nil {
 		return s, err
 	}
@@ -229,12 +234,15 @@ func setUpTransit(ctx context.Context, v *testenv.Vault) (string, error) {
 	if err := root.Sys().MountWithContext(ctx, "transit", &vaultapi.MountInput{Type: "transit"}); err != nil {
 		return "", fmt.Errorf("mount transit: %w", err)
 	}
+	if err := root.Sys().MountWithContext(ctx, "state", &vaultapi.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
+		return "", fmt.Errorf("mount state: %w", err)
+	}
 	for name, typ := range map[string]string{"messages": "aes256-gcm96", "audit": "ed25519"} {
 		if _, err := root.Logical().WriteWithContext(ctx, "transit/keys/"+name, map[string]any{"type": typ}); err != nil {
 			return "", fmt.Errorf("create transit key %s: %w", name, err)
 		}
 	}
-	if err := root.Sys().PutPolicyWithContext(ctx, "keystore", vaultpolicy.Keystore("transit", "messages", "audit")); err != nil {
+	if err := root.Sys().PutPolicyWithContext(ctx, "keystore", vaultpolicy.Keystore("transit", "state", "messages", "audit")); err != nil {
 		return "", fmt.Errorf("write policy: %w", err)
 	}
 	renewable := true

@@ -130,6 +130,7 @@ func newTenant(name string) *securetextv1alpha1.SecureTextTenant {
 	return &securetextv1alpha1.SecureTextTenant{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: securetextv1alpha1.SecureTextTenantSpec{
+			Development: true,
 			DisplayName: "Bench Clinic " + name,
 			TextDomain:  "text." + name + ".example",
 			Hostnames:   securetextv1alpha1.Hostnames{Viewer: "view." + name + ".example"},

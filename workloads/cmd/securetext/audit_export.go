@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
 	"flag"
@@ -41,12 +42,15 @@ func auditExport(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *dsn == "" || *tenant == "" {
 		return errors.New("audit export: -dsn and -tenant are required")
 	}
-	var keys keystore.Service
+	var keys interface {
+		audit.CheckpointSigner
+		PublicKey(context.Context) (ed25519.PublicKey, error)
+	}
 	switch {
 	case *localKey != "" && *url != "":
 		return errors.New("audit export: give -local-key-file or -keystore-url, not both")
 	case *localKey != "":
-		l, err := keystore.NewLocal(*localKey, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		l, err := keystore.NewLocalInProcess(*localKey, *tenant, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
 			return fmt.Errorf("audit export: %w", err)
 		}

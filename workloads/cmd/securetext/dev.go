@@ -75,7 +75,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, starte
 			return err
 		}
 	}
-	keys, err := keystore.NewLocal(keyFile, log)
+	keys, err := keystore.NewLocalInProcess(keyFile, devTenant, log)
 	if err != nil {
 		return err
 	}
@@ -93,8 +93,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, starte
 	}
 	defer st.Close()
 
+	// The console is the demo's phone, on the developer's own terminal: it shows whole numbers,
+	// where a production console provider (a pod's log) masks them.
 	console := &lockedWriter{w: stdout}
-	provider, err := sms.New(sms.Config{Type: sms.TypeConsole, Console: console})
+	provider, err := sms.New(sms.Config{Type: sms.TypeConsole, Console: console, ConsoleFullNumbers: true})
 	if err != nil {
 		return err
 	}
@@ -109,7 +111,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, starte
 			Branding: viewer.Branding{
 				DisplayName: devTenantName, SupportPhone: "(202) 555-0100", SupportEmail: "support@demo.localhost",
 			},
-			Policy:   viewer.Policy{Replies: true}, // the demo shows every patient-facing feature
+			// The demo shows every patient-facing feature, with production's defaults: the
+			// first use of a number proves the phone with a code texted to the console.
+			Policy:   viewer.Policy{OneTimeCode: true, Replies: true},
 			HTTPAddr: *viewerAddr, Logger: log,
 			Started: func(a viewer.Addrs) { viewerStarted <- a },
 		})
@@ -163,6 +167,7 @@ func devBanner(a gateway.Addrs, caFile, user, pass, apiKey, viewerURL string) st
 SecureText is running in development mode: a local key file, SQLite and the console SMS
 provider. Do not use it for real patients.
 
+  Text domain      %s
   SMTP submission  %s  (STARTTLS; loopback may send without AUTH in dev mode)
   REST API         https://%s  (certificate: %s)
   Metrics          %s
@@ -184,11 +189,12 @@ or with the REST API:
        -H "Authorization: Bearer %s" -H "Content-Type: application/json" \
        -d '{"to": "2025550143", "subject": "Lab results", "body": "Your results are ready."}'
 
-The text the patient would get appears below (the console provider sends nothing). Open its
-link in a browser: the first visit sets a password of 15 characters or more. One-time codes
-(for "forgot password") also appear below.
+The text the patient would get appears below (the console provider sends nothing, and stands
+in for the patient's phone). Open its link in a browser: the first visit sends a one-time code
+to that phone, which appears below too, and then sets a password of 15 characters or more.
+Codes for "forgot password" also appear below.
 
-`, a.SMTP, a.API, caFile, metricsURL(a.Metrics), viewerURL,
+`, devDomain, a.SMTP, a.API, caFile, metricsURL(a.Metrics), viewerURL,
 		smtpHost, smtpPort, devDomain,
 		smtpHost, smtpPort, user, pass, devDomain,
 		caFile, a.API, apiKey)

@@ -5,10 +5,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"net/smtp"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -113,7 +116,8 @@ func TestDevSendsFirstMessage(t *testing.T) {
 	dir := t.TempDir()
 	out, info := startDev(t, dir)
 	banner := out.String()
-	for _, want := range []string{"swaks --server", "--to 2025550143@text.demo.localhost", "curl --cacert", info.APIKey, "Do not use it for real patients"} {
+	for _, want := range []string{"swaks --server", "--to 2025550143@text.demo.localhost", "curl --cacert", info.APIKey, "Do not use it for real patients",
+		"\n  Text domain      text.demo.localhost\n"} {
 		if !strings.Contains(banner, want) {
 			t.Errorf("banner lacks %q:\n%s", want, banner)
 		}
@@ -128,6 +132,10 @@ func TestDevSendsFirstMessage(t *testing.T) {
 	waitForTexts(t, out, 1)
 	if texts := strings.TrimPrefix(out.String(), banner); strings.Contains(texts, "results are ready") || strings.Contains(texts, "Lab results") {
 		t.Fatalf("the console text shows the message's content:\n%s", texts)
+	}
+	// The console is the demo's phone: it names the whole number the text went to.
+	if texts := strings.TrimPrefix(out.String(), banner); !strings.Contains(texts, "SMS to +12025550143 (console provider, nothing was sent):\n  Demo Clinic: You have a secure message.") {
+		t.Errorf("the console text does not show the whole recipient number:\n%s", texts)
 	}
 
 	// The link opens the viewer of the same process: its page for the message, which shows
@@ -189,8 +197,73 @@ func TestDevSendsFirstMessage(t *testing.T) {
 	}
 }
 
-// TestDevKeepsItsData: a restart reuses the data folder: the same credentials, and the
-// messages stored before.
+var (
+	csrfField = regexp.MustCompile(`<input type="hidden" name="csrf" value="([^"]+)">`)
+	codeText  = regexp.MustCompile(`SMS to \+12025550143 \(console provider, nothing was sent\):\n  Demo Clinic: your code is ([0-9]{6})\.`)
+)
+
+// TestDevFirstUseProvesPhoneOnConsole walks a newcomer through the first use of a link in dev
+// mode with production's default, a texted one-time code: the code arrives on the console
+// (dev's phone), and with it the patient chooses a password and reads the message.
+func TestDevFirstUseProvesPhoneOnConsole(t *testing.T) {
+	out, info := startDev(t, t.TempDir())
+	msg := "From: clinic@demo.localhost\r\nTo: 2025550143@text.demo.localhost\r\nSubject: Lab results\r\n" +
+		"Message-ID: <code@demo.localhost>\r\n\r\nYour results are ready.\r\n"
+	if err := sendPlain(info.Addrs.SMTP, msg); err != nil {
+		t.Fatalf("SMTP submission: %v", err)
+	}
+	waitForTexts(t, out, 1)
+	link := smsLine.FindStringSubmatch(out.String())[1]
+
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	browser := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	page := func(resp *http.Response, err error) string {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s %s: %d\n%s", resp.Request.Method, resp.Request.URL.Path, resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	post := func(html string, form url.Values) string {
+		t.Helper()
+		m := csrfField.FindStringSubmatch(html)
+		if m == nil {
+			t.Fatalf("the page has no form to post:\n%s", html)
+		}
+		form.Set("csrf", m[1])
+		return page(browser.PostForm(link, form))
+	}
+
+	html := page(browser.Get(link))
+	html = post(html, url.Values{"step": {"open"}})
+	if !strings.Contains(html, "Confirm it is you") {
+		t.Fatalf("the first use does not ask to confirm the phone:\n%s", html)
+	}
+	html = post(html, url.Values{"step": {"send-code"}, "purpose": {"setup"}})
+	var code string
+	testenv.Eventually(t, "the one-time code on the console", func() error {
+		m := codeText.FindStringSubmatch(out.String())
+		if m == nil {
+			return errors.New("no code yet")
+		}
+		code = m[1]
+		return nil
+	})
+	const password = "quiet otters borrow seven lanterns"
+	html = post(html, url.Values{"step": {"set-password"}, "code": {code}, "password": {password}, "confirm": {password}})
+	if !strings.Contains(html, "Your results are ready.") {
+		t.Fatalf("after the code and a password, the message is not shown:\n%s", html)
+	}
+}
+
 // sendPlain submits msg without STARTTLS or AUTH, as swaks does without -tls and -a.
 func sendPlain(addr, msg string) error {
 	c, err := smtp.Dial(addr)
@@ -217,6 +290,8 @@ func sendPlain(addr, msg string) error {
 	return c.Quit()
 }
 
+// TestDevKeepsItsData: a restart reuses the data folder: the same credentials, and the
+// messages stored before.
 func TestDevKeepsItsData(t *testing.T) {
 	dir := t.TempDir()
 	first := func() devInfo {
@@ -334,6 +409,16 @@ func TestGatewayFlags(t *testing.T) {
 		if _, err := parseGatewayFlags([]string{"-keystore-reserve", n}, lookup, io.Discard); err == nil || !strings.Contains(err.Error(), "-keystore-reserve") {
 			t.Errorf("-keystore-reserve %s: %v, want a message naming the flag", n, err)
 		}
+	}
+	if len(f.allowedCountries) != 0 {
+		t.Errorf("allowed countries %q by default, want none (the NANP countries of -region US)", f.allowedCountries)
+	}
+	f, err = parseGatewayFlags([]string{"-allowed-countries", "US, CA"}, lookup, io.Discard)
+	if err != nil || strings.Join(f.allowedCountries, ",") != "US,CA" {
+		t.Errorf("-allowed-countries US, CA: %q, %v", f.allowedCountries, err)
+	}
+	if _, err := parseGatewayFlags([]string{"-allowed-countries", "US,USA"}, lookup, io.Discard); err == nil || !strings.Contains(err.Error(), "-allowed-countries") || !strings.Contains(err.Error(), `"USA"`) {
+		t.Errorf("-allowed-countries US,USA: %v, want a message naming the flag and the code", err)
 	}
 	if _, err := parseTrusted("10.0.0.0/8=relay, 192.168.1.7/32=ehr"); err != nil {
 		t.Fatal(err)

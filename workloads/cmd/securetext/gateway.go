@@ -13,6 +13,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/securetext/securetext/workloads/gateway"
+	"github.com/securetext/securetext/workloads/phone"
 	"github.com/securetext/securetext/workloads/store"
 )
 
@@ -20,6 +21,7 @@ const gatewayEnvPrefix = "SECURETEXT_GATEWAY_"
 
 type gatewayFlags struct {
 	tenant, tenantName, textDomain, region    string
+	allowedCountries                          []string
 	database                                  databaseFlags
 	keystore                                  keystoreFlags
 	sms                                       smsFlags
@@ -44,6 +46,7 @@ func parseGatewayFlags(args []string, lookupEnv func(string) (string, bool), std
 	fs.StringVar(&f.tenantName, "tenant-name", "", "the organisation's name as patients know it; starts every SMS (required)")
 	fs.StringVar(&f.textDomain, "text-domain", "", "mail domain of recipients, e.g. text.clinic.example (required)")
 	fs.StringVar(&f.region, "region", "US", "default region of phone numbers (ISO 3166)")
+	allowed := fs.String("allowed-countries", "", "comma-separated countries (ISO 3166-1 alpha-2, e.g. US,CA) whose numbers are texted; others are refused, naming these (default: the countries sharing -region's calling code, for US the 25 of the North American Numbering Plan)")
 	f.database.register(fs, store.DefaultMaxConnections)
 	f.keystore.register(fs, "gateway")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for STARTTLS, SMTPS and the API (required)")
@@ -69,6 +72,10 @@ func parseGatewayFlags(args []string, lookupEnv func(string) (string, bool), std
 	required = append(required, "tls-cert", "tls-key", "senders-file", "sms-provider", "viewer-url")
 	if err := parseFlags(fs, gatewayEnvPrefix, args, lookupEnv, required...); err != nil {
 		return nil, err
+	}
+	f.allowedCountries = phone.ParseCountries(*allowed)
+	if _, err := phone.NewPolicy(f.region, f.allowedCountries); err != nil {
+		return nil, fmt.Errorf("-region or -allowed-countries: %w", err)
 	}
 	if err := f.database.check(); err != nil {
 		return nil, err
@@ -133,7 +140,8 @@ func runGateway(ctx context.Context, args []string, lookupEnv func(string) (stri
 	}
 	defer st.Close()
 	return gateway.Run(ctx, gateway.Config{
-		Tenant: f.tenant, TenantName: f.tenantName, TextDomain: f.textDomain, Region: f.region,
+		Tenant: f.tenant, TenantName: f.tenantName, TextDomain: f.textDomain,
+		Region: f.region, AllowedCountries: f.allowedCountries,
 		Store: st, Keys: keys, Senders: senders,
 		TLS:      tlsConfig,
 		SMTPAddr: f.smtpAddr, SMTPSAddr: f.smtpsAddr, APIAddr: f.apiAddr, MetricsAddr: f.metricsAddr,

@@ -4,7 +4,8 @@
 //
 //	securetext keystore -tenant acme -tls-cert tls.crt -tls-key tls.key -client-ca ca.crt \
 //	    -vault-addr https://vault:8200 -vault-role keystore-acme \
-//	    -transit-mount transit-acme -wrapping-key messages -signing-key audit
+//	    -transit-mount securetext/acme/transit -state-mount securetext/acme/state \
+//	    -wrapping-key messages -signing-key audit
 //
 // Every flag can also be given as the environment variable SECURETEXT_KEYSTORE_<FLAG>, upper
 // case with '-' as '_' (SECURETEXT_KEYSTORE_VAULT_ADDR for -vault-addr); a flag on the command
@@ -28,8 +29,12 @@ import (
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/securetext/securetext/workloads/audit"
 	"github.com/securetext/securetext/workloads/internal/flagenv"
+	"github.com/securetext/securetext/workloads/internal/serve"
 	"github.com/securetext/securetext/workloads/keystore"
 	"github.com/securetext/securetext/workloads/tenantpki"
 	"github.com/securetext/securetext/workloads/vaultlogin"
@@ -44,6 +49,7 @@ const keystoreShutdownTimeout = 10 * time.Second
 // keystoreConfig is what the keystore's flags say.
 type keystoreConfig struct {
 	listen, tenant, tlsCert, tlsKey, clientCA string
+	metricsAddr                               string
 
 	backend          string
 	localKeyFile     string
@@ -54,6 +60,7 @@ type keystoreConfig struct {
 	vaultTokenFile, vaultToken            string
 	vaultJWTFile                          string
 	transitMount, wrappingKey, signingKey string
+	stateMount                            string
 	vaultTimeout                          time.Duration
 	batch                                 keystore.BatchConfig
 }
@@ -83,6 +90,8 @@ func parseKeystoreFlags(args []string, lookupEnv func(string) (string, bool), st
 	fs.StringVar(&c.transitMount, "transit-mount", "", "path of the tenant's Transit mount")
 	fs.StringVar(&c.wrappingKey, "wrapping-key", "", "Transit aes256-gcm96 key that wraps data keys")
 	fs.StringVar(&c.signingKey, "signing-key", "", "Transit ed25519 key that signs audit checkpoints")
+	fs.StringVar(&c.stateMount, "state-mount", "", "path of the tenant's KV version 2 mount, where the keystore records the last audit checkpoint it signed")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", ":9466", "address of /metrics (plain HTTP); empty: off")
 	fs.DurationVar(&c.vaultTimeout, "vault-timeout", 5*time.Second, "bound on each Vault call")
 	fs.BoolVar(&c.batch.Disabled, "batch-disabled", false, "send every wrap and unwrap as its own Vault call")
 	fs.IntVar(&c.batch.MaxItems, "batch-max-items", 256, "most items in one Vault batch call")
@@ -142,6 +151,8 @@ func (c *keystoreConfig) validate() error {
 		return errors.New("-wrapping-key is required with -backend vault")
 	case c.signingKey == "":
 		return errors.New("-signing-key is required with -backend vault")
+	case c.stateMount == "":
+		return errors.New("-state-mount is required with -backend vault: the KV version 2 mount where the keystore records the last audit checkpoint it signed")
 	case c.vaultTimeout <= 0:
 		return fmt.Errorf("-vault-timeout must be positive, not %s", c.vaultTimeout)
 	case c.batch.MaxItems < 1:
@@ -192,7 +203,10 @@ func runKeystore(ctx context.Context, args []string, lookupEnv func(string) (str
 		return fmt.Errorf("-client-ca %s: %w", c.clientCA, err)
 	}
 
-	var svc keystore.Service
+	var (
+		svc    keystore.Service
+		notary *audit.Notary
+	)
 	switch c.backend {
 	case "local":
 		l, err := openLocalKeys(c, log)
@@ -200,6 +214,10 @@ func runKeystore(ctx context.Context, args []string, lookupEnv func(string) (str
 			return err
 		}
 		svc = l
+		notary, err = audit.NewNotary(c.tenant, l, keystore.NewFileCheckpointState(keystore.LocalCheckpointStatePath(c.localKeyFile)), nil)
+		if err != nil {
+			return err
+		}
 	case "vault":
 		t, err := newKeystoreTransit(c, log)
 		if err != nil {
@@ -207,13 +225,24 @@ func runKeystore(ctx context.Context, args []string, lookupEnv func(string) (str
 		}
 		defer t.Close()
 		svc = t
+		notary, err = audit.NewNotary(c.tenant, t, t.CheckpointState(c.stateMount), nil)
+		if err != nil {
+			return err
+		}
 	}
 
 	srv, err := keystore.NewServer(svc, keystore.ServerConfig{
-		Tenant: c.tenant, Certificate: cert, ClientCAs: clientCAs, Logger: log,
+		Tenant: c.tenant, Certificate: cert, ClientCAs: clientCAs, Logger: log, Checkpoints: notary,
 	})
 	if err != nil {
 		return err
+	}
+	if c.metricsAddr != "" {
+		stop, err := serveKeystoreMetrics(c.metricsAddr, srv, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	ln, err := net.Listen("tcp", c.listen)
 	if err != nil {
@@ -302,4 +331,30 @@ func newKeystoreTransit(c *keystoreConfig, log *slog.Logger) (*keystore.Transit,
 		WrappingKey: c.wrappingKey, SigningKey: c.signingKey,
 		Timeout: c.vaultTimeout, Batch: c.batch, Logger: log,
 	})
+}
+
+// serveKeystoreMetrics serves /metrics on addr (plain HTTP, as the gateway's and viewer's) with
+// what the keystore counts: refused callers by reason, and refused checkpoint extensions, each
+// of which means the database offered an audit trail other than the one signed before.
+func serveKeystoreMetrics(addr string, srv *keystore.Server, log *slog.Logger) (stop func(), err error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for reason := range srv.Refusals() {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "securetext_keystore_refusals_total",
+			Help:        "Callers the keystore refused (no, untrusted or wrong certificate), by reason.",
+			ConstLabels: prometheus.Labels{"reason": reason},
+		}, func() float64 { return float64(srv.Refusals()[reason]) }))
+	}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "securetext_keystore_checkpoint_refusals_total",
+		Help: "Audit checkpoint requests refused because the events do not extend the last checkpoint the keystore signed: the audit trail in the database was rewritten.",
+	}, func() float64 { return float64(srv.CheckpointRefusals()) }))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("-metrics-addr: metrics listener on %s: %w (is another process using the port?)", addr, err)
+	}
+	hs := serve.Metrics(reg, slog.NewLogLogger(log.Handler(), slog.LevelWarn))
+	go hs.Serve(ln)
+	return func() { hs.Close() }, nil
 }

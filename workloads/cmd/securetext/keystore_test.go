@@ -3,7 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -217,6 +217,9 @@ func TestKeystoreVaultBackendEndToEnd(t *testing.T) {
 	if err := root.Sys().MountWithContext(ctx, "transit", &vaultapi.MountInput{Type: "transit"}); err != nil {
 		t.Fatalf("mount transit: %v", err)
 	}
+	if err := root.Sys().MountWithContext(ctx, "state", &vaultapi.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
+		t.Fatalf("mount state: %v", err)
+	}
 	for name, typ := range map[string]string{"messages": "aes256-gcm96", "audit": "ed25519"} {
 		if _, err := root.Logical().WriteWithContext(ctx, "transit/keys/"+name, map[string]any{"type": typ}); err != nil {
 			t.Fatalf("create key %s: %v", name, err)
@@ -228,7 +231,8 @@ func TestKeystoreVaultBackendEndToEnd(t *testing.T) {
 	p := newKeystorePKI(t)
 	args := append(p.args(), "-listen", "127.0.0.1:0", "-vault-addr", v.Addr,
 		"-vault-auth", "token", "-vault-token-file", tokenFile,
-		"-transit-mount", "transit", "-wrapping-key", "messages", "-signing-key", "audit")
+		"-transit-mount", "transit", "-state-mount", "state", "-wrapping-key", "messages", "-signing-key", "audit",
+		"-metrics-addr", "127.0.0.1:0")
 	r := startKeystore(t, args, map[string]string{"VAULT_TOKEN": "not-this-one"})
 	c := p.gateway(t, r.addr)
 	// The keystore logs in in the background; wait for it, asserting nothing about how fast.
@@ -249,20 +253,39 @@ func TestKeystoreVaultBackendEndToEnd(t *testing.T) {
 		t.Fatal("Unwrap returned another key than WrapNewKey")
 	}
 
-	msg := []byte(audit.CheckpointOrigin(keystoreTestTenant) + "1\n")
-	sig, keyID, err := c.Sign(ctx, msg)
+	// Checkpoints are signed through the notary, whose state is in the KV mount: a second
+	// keystore process on the same Vault continues from it.
+	chain := audit.NewChain(keystoreTestTenant, 0, [32]byte{})
+	events := []audit.Event{
+		chain.Append(audit.Event{Time: time.Unix(1700000000, 0), Kind: audit.KindAccepted, Actor: "system"}),
+		chain.Append(audit.Event{Time: time.Unix(1700000001, 0), Kind: audit.KindNotified, Actor: "system"}),
+	}
+	cp, err := c.ExtendCheckpoint(ctx, events[:1])
 	if err != nil {
-		t.Fatalf("Sign: %v", err)
+		t.Fatalf("ExtendCheckpoint: %v", err)
 	}
 	pub, err := c.PublicKey(ctx)
 	if err != nil {
 		t.Fatalf("PublicKey: %v", err)
 	}
-	if !ed25519.Verify(pub, msg, sig) {
-		t.Fatal("signature does not verify under the public key")
+	if err := audit.VerifyCheckpoint(pub, cp); err != nil || cp.KeyID != audit.KeyID(pub) {
+		t.Fatalf("checkpoint does not verify under the public key %s: %v", cp.KeyID, err)
 	}
-	if keyID != audit.KeyID(pub) {
-		t.Errorf("key id %q, want %q", keyID, audit.KeyID(pub))
+	r2 := startKeystore(t, args, nil)
+	c2 := p.gateway(t, r2.addr)
+	testenv.Eventually(t, "second keystore ready", func() error { return c2.Health(ctx) })
+	if last, ok, err := c2.LastCheckpoint(ctx); err != nil || !ok || last.Size != 1 {
+		t.Fatalf("the second keystore's last checkpoint: size %d ok=%v err=%v; want 1", last.Size, ok, err)
+	}
+	if cp2, err := c2.ExtendCheckpoint(ctx, events[1:]); err != nil || cp2.Size != 2 {
+		t.Fatalf("extension through the second keystore: size %d err=%v", cp2.Size, err)
+	}
+	if _, err := c.ExtendCheckpoint(ctx, events[1:]); !errors.Is(err, audit.ErrNotExtension) {
+		t.Fatalf("the same extension again through the first keystore: %v, want ErrNotExtension", err)
+	}
+	c2.CloseIdleConnections()
+	if err := r2.stop(); err != nil {
+		t.Fatalf("second keystore: %v", err)
 	}
 	c.CloseIdleConnections()
 	if err := r.stop(); err != nil {

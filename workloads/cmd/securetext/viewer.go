@@ -31,8 +31,10 @@ type viewerFlags struct {
 	supportPhone, supportEmail, supportURL string
 	minPasswordLength                      int
 	oneTimeCode                            bool
-	idleTimeout, sessionLifetime, lockFor  time.Duration
-	maxFailures, maxFailuresPerAddress     int
+	idleTimeout, sessionLifetime           time.Duration
+	failureWindow, maxDelay                time.Duration
+	maxFailures, maxFailuresPerClient      int
+	maxFailuresPerAddress                  int
 	replies                                bool
 	replyMaxLength                         int
 }
@@ -44,7 +46,7 @@ func parseViewerFlags(args []string, lookupEnv func(string) (string, bool), stde
 	fs.StringVar(&f.tenant, "tenant", "", "tenant id, a DNS label (required)")
 	fs.StringVar(&f.tenantName, "tenant-name", "", "the organisation's name as patients know it, shown on every page (required)")
 	fs.StringVar(&f.language, "language", "en", "language of the pages (the lang attribute)")
-	fs.StringVar(&f.timeZone, "time-zone", "America/New_York", "time zone in which pages show times")
+	fs.StringVar(&f.timeZone, "time-zone", viewer.DefaultTimeZone, "IANA time zone in which pages show times")
 	f.database.register(fs, viewer.DatabaseConnections())
 	f.keystore.register(fs, "viewer")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for HTTPS (required with -addr)")
@@ -52,19 +54,21 @@ func parseViewerFlags(args []string, lookupEnv func(string) (string, bool), stde
 	fs.StringVar(&f.addr, "addr", ":9443", "HTTPS address for patients; empty: off")
 	fs.StringVar(&f.httpAddr, "http-addr", "", "plain HTTP address, loopback only (development); empty: off")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", ":9465", "address of /metrics; empty: off")
-	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client")
+	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of the reverse proxies whose X-Forwarded-For names the client; empty: none, the connection's address is the client")
 	fs.StringVar(&f.logoFile, "logo-file", "", "tenant logo (PNG, JPEG, WebP or SVG, at most 512 KiB)")
 	fs.StringVar(&f.brandColor, "brand-color", "#1f4e79", "header and button colour, #rrggbb")
 	fs.StringVar(&f.supportPhone, "support-phone", "", "phone number patients call about a message")
 	fs.StringVar(&f.supportEmail, "support-email", "", "email address patients write to about a message")
 	fs.StringVar(&f.supportURL, "support-url", "", "help page for patients")
 	fs.IntVar(&f.minPasswordLength, "min-password-length", 15, "shortest password (at least 15; at least 8 with -one-time-code)")
-	fs.BoolVar(&f.oneTimeCode, "one-time-code", false, "on first use, confirm the phone with a texted code (needs -sms-provider)")
+	fs.BoolVar(&f.oneTimeCode, "one-time-code", true, "on first use, confirm the phone with a texted code before the first password is set (needs -sms-provider); false lets whoever opens a first link choose the password for every message to that number")
 	fs.DurationVar(&f.idleTimeout, "idle-timeout", 15*time.Minute, "a session unused this long ends")
 	fs.DurationVar(&f.sessionLifetime, "session-lifetime", 12*time.Hour, "every session ends this long after sign-in")
-	fs.IntVar(&f.maxFailures, "max-failures", 10, "consecutive failed sign-ins that lock a recipient (at most 100)")
-	fs.DurationVar(&f.lockFor, "lock-for", 15*time.Minute, "how long a lock lasts")
-	fs.IntVar(&f.maxFailuresPerAddress, "max-failures-per-address", 30, "failed attempts from one client address per 15 minutes")
+	fs.IntVar(&f.maxFailures, "max-failures", 100, "failed sign-ins per recipient within -failure-window from browsers the patient never signed in from, all together (at most 100); then only those browsers pause, texted codes still work")
+	fs.IntVar(&f.maxFailuresPerClient, "max-failures-per-client", 10, "failed sign-ins per recipient within -failure-window from one client (a browser the patient signed in from, else an address)")
+	fs.DurationVar(&f.failureWindow, "failure-window", 30*24*time.Hour, "how long a failed sign-in counts")
+	fs.DurationVar(&f.maxDelay, "max-delay", 15*time.Minute, "longest wait between sign-in attempts from new browsers while a recipient's password is being guessed")
+	fs.IntVar(&f.maxFailuresPerAddress, "max-failures-per-address", 30, "failed attempts from one client address per 15 minutes, on any recipients")
 	fs.BoolVar(&f.replies, "replies", false, "let patients answer a message from its page (the sender reads replies in the API's message events)")
 	fs.IntVar(&f.replyMaxLength, "reply-max-length", 1000, fmt.Sprintf("longest reply in characters (at most %d)", viewer.MaxReplyLength))
 	f.sms.register(fs, "twilio, webhook or console, for one-time codes; empty: no codes (forgotten passwords go through support)", false)
@@ -74,6 +78,9 @@ func parseViewerFlags(args []string, lookupEnv func(string) (string, bool), stde
 	}
 	if f.addr != "" && (f.tlsCert == "" || f.tlsKey == "") {
 		return nil, errors.New("-addr serves HTTPS: give -tls-cert and -tls-key (or -addr= with a loopback -http-addr for development)")
+	}
+	if f.oneTimeCode && f.sms.provider == "" {
+		return nil, errors.New("-one-time-code (on by default) texts a code to confirm the phone before the first password: configure -sms-provider, or pass -one-time-code=false to let whoever opens a first link choose the password")
 	}
 	if err := f.database.check(); err != nil {
 		return nil, err
@@ -140,7 +147,8 @@ func runViewer(ctx context.Context, args []string, lookupEnv func(string) (strin
 		Policy: viewer.Policy{
 			MinPasswordLength: f.minPasswordLength, OneTimeCode: f.oneTimeCode,
 			IdleTimeout: f.idleTimeout, SessionLifetime: f.sessionLifetime,
-			MaxFailures: f.maxFailures, LockFor: f.lockFor, MaxFailuresPerAddress: f.maxFailuresPerAddress,
+			MaxFailures: f.maxFailures, MaxFailuresPerClient: f.maxFailuresPerClient, FailureWindow: f.failureWindow,
+			MaxDelay: f.maxDelay, MaxFailuresPerAddress: f.maxFailuresPerAddress,
 			Replies: f.replies, ReplyMaxLength: f.replyMaxLength,
 		},
 		TLS: tlsConfig, Addr: f.addr, HTTPAddr: f.httpAddr, MetricsAddr: f.metricsAddr, TrustedProxies: proxies,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -276,12 +277,86 @@ func testOtherTenantRefused(t *testing.T, h harness) {
 	wantErr(t, "open another tenant's database", err, store.ErrConflict)
 }
 
+func newNotary(t *testing.T) *audit.Notary {
+	n, err := audit.NewNotary(Tenant, audit.NewEd25519Signer(signingKey), &audit.MemoryNotaryState{}, nil)
+	must(t, "new notary", err)
+	return n
+}
+
+// testAuditRewriteRefused: a signer that signed one chain refuses every other chain of the
+// tenant, shorter, as long, or longer, and keeps its last checkpoint. The second database
+// stands for the first one rewritten by someone with write access to it: events deleted and
+// the chain re-linked from genesis (event hashes use no key).
+func testAuditRewriteRefused(t *testing.T, h harness) {
+	ctx := context.Background()
+	notary := newNotary(t)
+	honest, _ := h.open(t)
+	for range 5 {
+		must(t, "append", honest.AppendAudit(ctx, event(audit.KindAdminAction)))
+	}
+	sequenceAll(t, honest)
+	signed, ok, err := honest.CheckpointAudit(ctx, notary)
+	if err != nil || !ok || signed.Size != 5 {
+		t.Fatalf("checkpoint of the honest chain: size %d signed=%v err=%v", signed.Size, ok, err)
+	}
+
+	for _, n := range []int{3, 5, 7} {
+		forged, _ := h.open(t)
+		for i := range n {
+			ev := event(audit.KindAdminAction)
+			ev.Detail = map[string]string{"forged": fmt.Sprint(i)}
+			must(t, "append", forged.AppendAudit(ctx, ev))
+		}
+		sequenceAll(t, forged)
+		if cp, ok, err := forged.CheckpointAudit(ctx, notary); !errors.Is(err, audit.ErrNotExtension) || ok {
+			t.Errorf("rewritten chain of %d events: signed=%v (size %d) err=%v; want a refusal wrapping ErrNotExtension", n, ok, cp.Size, err)
+		}
+		if cps, err := forged.Checkpoints(ctx); err != nil || len(cps) != 0 {
+			t.Errorf("rewritten chain of %d events holds checkpoints %v (%v); want none", n, cps, err)
+		}
+	}
+	last, _, err := notary.LastCheckpoint(ctx)
+	if err != nil || last.Size != signed.Size || last.Head != signed.Head {
+		t.Fatalf("the signer's last checkpoint is size %d (%v), want the honest one at %d", last.Size, err, signed.Size)
+	}
+	// The honest chain still extends.
+	must(t, "append", honest.AppendAudit(ctx, event(audit.KindAdminAction)))
+	sequenceAll(t, honest)
+	if cp, ok, err := honest.CheckpointAudit(ctx, notary); err != nil || !ok || cp.Size != 6 {
+		t.Fatalf("checkpoint after the honest chain grew: size %d signed=%v err=%v", cp.Size, ok, err)
+	}
+}
+
+// testAuditCheckpointBacklog: a chain longer than one extension is signed in steps, each
+// stored, the last at the head.
+func testAuditCheckpointBacklog(t *testing.T, h harness) {
+	ctx := context.Background()
+	s, _ := h.open(t)
+	batch := make([]audit.Event, audit.MaxExtension/2+1)
+	for i := range batch {
+		batch[i] = event(audit.KindAdminAction)
+	}
+	for range 3 {
+		must(t, "append", s.AppendAudit(ctx, batch...))
+	}
+	events := sequenceAll(t, s)
+	cp, ok, err := s.CheckpointAudit(ctx, newNotary(t))
+	if err != nil || !ok || cp.Size != uint64(len(events)) {
+		t.Fatalf("checkpoint of %d events: size %d signed=%v err=%v", len(events), cp.Size, ok, err)
+	}
+	cps, err := s.Checkpoints(ctx)
+	must(t, "read checkpoints", err)
+	if want := (len(events) + audit.MaxExtension - 1) / audit.MaxExtension; len(cps) != want {
+		t.Fatalf("%d checkpoints stored, want %d (one per extension of at most %d events)", len(cps), want, audit.MaxExtension)
+	}
+}
+
 // testAuditCheckpointHead: CheckpointAudit signs the head once, and again only after the
 // chain grows; the signature verifies.
 func testAuditCheckpointHead(t *testing.T, h harness) {
 	ctx := context.Background()
 	s, _ := h.open(t)
-	signer := audit.NewEd25519Signer(signingKey)
+	signer := newNotary(t)
 	pub := signingKey.Public().(ed25519.PublicKey)
 	if _, signed, err := s.CheckpointAudit(ctx, signer); err != nil || signed {
 		t.Fatalf("checkpoint of an empty chain: signed=%v err=%v; want nothing to sign", signed, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -84,8 +85,9 @@ func testResetPassword(t *testing.T, h harness) {
 	other := accept(t, s, NewRequest(newPhone())).RecipientID
 	now := time.Now()
 	must(t, "set password", s.SetPassword(ctx, id, "$argon2id$old"))
-	_, err := s.RecordLoginFailure(ctx, id, now, 1, time.Hour)
-	must(t, "lock", err)
+	a, err := s.BeginLogin(ctx, id, client(false), now, time.Hour, func(store.LoginCounts) bool { return true })
+	must(t, "begin sign-in", err)
+	must(t, "fail sign-in", s.LoginFailed(ctx, a))
 	for i, rid := range []string{id, id, other} {
 		must(t, "create session", s.CreateSession(ctx, store.Session{
 			IDHash: sha256.Sum256([]byte{byte(i)}), RecipientID: rid, ExpiresAt: now.Add(time.Hour),
@@ -96,9 +98,11 @@ func testResetPassword(t *testing.T, h harness) {
 	must(t, "reset password", s.ResetPassword(ctx, id, "$argon2id$new", ev))
 	rc, err := s.Recipient(ctx, id)
 	must(t, "read recipient", err)
-	if rc.PasswordHash != "$argon2id$new" || rc.FailedLogins != 0 || !rc.LockedUntil.IsZero() {
-		t.Errorf("after reset: hash %q, %d failures, locked until %v; want the new hash, no failures, no lock",
-			rc.PasswordHash, rc.FailedLogins, rc.LockedUntil)
+	if rc.PasswordHash != "$argon2id$new" {
+		t.Errorf("after reset: hash %q, want the new hash", rc.PasswordHash)
+	}
+	if a, err := s.BeginLogin(ctx, id, client(false), now, time.Hour, func(store.LoginCounts) bool { return false }); err != nil || a.Counts.Shared != 0 {
+		t.Errorf("after reset: %+v, %v; want no failures counted against the new password", a.Counts, err)
 	}
 	for i := range 2 {
 		_, err := s.Session(ctx, sha256.Sum256([]byte{byte(i)}))
@@ -117,9 +121,19 @@ func testResetPassword(t *testing.T, h harness) {
 	}
 }
 
-// code returns a one-time code's stored form and its matcher.
+// limits are generous code limits for tests that are not about them.
+var limits = store.CodeLimits{Window: time.Hour, PerClient: 5, PerRecipient: 10, TrustWindow: 30 * 24 * time.Hour}
+
+// browserA is the browser the code tests ask for codes from, unless they say otherwise.
+var browserA = client(true)
+
+// code returns a one-time code asked for by browserA, in its stored form, and its matcher.
 func code(id string, purpose store.CodePurpose, digits string, created time.Time) (store.OneTimeCode, func(string) func([16]byte, [32]byte) bool) {
-	c := store.OneTimeCode{RecipientID: id, Purpose: purpose, CreatedAt: created, ExpiresAt: created.Add(10 * time.Minute)}
+	return codeFor(browserA, id, purpose, digits, created)
+}
+
+func codeFor(c0 store.LoginClient, id string, purpose store.CodePurpose, digits string, created time.Time) (store.OneTimeCode, func(string) func([16]byte, [32]byte) bool) {
+	c := store.OneTimeCode{RecipientID: id, Purpose: purpose, Client: c0, CreatedAt: created, ExpiresAt: created.Add(10 * time.Minute)}
 	copy(c.Salt[:], randomBytes(16))
 	c.Hash = sha256.Sum256(append(c.Salt[:], digits...))
 	matcher := func(typed string) func([16]byte, [32]byte) bool {
@@ -141,7 +155,7 @@ func testOneTimeCodes(t *testing.T, h harness) {
 
 	use := func(purpose store.CodePurpose, at time.Time, m func([16]byte, [32]byte) bool) store.CodeResult {
 		t.Helper()
-		r, err := s.UseOneTimeCode(ctx, id, purpose, at, maxAttempts, m)
+		r, err := s.UseOneTimeCode(ctx, id, purpose, browserA.Browser, at, maxAttempts, m)
 		must(t, "use code", err)
 		return r
 	}
@@ -150,7 +164,7 @@ func testOneTimeCodes(t *testing.T, h harness) {
 	if r := use(store.CodeSetup, now, match("123456")); r != store.CodeMissing {
 		t.Errorf("before any code: %v, want CodeMissing", r)
 	}
-	must(t, "create code", s.CreateOneTimeCode(ctx, c, 5, time.Hour, ev))
+	must(t, "create code", s.CreateOneTimeCode(ctx, c, limits, ev))
 	if r := use(store.CodeReset, now, match("123456")); r != store.CodeMissing {
 		t.Errorf("code used for the other purpose: %v, want CodeMissing", r)
 	}
@@ -166,14 +180,14 @@ func testOneTimeCodes(t *testing.T, h harness) {
 
 	// Expiry.
 	c, match = code(id, store.CodeSetup, "222222", now.Add(time.Minute))
-	must(t, "create code", s.CreateOneTimeCode(ctx, c, 5, time.Hour, ev))
+	must(t, "create code", s.CreateOneTimeCode(ctx, c, limits, ev))
 	if r := use(store.CodeSetup, c.ExpiresAt, match("222222")); r != store.CodeMissing {
 		t.Errorf("code at its expiry: %v, want CodeMissing", r)
 	}
 
 	// Too many wrong attempts kill the code.
 	c, match = code(id, store.CodeSetup, "333333", now.Add(2*time.Minute))
-	must(t, "create code", s.CreateOneTimeCode(ctx, c, 5, time.Hour, ev))
+	must(t, "create code", s.CreateOneTimeCode(ctx, c, limits, ev))
 	for i := range maxAttempts {
 		if r := use(store.CodeSetup, c.CreatedAt, match("999999")); r != store.CodeWrong {
 			t.Fatalf("wrong attempt %d: %v, want CodeWrong", i+1, r)
@@ -185,9 +199,9 @@ func testOneTimeCodes(t *testing.T, h harness) {
 
 	// A newer code supersedes the older one.
 	old, matchOld := code(id, store.CodeReset, "444444", now.Add(3*time.Minute))
-	must(t, "create code", s.CreateOneTimeCode(ctx, old, 5, time.Hour, ev))
+	must(t, "create code", s.CreateOneTimeCode(ctx, old, limits, ev))
 	newer, matchNew := code(id, store.CodeReset, "555555", now.Add(4*time.Minute))
-	must(t, "create code", s.CreateOneTimeCode(ctx, newer, 5, time.Hour, ev))
+	must(t, "create code", s.CreateOneTimeCode(ctx, newer, limits, ev))
 	if r := use(store.CodeReset, newer.CreatedAt, matchOld("444444")); r != store.CodeWrong {
 		t.Errorf("superseded code: %v, want CodeWrong", r)
 	}
@@ -203,11 +217,14 @@ func testOneTimeCodes(t *testing.T, h harness) {
 		t.Errorf("audit events = %v, want five code-sent", got)
 	}
 	wantErr(t, "code of a missing recipient", s.CreateOneTimeCode(ctx, store.OneTimeCode{
-		RecipientID: "missing", Purpose: store.CodeSetup, Hash: c.Hash, CreatedAt: now, ExpiresAt: now.Add(time.Minute),
-	}, 5, time.Hour, ev), store.ErrNotFound)
+		RecipientID: "missing", Purpose: store.CodeSetup, Hash: c.Hash, Client: browserA, CreatedAt: now, ExpiresAt: now.Add(time.Minute),
+	}, limits, ev), store.ErrNotFound)
 	wantErr(t, "bad purpose", s.CreateOneTimeCode(ctx, store.OneTimeCode{
-		RecipientID: id, Purpose: "other", Hash: c.Hash, CreatedAt: now, ExpiresAt: now.Add(time.Minute),
-	}, 5, time.Hour, ev), store.ErrInvalid)
+		RecipientID: id, Purpose: "other", Hash: c.Hash, Client: browserA, CreatedAt: now, ExpiresAt: now.Add(time.Minute),
+	}, limits, ev), store.ErrInvalid)
+	wantErr(t, "no browser", s.CreateOneTimeCode(ctx, store.OneTimeCode{
+		RecipientID: id, Purpose: store.CodeSetup, Hash: c.Hash, Client: store.LoginClient{Address: browserA.Address}, CreatedAt: now, ExpiresAt: now.Add(time.Minute),
+	}, limits, ev), store.ErrInvalid)
 }
 
 func testOneTimeCodeRateLimit(t *testing.T, h harness) {
@@ -216,14 +233,18 @@ func testOneTimeCodeRateLimit(t *testing.T, h harness) {
 	id := accept(t, s, NewRequest(newPhone())).RecipientID
 	ev := audit.Event{Kind: audit.KindCodeSent, Actor: "viewer", Detail: map[string]string{"recipient": id}}
 	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
-	const limit, window = 3, 15 * time.Minute
+	lim := store.CodeLimits{Window: 15 * time.Minute, PerClient: 3, PerRecipient: 7, TrustWindow: 30 * 24 * time.Hour}
 
-	// A burst of concurrent requests stores exactly limit codes.
+	// A burst of concurrent requests from one client (new browsers, one address) stores
+	// exactly PerClient codes.
+	attacker := client(false)
 	var wg sync.WaitGroup
-	errs := make([]error, 2*limit)
+	errs := make([]error, 2*lim.PerClient)
 	for i := range errs {
-		c, _ := code(id, store.CodeReset, "111111", now.Add(time.Duration(i)*time.Millisecond))
-		wg.Go(func() { errs[i] = s.CreateOneTimeCode(ctx, c, limit, window, ev) })
+		from := client(true)
+		from.Address = attacker.Address
+		c, _ := codeFor(from, id, store.CodeReset, "111111", now.Add(time.Duration(i)*time.Millisecond))
+		wg.Go(func() { errs[i] = s.CreateOneTimeCode(ctx, c, lim, ev) })
 	}
 	wg.Wait()
 	stored := 0
@@ -235,14 +256,55 @@ func testOneTimeCodeRateLimit(t *testing.T, h harness) {
 			wantErr(t, "code over the limit", err, store.ErrRateLimited)
 		}
 	}
-	if stored != limit {
-		t.Errorf("stored %d codes in a burst, want %d", stored, limit)
+	if stored != lim.PerClient {
+		t.Errorf("stored %d codes in a burst from one client, want %d", stored, lim.PerClient)
 	}
-	// Another purpose has its own count; after the window, codes flow again.
-	c, _ := code(id, store.CodeSetup, "111111", now)
-	must(t, "setup code", s.CreateOneTimeCode(ctx, c, limit, window, ev))
-	c, _ = code(id, store.CodeReset, "111111", now.Add(window+time.Second))
-	must(t, "code after the window", s.CreateOneTimeCode(ctx, c, limit, window, ev))
+	// Other clients share the per-recipient limit of untrusted clients.
+	for i := range lim.PerRecipient - lim.PerClient {
+		c, _ := codeFor(client(true), id, store.CodeReset, "111111", now.Add(time.Second))
+		must(t, fmt.Sprintf("code %d of another client", i), s.CreateOneTimeCode(ctx, c, lim, ev))
+	}
+	c, _ := codeFor(client(true), id, store.CodeReset, "111111", now.Add(time.Second))
+	wantErr(t, "code over the recipient's limit", s.CreateOneTimeCode(ctx, c, lim, ev), store.ErrRateLimited)
+	// A browser the patient signed in from is not held by the per-recipient limit.
+	patient := client(true)
+	must(t, "trust browser", s.TrustBrowser(ctx, id, patient.Browser, now.Add(-time.Hour)))
+	c, _ = codeFor(patient, id, store.CodeReset, "111111", now.Add(2*time.Second))
+	must(t, "code of a trusted browser", s.CreateOneTimeCode(ctx, c, lim, ev))
+	// After the window, codes flow again.
+	c, _ = codeFor(attacker, id, store.CodeReset, "111111", now.Add(lim.Window+time.Second))
+	c.Client.Browser = sha256.Sum256([]byte("x"))
+	must(t, "code after the window", s.CreateOneTimeCode(ctx, c, lim, ev))
+	wantErr(t, "PerRecipient not above PerClient", s.CreateOneTimeCode(ctx, c,
+		store.CodeLimits{Window: time.Hour, PerClient: 3, PerRecipient: 3, TrustWindow: time.Hour}, ev), store.ErrInvalid)
+}
+
+// A code works only in the browser that asked for it: another browser's wrong guesses do not
+// use it up, its right guess does not work, and its requests do not replace it.
+func testOneTimeCodeBoundToBrowser(t *testing.T, h harness) {
+	ctx := context.Background()
+	s, _ := h.open(t)
+	id := accept(t, s, NewRequest(newPhone())).RecipientID
+	ev := audit.Event{Kind: audit.KindCodeSent, Actor: "viewer", Detail: map[string]string{"recipient": id}}
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	patient, attacker := client(true), client(true)
+	c, match := codeFor(patient, id, store.CodeReset, "246810", now)
+	must(t, "patient's code", s.CreateOneTimeCode(ctx, c, limits, ev))
+	theirs, _ := codeFor(attacker, id, store.CodeReset, "135791", now.Add(time.Second))
+	must(t, "attacker's code", s.CreateOneTimeCode(ctx, theirs, limits, ev))
+	for range 10 {
+		r, err := s.UseOneTimeCode(ctx, id, store.CodeReset, attacker.Browser, now.Add(time.Minute), 3, match("000000"))
+		must(t, "attacker's guess", err)
+		if r == store.CodeAccepted {
+			t.Fatal("a wrong guess was accepted")
+		}
+	}
+	if r, err := s.UseOneTimeCode(ctx, id, store.CodeReset, attacker.Browser, now.Add(time.Minute), 3, match("246810")); err != nil || r == store.CodeAccepted {
+		t.Errorf("the patient's code in the attacker's browser: %v, %v; want not accepted", r, err)
+	}
+	if r, err := s.UseOneTimeCode(ctx, id, store.CodeReset, patient.Browser, now.Add(time.Minute), 3, match("246810")); err != nil || r != store.CodeAccepted {
+		t.Errorf("the patient's code in the patient's browser: %v, %v; want CodeAccepted", r, err)
+	}
 }
 
 // Concurrent uses of the right code: exactly one is accepted.
@@ -252,7 +314,7 @@ func testOneTimeCodeSingleUse(t *testing.T, h harness) {
 	id := accept(t, s, NewRequest(newPhone())).RecipientID
 	now := time.Now()
 	c, match := code(id, store.CodeReset, "987654", now)
-	must(t, "create code", s.CreateOneTimeCode(ctx, c, 5, time.Hour,
+	must(t, "create code", s.CreateOneTimeCode(ctx, c, limits,
 		audit.Event{Kind: audit.KindCodeSent, Actor: "viewer", Detail: map[string]string{"recipient": id}}))
 	var (
 		wg       sync.WaitGroup
@@ -261,7 +323,7 @@ func testOneTimeCodeSingleUse(t *testing.T, h harness) {
 	)
 	for range 8 {
 		wg.Go(func() {
-			r, err := s.UseOneTimeCode(ctx, id, store.CodeReset, now, 5, match("987654"))
+			r, err := s.UseOneTimeCode(ctx, id, store.CodeReset, browserA.Browser, now, 5, match("987654"))
 			if err != nil && !store.IsTemporary(err) {
 				t.Errorf("use code: %v", err)
 			}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -13,11 +14,20 @@ import (
 	"github.com/securetext/securetext/workloads/store"
 )
 
+// client returns a LoginClient with a random address and, with browser, a random device token.
+func client(browser bool) store.LoginClient {
+	var c store.LoginClient
+	copy(c.Address[:], randomBytes(32))
+	if browser {
+		copy(c.Browser[:], randomBytes(32))
+	}
+	return c
+}
+
 func testLoginFailures(t *testing.T, h harness) {
 	ctx := context.Background()
 	s, _ := h.open(t)
-	res := accept(t, s, NewRequest(newPhone()))
-	id := res.RecipientID
+	id := accept(t, s, NewRequest(newPhone())).RecipientID
 
 	const phc = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
 	must(t, "set password", s.SetPassword(ctx, id, phc))
@@ -28,47 +38,164 @@ func testLoginFailures(t *testing.T, h harness) {
 	}
 
 	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
-	const maxFailures, lockFor = 3, 15 * time.Minute
-	for i := 1; i < maxFailures; i++ {
-		st, err := s.RecordLoginFailure(ctx, id, now, maxFailures, lockFor)
-		must(t, "record failure", err)
-		if st.FailedLogins != i || st.Locked(now) {
-			t.Fatalf("after %d failures: %+v, want count %d and not locked", i, st, i)
+	const window = 30 * 24 * time.Hour
+	always := func(store.LoginCounts) bool { return true }
+	begin := func(c store.LoginClient, at time.Time, allow func(store.LoginCounts) bool) store.LoginAttempt {
+		t.Helper()
+		a, err := s.BeginLogin(ctx, id, c, at, window, allow)
+		must(t, "begin sign-in", err)
+		return a
+	}
+	fail := func(c store.LoginClient, at time.Time) store.LoginCounts {
+		t.Helper()
+		a := begin(c, at, always)
+		must(t, "record failure", s.LoginFailed(ctx, a))
+		return a.Counts
+	}
+
+	attacker, patient := client(false), client(true)
+	for i := range 3 {
+		got := fail(attacker, now.Add(time.Duration(i)*time.Minute))
+		if got.Client != i || got.Shared != i || got.Trusted {
+			t.Fatalf("before failure %d: %+v, want %d of the client and %d shared, untrusted", i+1, got, i, i)
 		}
 	}
-	st, err := s.RecordLoginFailure(ctx, id, now, maxFailures, lockFor)
-	must(t, "record failure", err)
-	if st.FailedLogins != maxFailures || !st.Locked(now) || !st.LockedUntil.Equal(now.Add(lockFor)) {
-		t.Fatalf("after %d failures: %+v, want locked until %v", maxFailures, st, now.Add(lockFor))
-	}
-	if st.Locked(now.Add(lockFor)) {
-		t.Errorf("still locked when the lock ends")
-	}
-	rc, err = s.Recipient(ctx, id)
-	must(t, "read recipient", err)
-	if rc.FailedLogins != maxFailures || !rc.LockedUntil.Equal(st.LockedUntil) {
-		t.Errorf("stored %d failures, locked until %v; want %d, %v", rc.FailedLogins, rc.LockedUntil, maxFailures, st.LockedUntil)
+	// Another client has its own count; the shared count has everyone's.
+	got := fail(client(false), now.Add(3*time.Minute))
+	if got.Client != 0 || got.Shared != 3 || !got.SharedOldest.Equal(now) || !got.SharedLast.Equal(now.Add(2*time.Minute)) {
+		t.Errorf("a second client sees %+v, want its own count 0, 3 shared from %v to %v", got, now, now.Add(2*time.Minute))
 	}
 
-	// After the lock ends, one more failure locks again at once.
-	later := now.Add(lockFor + time.Minute)
-	st, err = s.RecordLoginFailure(ctx, id, later, maxFailures, lockFor)
-	must(t, "record failure after the lock", err)
-	if !st.Locked(later) {
-		t.Errorf("a failure right after the lock did not lock again: %+v", st)
+	// A refused attempt stores nothing; an attempt under way counts until it is settled.
+	if a := begin(attacker, now.Add(4*time.Minute), func(store.LoginCounts) bool { return false }); a.ID != "" {
+		t.Errorf("a refused attempt got id %q", a.ID)
+	}
+	pending := begin(attacker, now.Add(4*time.Minute), always)
+	if a := begin(attacker, now.Add(4*time.Minute), always); a.Counts.Client != 4 {
+		t.Errorf("with one attempt under way the client has %d, want 4 (3 failures and the pending one)", a.Counts.Client)
+	} else {
+		must(t, "abandon", s.LoginAbandoned(ctx, a))
+	}
+	must(t, "abandon", s.LoginAbandoned(ctx, pending))
+	if a := begin(attacker, now.Add(4*time.Minute), always); a.Counts.Client != 3 {
+		t.Errorf("after abandoning, the client has %d, want 3", a.Counts.Client)
+	} else {
+		must(t, "abandon", s.LoginAbandoned(ctx, a))
 	}
 
-	must(t, "reset", s.ResetLoginFailures(ctx, id))
-	rc, err = s.Recipient(ctx, id)
-	must(t, "read recipient", err)
-	if rc.FailedLogins != 0 || !rc.LockedUntil.IsZero() {
-		t.Errorf("after reset: %d failures, locked until %v", rc.FailedLogins, rc.LockedUntil)
+	// The patient signs in: the browser becomes trusted, counted alone, outside the shared count.
+	a := begin(patient, now.Add(5*time.Minute), always)
+	if a.Counts.Trusted {
+		t.Error("a browser that never signed in is trusted")
+	}
+	must(t, "sign in", s.LoginSucceeded(ctx, a, patient.Browser, now.Add(5*time.Minute)))
+	got = fail(patient, now.Add(6*time.Minute))
+	if !got.Trusted || got.Client != 0 {
+		t.Errorf("after a sign-in the browser has %+v, want trusted with no failures", got)
+	}
+	got = fail(patient, now.Add(7*time.Minute))
+	if got.Client != 1 || got.Shared != 4 {
+		t.Errorf("a trusted browser's failure: %+v, want 1 of its own and the shared count unchanged at 4", got)
+	}
+	// A success clears the browser's own count, and only its own.
+	a = begin(patient, now.Add(8*time.Minute), always)
+	must(t, "sign in", s.LoginSucceeded(ctx, a, patient.Browser, now.Add(8*time.Minute)))
+	if a := begin(patient, now.Add(9*time.Minute), always); a.Counts.Client != 0 || a.Counts.Shared != 4 {
+		t.Errorf("after another sign-in: %+v, want no failures of its own, 4 shared", a.Counts)
+	} else {
+		must(t, "abandon", s.LoginAbandoned(ctx, a))
 	}
 
-	_, err = s.RecordLoginFailure(ctx, "missing", now, maxFailures, lockFor)
-	wantErr(t, "failure of a missing recipient", err, store.ErrNotFound)
+	// Failures decay: after the window they count no more, and cleanup deletes them.
+	later := now.Add(window + 150*time.Second)
+	if a := begin(attacker, later, always); a.Counts.Client != 0 || a.Counts.Shared != 1 {
+		t.Errorf("a window later: %+v, want no failures of the client and 1 shared (the one at +3m)", a.Counts)
+	} else {
+		must(t, "abandon", s.LoginAbandoned(ctx, a))
+	}
+	if a := begin(patient, now.Add(window+9*time.Minute), always); a.Counts.Trusted {
+		t.Error("a browser is still trusted a window after its last sign-in")
+	} else {
+		must(t, "abandon", s.LoginAbandoned(ctx, a))
+	}
+	n, err := s.DeleteLoginAttempts(ctx, now.Add(4*time.Minute))
+	if err != nil || n != 4 {
+		t.Errorf("DeleteLoginAttempts = %d, %v; want the 4 failures before +4m", n, err)
+	}
+
+	_, err = s.BeginLogin(ctx, "missing", attacker, now, window, always)
+	wantErr(t, "sign-in of a missing recipient", err, store.ErrNotFound)
+	_, err = s.BeginLogin(ctx, id, store.LoginClient{}, now, window, always)
+	wantErr(t, "sign-in without an address", err, store.ErrInvalid)
+	wantErr(t, "settle a missing attempt", s.LoginFailed(ctx, store.LoginAttempt{ID: "missing"}), store.ErrNotFound)
 	wantErr(t, "password of a missing recipient", s.SetPassword(ctx, "missing", phc), store.ErrNotFound)
-	wantErr(t, "reset of a missing recipient", s.ResetLoginFailures(ctx, "missing"), store.ErrNotFound)
+}
+
+// Concurrent attempts from many clients: the decision and the pending row are one step, so
+// the number that go ahead never exceeds what allow permits.
+func testLoginBurst(t *testing.T, h harness) {
+	ctx := context.Background()
+	s, _ := h.open(t)
+	id := accept(t, s, NewRequest(newPhone())).RecipientID
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	const limit = 5
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		allowed int
+	)
+	for range 4 * limit {
+		wg.Go(func() {
+			a, err := s.BeginLogin(ctx, id, client(false), now, time.Hour, func(c store.LoginCounts) bool { return c.Shared < limit })
+			if err != nil {
+				if !store.IsTemporary(err) {
+					t.Errorf("begin sign-in: %v", err)
+				}
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if a.ID != "" {
+				allowed++
+			}
+		})
+	}
+	wg.Wait()
+	if allowed != limit {
+		t.Errorf("%d attempts went ahead in a burst, want %d", allowed, limit)
+	}
+}
+
+// A failed sign-in and its audit events are one transaction: an event the audit log refuses
+// leaves the attempt pending, not failed without a record.
+func testLoginFailureAudited(t *testing.T, h harness) {
+	ctx := context.Background()
+	s, _ := h.open(t)
+	id := accept(t, s, NewRequest(newPhone())).RecipientID
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	c := client(false)
+	a, err := s.BeginLogin(ctx, id, c, now, time.Hour, func(store.LoginCounts) bool { return true })
+	must(t, "begin sign-in", err)
+	good := audit.Event{Time: now, Kind: audit.KindAuthFailed, Actor: "patient", Detail: map[string]string{"recipient": id}}
+	bad := audit.Event{Time: now, Kind: "no-such-kind", Actor: "viewer", Detail: map[string]string{"recipient": id}}
+	if err := s.LoginFailed(ctx, a, good, bad); err == nil {
+		t.Fatal("a failure with an invalid audit event was recorded")
+	}
+	if got := recipientEvents(t, s, id); len(got) != 0 {
+		t.Errorf("audit events %v after the refused failure, want none", got)
+	}
+	// Still pending: settling it now works once, with both its events.
+	locked := audit.Event{Time: now, Kind: audit.KindLocked, Actor: "viewer", Detail: map[string]string{"recipient": id}}
+	must(t, "record failure", s.LoginFailed(ctx, a, good, locked))
+	wantErr(t, "record the failure twice", s.LoginFailed(ctx, a, good), store.ErrNotFound)
+	if got := recipientEvents(t, s, id); !slices.Equal(got, []audit.Kind{audit.KindAuthFailed, audit.KindLocked}) {
+		t.Errorf("audit events %v, want auth-failed and locked", got)
+	}
+	b, err := s.BeginLogin(ctx, id, c, now, time.Hour, func(store.LoginCounts) bool { return true })
+	must(t, "begin sign-in", err)
+	if b.Counts.Client != 1 {
+		t.Errorf("the client has %d failures, want 1", b.Counts.Client)
+	}
 }
 
 func testSessions(t *testing.T, h harness) {
