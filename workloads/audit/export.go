@@ -205,14 +205,63 @@ type Report struct {
 // Verify checks an export offline against the public key in its own header. That proves the
 // export is internally consistent and signed by that key, but anyone can write a header: the
 // caller must compare Report.PublicKey with the tenant's published key, or use VerifyWithKey.
-func Verify(r io.Reader) (Report, error) { return verify(r, nil) }
+func Verify(r io.Reader) (Report, error) { return verify(r, nil, nil) }
 
 // VerifyWithKey is Verify, and also requires the header key to equal trusted.
 func VerifyWithKey(r io.Reader, trusted ed25519.PublicKey) (Report, error) {
 	if len(trusted) != ed25519.PublicKeySize {
 		return Report{}, fmt.Errorf("audit verify: trusted public key is %d bytes, want %d", len(trusted), ed25519.PublicKeySize)
 	}
-	return verify(r, trusted)
+	return verify(r, trusted, nil)
+}
+
+// VerifyExtends is VerifyWithKey (or Verify when key is nil), and also requires the export to
+// extend trusted, a checkpoint kept from earlier (say, last month's export): trusted must be
+// signed by the export's key and its head must be the hash of the export's event at its size.
+// An export whose chain was rewritten below trusted, or that ends before it, is refused.
+func VerifyExtends(r io.Reader, key ed25519.PublicKey, trusted Checkpoint) (Report, error) {
+	if key != nil && len(key) != ed25519.PublicKeySize {
+		return Report{}, fmt.Errorf("audit verify: trusted public key is %d bytes, want %d", len(key), ed25519.PublicKeySize)
+	}
+	return verify(r, key, &trusted)
+}
+
+// ReadTrustedCheckpoint reads the checkpoint a verifier kept: a file of export lines (a whole
+// export, or only its checkpoint lines) of which the checkpoint with the largest size is taken.
+// Its signature is checked when the export is verified against it, not here.
+func ReadTrustedCheckpoint(r io.Reader) (Checkpoint, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
+	var (
+		best  Checkpoint
+		found bool
+	)
+	for n := 1; sc.Scan(); n++ {
+		var l struct {
+			Format     string            `json:"format"`
+			Checkpoint *CheckpointRecord `json:"checkpoint"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return Checkpoint{}, fmt.Errorf("audit: trusted checkpoint file, line %d: not an export line: %w", n, err)
+		}
+		if l.Checkpoint == nil {
+			continue
+		}
+		c, err := l.Checkpoint.Checkpoint()
+		if err != nil {
+			return Checkpoint{}, fmt.Errorf("audit: trusted checkpoint file, line %d: %w", n, err)
+		}
+		if !found || c.Size > best.Size {
+			best, found = c, true
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return Checkpoint{}, fmt.Errorf("audit: read trusted checkpoint file: %w", err)
+	}
+	if !found {
+		return Checkpoint{}, errors.New(`audit: the trusted checkpoint file holds no {"checkpoint": …} line; give an earlier export or its checkpoint lines`)
+	}
+	return best, nil
 }
 
 // record is one parsed body line; bad is set when the line is not a valid event or checkpoint,
@@ -224,7 +273,7 @@ type record struct {
 	bad  bool
 }
 
-func verify(r io.Reader, trusted ed25519.PublicKey) (Report, error) {
+func verify(r io.Reader, trusted ed25519.PublicKey, earlier *Checkpoint) (Report, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
 
@@ -270,6 +319,17 @@ func verify(r io.Reader, trusted ed25519.PublicKey) (Report, error) {
 		return Report{}, fmt.Errorf("audit verify: read line %d: %w", len(recs)+2, err)
 	}
 
+	if earlier != nil {
+		switch {
+		case earlier.Tenant != h.Tenant:
+			return Report{}, &VerifyError{Line: 1, Problem: ProblemModified,
+				Reason: fmt.Sprintf("the trusted checkpoint is of tenant %s, the export of %s", earlier.Tenant, h.Tenant)}
+		case VerifyCheckpoint(pub, *earlier) != nil:
+			return Report{}, &VerifyError{Line: 1, Problem: ProblemBadSignature,
+				Reason: fmt.Sprintf("the trusted checkpoint at size %d is not signed by the export's key %s", earlier.Size, KeyID(pub))}
+		}
+	}
+
 	rep := Report{Tenant: h.Tenant, PublicKey: pub}
 	var (
 		head    [32]byte // hash of event next-1; all zeros before the first event (genesis)
@@ -305,6 +365,10 @@ func verify(r io.Reader, trusted ed25519.PublicKey) (Report, error) {
 			case e.Tenant != h.Tenant:
 				return fail(e.Seq, rec.line, ProblemModified, "tenant differs from the export header")
 			}
+			if earlier != nil && e.Seq == earlier.Size && e.Hash != earlier.Head {
+				return fail(e.Seq, rec.line, ProblemModified,
+					"the export's event %d differs from the trusted checkpoint's head: the trail was rewritten since that checkpoint", e.Seq)
+			}
 			head, lines[e.Seq] = e.Hash, rec.line
 			next++
 			rep.Events++
@@ -336,6 +400,10 @@ func verify(r io.Reader, trusted ed25519.PublicKey) (Report, error) {
 	if covered != next-1 {
 		return fail(covered+1, lines[covered+1], ProblemTruncated,
 			"events %d to %d are not covered by a signed checkpoint; an export ends with one", covered+1, next-1)
+	}
+	if earlier != nil && earlier.Size > next-1 {
+		return fail(next, len(recs)+2, ProblemTruncated,
+			"the export ends at event %d, before the trusted checkpoint at size %d: events were removed since that checkpoint", next-1, earlier.Size)
 	}
 	rep.Head = head
 	return rep, nil

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -136,5 +137,53 @@ func TestChainHashesWhatAnExportCarries(t *testing.T) {
 	rec, err := r.Event()
 	if err != nil || rec.LeafHash() != e.Hash {
 		t.Fatalf("the event as exported does not hash to its hash (%v)", err)
+	}
+}
+
+// An export must extend a trusted earlier checkpoint: a chain rewritten below it, or cut
+// before it, is refused even when the export's own checkpoints are valid under the same key.
+func TestVerifyExtendsTrustedCheckpoint(t *testing.T) {
+	ctx := context.Background()
+	signer := NewEd25519Signer(testKey)
+	exportOf := func(events []Event) []byte {
+		t.Helper()
+		last := events[len(events)-1]
+		cp, err := SignCheckpoint(ctx, signer, "clinic-a", last.Seq, last.Hash, time.Unix(1800000000, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		if err := Export(&buf, testPub, events, []Checkpoint{cp}); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
+	honest := notaryChain("clinic-a", 8)
+	trusted, err := SignCheckpoint(ctx, signer, "clinic-a", 5, honest[4].Hash, time.Unix(1790000000, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := VerifyExtends(bytes.NewReader(exportOf(honest)), testPub, trusted); err != nil {
+		t.Fatalf("honest export: %v", err)
+	}
+	rewritten := NewChain("clinic-a", 0, [32]byte{})
+	var other []Event
+	for i := range 8 {
+		other = append(other, rewritten.Append(Event{Time: time.Unix(1700000000+int64(i), 0), Kind: KindRevealed, Actor: "system"}))
+	}
+	var ve *VerifyError
+	if _, err := VerifyExtends(bytes.NewReader(exportOf(other)), testPub, trusted); !errors.As(err, &ve) || ve.Seq != 5 || ve.Problem != ProblemModified {
+		t.Errorf("rewritten export: %v, want modified at event 5", err)
+	}
+	if _, err := VerifyExtends(bytes.NewReader(exportOf(honest[:3])), testPub, trusted); !errors.As(err, &ve) || ve.Problem != ProblemTruncated {
+		t.Errorf("export cut before the trusted checkpoint: %v, want truncated", err)
+	}
+	forgedTrust := trusted
+	forgedTrust.Size = 4
+	if _, err := VerifyExtends(bytes.NewReader(exportOf(honest)), testPub, forgedTrust); !errors.As(err, &ve) || ve.Problem != ProblemBadSignature {
+		t.Errorf("a trusted checkpoint whose signature does not verify: %v, want bad signature", err)
+	}
+	if _, err := Verify(bytes.NewReader(exportOf(other))); err != nil {
+		t.Errorf("without the trusted checkpoint the rewritten export is consistent (%v): only -trusted tells", err)
 	}
 }

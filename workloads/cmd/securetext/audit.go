@@ -1,7 +1,7 @@
 // securetext audit exports a tenant's audit trail and checks an export offline.
 //
 //	securetext audit export -dsn DSN -tenant NAME (-local-key-file FILE | -keystore-url URL -cert FILE -key FILE -ca FILE) [-o FILE]
-//	securetext audit verify [-key BASE64] FILE
+//	securetext audit verify [-key BASE64] [-trusted FILE] FILE
 //
 // export signs a checkpoint of the current chain head through the keystore (unless
 // -checkpoint=false), then writes every event, every checkpoint and the signing public key
@@ -9,7 +9,9 @@
 // ending with one that covers the last event, and names the first bad sequence number.
 //
 // With -key, the export must be signed by that ed25519 public key (the tenant's published audit
-// key). Without it, the key in the export's own header is used and its id is printed, so it can
+// key). With -trusted, it must also extend a checkpoint kept from earlier (an earlier export, or
+// its checkpoint lines): a trail rewritten or cut below that checkpoint is refused, even when
+// every checkpoint the export carries is valid. Without it, the key in the export's own header is used and its id is printed, so it can
 // be compared by hand: a forger can always sign with a key of their own.
 
 package main
@@ -24,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/securetext/securetext/workloads/audit"
 )
@@ -44,25 +47,47 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 const auditUsage = `usage:
   securetext audit export -dsn DSN -tenant NAME (-local-key-file FILE | -keystore-url URL -cert FILE -key FILE -ca FILE) [-o FILE] [-checkpoint=false]
-  securetext audit verify [-key BASE64] FILE
+  securetext audit verify [-key BASE64] [-trusted FILE] FILE
 `
 
 func auditVerify(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	key := fs.String("key", "", "trusted ed25519 public key, standard base64")
+	trusted := fs.String("trusted", "", "an earlier export (or its checkpoint lines) whose newest checkpoint this export must extend")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
 		return fmt.Errorf("audit verify: want one FILE\n%s", auditUsage)
 	}
-	return verifyExport(fs.Arg(0), *key, stdout)
+	return verifyExport(fs.Arg(0), *key, *trusted, stdout)
 }
 
 // verifyExport checks the export in path, against the base64 ed25519 key if one is given, and
 // prints what it found.
-func verifyExport(path, key string, stdout io.Writer) error {
+func verifyExport(path, key, trustedPath string, stdout io.Writer) error {
+	var pub ed25519.PublicKey
+	if key != "" {
+		b, err := base64.StdEncoding.DecodeString(key)
+		if err != nil || len(b) != ed25519.PublicKeySize {
+			return fmt.Errorf("audit verify: -key must be a base64 ed25519 public key (32 bytes)")
+		}
+		pub = b
+	}
+	var trusted *audit.Checkpoint
+	if trustedPath != "" {
+		tf, err := os.Open(trustedPath)
+		if err != nil {
+			return fmt.Errorf("audit verify: -trusted: %w", err)
+		}
+		cp, err := audit.ReadTrustedCheckpoint(tf)
+		tf.Close()
+		if err != nil {
+			return fmt.Errorf("audit verify: -trusted %s: %w", trustedPath, err)
+		}
+		trusted = &cp
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -70,22 +95,21 @@ func verifyExport(path, key string, stdout io.Writer) error {
 	defer f.Close()
 
 	var rep audit.Report
-	if key != "" {
-		pub, err := base64.StdEncoding.DecodeString(key)
-		if err != nil || len(pub) != ed25519.PublicKeySize {
-			return fmt.Errorf("audit verify: -key must be a base64 ed25519 public key (32 bytes)")
-		}
+	switch {
+	case trusted != nil:
+		rep, err = audit.VerifyExtends(f, pub, *trusted)
+	case pub != nil:
 		rep, err = audit.VerifyWithKey(f, pub)
-		if err != nil {
-			return err
-		}
-	} else {
+	default:
 		rep, err = audit.Verify(f)
-		if err != nil {
-			return err
-		}
+	}
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(stdout, "ok: %d events, %d checkpoints, head %s\n", rep.Events, rep.Checkpoints, hex.EncodeToString(rep.Head[:]))
+	if trusted != nil {
+		fmt.Fprintf(stdout, "extends the trusted checkpoint at size %d signed %s\n", trusted.Size, trusted.Time.Format(time.RFC3339))
+	}
 	if key == "" {
 		// Without a trusted key the file is only shown to be consistent: anyone can re-sign a
 		// rewritten trail with a key of their own. Print the whole key so it can be compared.

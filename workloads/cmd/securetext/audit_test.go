@@ -37,20 +37,20 @@ func TestAuditVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := verifyExport(good, "", io.Discard); err != nil {
+	if err := verifyExport(good, "", "", io.Discard); err != nil {
 		t.Errorf("good export: %v", err)
 	}
-	if err := verifyExport(good, base64.StdEncoding.EncodeToString(pub), io.Discard); err != nil {
+	if err := verifyExport(good, base64.StdEncoding.EncodeToString(pub), "", io.Discard); err != nil {
 		t.Errorf("good export with -key: %v", err)
 	}
 	other := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{8}, ed25519.SeedSize)).Public().(ed25519.PublicKey)
-	if err := verifyExport(good, base64.StdEncoding.EncodeToString(other), io.Discard); err == nil {
+	if err := verifyExport(good, base64.StdEncoding.EncodeToString(other), "", io.Discard); err == nil {
 		t.Error("good export accepted under another -key")
 	}
-	if err := verifyExport(bad, "", io.Discard); err == nil || !strings.Contains(err.Error(), "event 1 (line 2)") {
+	if err := verifyExport(bad, "", "", io.Discard); err == nil || !strings.Contains(err.Error(), "event 1 (line 2)") {
 		t.Errorf("tampered export: err = %v", err)
 	}
-	if err := verifyExport(good, "not-base64", io.Discard); err == nil {
+	if err := verifyExport(good, "not-base64", "", io.Discard); err == nil {
 		t.Error("bad -key accepted")
 	}
 }
