@@ -106,6 +106,7 @@ const (
 	portViewer          = int32(9443)
 	portViewerMetrics   = int32(9465)
 	portKeystore        = int32(8443)
+	portKeystoreMetrics = int32(9466)
 	portNameSMTP        = "smtp"
 	portNameSMTPS       = "smtps"
 	portNameHTTPS       = "https"
@@ -377,6 +378,7 @@ func (r *renderer) keystoreConfig() componentConfig {
 	cc := componentConfig{env: map[string]string{}}
 	cc.set(p, flagTenant, r.t.Name)
 	cc.set(p, flagListen, listenAddr(portKeystore))
+	cc.set(p, flagMetricsAddr, listenAddr(portKeystoreMetrics))
 	tls := cc.mountSecret("tls", r.in.Secrets.KeystoreServerTLS, configDir+"/tls", secretKeys(keyTLSCert, keyTLSKey, keyCACert)...)
 	cc.set(p, flagTLSCert, tls[keyTLSCert])
 	cc.set(p, flagTLSKey, tls[keyTLSKey])

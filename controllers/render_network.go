@@ -42,7 +42,8 @@ func (r *renderer) services() []*corev1.Service {
 	}
 
 	out := []*corev1.Service{
-		svc(KeystoreServiceName, ComponentKeystore, corev1.ServiceTypeClusterIP, port(portNameHTTPS, portKeystore, portKeystore)),
+		svc(KeystoreServiceName, ComponentKeystore, corev1.ServiceTypeClusterIP,
+			port(portNameHTTPS, portKeystore, portKeystore), port(portNameMetrics, portKeystoreMetrics, portKeystoreMetrics)),
 		svc(ServiceGateway, ComponentGateway, corev1.ServiceTypeClusterIP,
 			port(portNameHTTPS, servicePortHTTPS, portGatewayAPI), port(portNameMetrics, portGatewayMetrics, portGatewayMetrics)),
 		svc(ServiceViewer, ComponentViewer, corev1.ServiceTypeClusterIP,
@@ -239,6 +240,13 @@ func (r *renderer) networkPolicies() []*networkingv1.NetworkPolicy {
 		From:  []networkingv1.NetworkPolicyPeer{pods(ComponentGateway), pods(ComponentViewer)},
 		Ports: []networkingv1.NetworkPolicyPort{tcpPort(portKeystore)},
 	}}
+	// The keystore's metrics carry the checkpoint refusals an alert watches.
+	if sel := r.in.MetricsNamespaceSelector; sel != nil {
+		keystoreIn = append(keystoreIn, networkingv1.NetworkPolicyIngressRule{
+			From:  []networkingv1.NetworkPolicyPeer{{NamespaceSelector: sel.DeepCopy()}},
+			Ports: []networkingv1.NetworkPolicyPort{tcpPort(portKeystoreMetrics)},
+		})
+	}
 	vaultPeers, vaultPort := r.vaultEgress()
 	keystoreOut := []networkingv1.NetworkPolicyEgressRule{{To: vaultPeers, Ports: []networkingv1.NetworkPolicyPort{tcpPort(vaultPort)}}}
 

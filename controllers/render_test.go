@@ -357,7 +357,7 @@ func TestRenderConfigValues(t *testing.T) {
 			envName(k, "tenant"): "clinic", envName(k, "listen"): ":8443", envName(k, "backend"): "vault",
 			envName(k, "vault-addr"): "https://vault.example.org:8200", envName(k, "vault-auth"): "kubernetes",
 			envName(k, "vault-auth-mount"): "kubernetes", envName(k, "vault-role"): "keystore-clinic",
-			envName(k, "transit-mount"): "transit", envName(k, "wrapping-key"): "tenant-clinic",
+			envName(k, "transit-mount"): "transit", envName(k, "state-mount"): "state", envName(k, "metrics-addr"): ":9466", envName(k, "wrapping-key"): "tenant-clinic",
 			envName(k, "signing-key"): "tenant-clinic-audit", envName(k, "client-ca"): "/etc/securetext/tls/ca.crt",
 		},
 	}

@@ -92,7 +92,7 @@ func (r *renderer) containerPorts(c Component) []corev1.ContainerPort {
 	case ComponentViewer:
 		return []corev1.ContainerPort{tcp(portNameHTTPS, portViewer), tcp(portNameMetrics, portViewerMetrics)}
 	}
-	return []corev1.ContainerPort{tcp(portNameHTTPS, portKeystore)}
+	return []corev1.ContainerPort{tcp(portNameHTTPS, portKeystore), tcp(portNameMetrics, portKeystoreMetrics)}
 }
 
 // probe is an HTTPS GET of path on the component's HTTPS port. Every component serves /healthz
