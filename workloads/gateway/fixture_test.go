@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/securetext/securetext/hack/testenv"
+	"github.com/securetext/securetext/workloads/audit"
 	"github.com/securetext/securetext/workloads/keystore"
 	"github.com/securetext/securetext/workloads/store"
 	"github.com/securetext/securetext/workloads/tenantpki"
@@ -104,9 +105,13 @@ func newFixtureWithClock(t testing.TB, b backend, now func() time.Time) *fixture
 	if err != nil {
 		t.Fatal(err)
 	}
+	notary, err := audit.NewNotary(testTenant, f.Local, &audit.MemoryNotaryState{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	f.ksServer, err = keystore.NewServer(f.Local, keystore.ServerConfig{
 		Tenant: testTenant, Certificate: serverCert, ClientCAs: ca.CertPool(),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Checkpoints: notary,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -192,8 +192,12 @@ func newFixture(t testing.TB, b backend, o fixtureOptions) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	notary, err := audit.NewNotary(o.tenant, f.Local, &audit.MemoryNotaryState{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ks, err := keystore.NewServer(f.Local, keystore.ServerConfig{
-		Tenant: o.tenant, Certificate: serverCert, ClientCAs: ca.CertPool(), Logger: quiet,
+		Tenant: o.tenant, Certificate: serverCert, ClientCAs: ca.CertPool(), Logger: quiet, Checkpoints: notary,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/securetext/securetext/hack/testenv"
+	"github.com/securetext/securetext/workloads/audit"
 	"github.com/securetext/securetext/workloads/gateway"
 	"github.com/securetext/securetext/workloads/keystore"
 	"github.com/securetext/securetext/workloads/tenantpki"
@@ -118,8 +119,12 @@ func newCrashEnv(t *testing.T) *crashEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	notary, err := audit.NewNotary(crashTenant, e.local, &audit.MemoryNotaryState{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ks, err := keystore.NewServer(e.local, keystore.ServerConfig{
-		Tenant: crashTenant, Certificate: ksCert, ClientCAs: e.ca.CertPool(), Logger: quiet,
+		Tenant: crashTenant, Certificate: ksCert, ClientCAs: e.ca.CertPool(), Logger: quiet, Checkpoints: notary,
 	})
 	if err != nil {
 		t.Fatal(err)
