@@ -447,11 +447,17 @@ func (s *Store) Checkpoints(ctx context.Context) ([]audit.Checkpoint, error) {
 // refusal reaches its log and its metric; the error wraps audit.ErrNotExtension. It returns
 // the newest checkpoint and true when it signed one.
 func (s *Store) CheckpointAudit(ctx context.Context, signer audit.CheckpointSigner) (audit.Checkpoint, bool, error) {
-	last, ok, err := signer.LastCheckpoint(ctx)
+	seq, head, err := s.AuditHead(ctx)
 	if err != nil {
 		return audit.Checkpoint{}, false, err
 	}
-	seq, head, err := s.AuditHead(ctx)
+	s.signedMu.Lock()
+	idle := seq == s.signedSize && head == s.signedHead
+	s.signedMu.Unlock()
+	if idle {
+		return audit.Checkpoint{}, false, nil
+	}
+	last, ok, err := signer.LastCheckpoint(ctx)
 	if err != nil {
 		return audit.Checkpoint{}, false, err
 	}
@@ -498,6 +504,11 @@ func (s *Store) CheckpointAudit(ctx context.Context, signer audit.CheckpointSign
 			return newest, signed, err
 		}
 		last, newest, signed = cp, cp, true
+	}
+	if last.Size == seq && last.Head == head {
+		s.signedMu.Lock()
+		s.signedSize, s.signedHead = seq, head
+		s.signedMu.Unlock()
 	}
 	return newest, signed, nil
 }

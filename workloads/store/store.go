@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"math"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -45,6 +46,10 @@ type Store struct {
 	optOuts  *batch.Batcher[string, bool]             // OptedOut's lookups, one query per group
 	appends  *batch.Batcher[[]step, struct{}]         // AppendAudit's groups, one transaction each
 	visits   *batch.Batcher[visitCall, LinkVisit]     // VisitLink's reads, one round trip per group; PostgreSQL only
+
+	signedMu   sync.Mutex // the newest checkpoint this store saw signed, so that an idle chain
+	signedSize uint64     // costs the checkpointer one head read, not a call to the signer
+	signedHead [32]byte
 }
 
 // Option configures Open.

@@ -213,11 +213,7 @@ func runKeystore(ctx context.Context, args []string, lookupEnv func(string) (str
 		if err != nil {
 			return err
 		}
-		svc = l
-		notary, err = audit.NewNotary(c.tenant, l, keystore.NewFileCheckpointState(keystore.LocalCheckpointStatePath(c.localKeyFile)), nil)
-		if err != nil {
-			return err
-		}
+		svc, notary = l.Service, l.Notary
 	case "vault":
 		t, err := newKeystoreTransit(c, log)
 		if err != nil {
@@ -277,23 +273,24 @@ func runKeystore(ctx context.Context, args []string, lookupEnv func(string) (str
 	return nil
 }
 
-// openLocalKeys loads the local key file, creating it first when asked to.
-func openLocalKeys(c *keystoreConfig, log *slog.Logger) (*keystore.Local, error) {
+// openLocalKeys loads the local key file, creating it first when asked to, with the notary
+// whose state is kept beside it.
+func openLocalKeys(c *keystoreConfig, log *slog.Logger) (keystore.InProcess, error) {
 	if c.generateLocalKey {
 		_, err := os.Stat(c.localKeyFile)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			if err := keystore.GenerateLocalKeyFile(c.localKeyFile); err != nil {
-				return nil, fmt.Errorf("-local-key-file: %w", err)
+				return keystore.InProcess{}, fmt.Errorf("-local-key-file: %w", err)
 			}
 			log.Warn("generated a new local key file", slog.String("key_file", c.localKeyFile))
 		case err != nil:
-			return nil, fmt.Errorf("-local-key-file: %w", err)
+			return keystore.InProcess{}, fmt.Errorf("-local-key-file: %w", err)
 		}
 	}
-	l, err := keystore.NewLocal(c.localKeyFile, log)
+	l, err := keystore.NewLocalInProcess(c.localKeyFile, c.tenant, log)
 	if err != nil {
-		return nil, fmt.Errorf("-local-key-file: %w", err)
+		return keystore.InProcess{}, fmt.Errorf("-local-key-file: %w", err)
 	}
 	return l, nil
 }
