@@ -17,6 +17,11 @@ KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
 	-X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37 \
 	-X k8s.io/client-go/pkg/version.gitVersion=$(KUBE_VERSION)
 
+# VERSION is stamped into the binaries (--version) and tags the images: git describe, or the
+# chart's appVersion in a tree without git history.
+VERSION ?= $(shell hack/images.sh version)
+VERSION_LDFLAGS = -X main.version=$(VERSION)
+
 GO_TEST_FLAGS ?= -count=1
 TOOLS_MODULES := hack/tools/kube hack/tools/vault
 
@@ -33,10 +38,9 @@ generate: controller-gen ## Generate deepcopy code for the API types.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 
 .PHONY: manifests
-manifests: controller-gen ## Generate CRDs and RBAC into config/ and copy the CRDs into the chart.
+manifests: controller-gen ## Generate CRDs and RBAC into config/ and the chart's CRD templates and role.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths=./api/... paths=./controllers/... output:crd:artifacts:config=config/crd/bases
-	mkdir -p charts/securetext-operator/crds
-	cp config/crd/bases/*.yaml charts/securetext-operator/crds/
+	hack/chart-crds.sh
 	cp config/rbac/role.yaml charts/securetext-operator/files/manager-role.yaml
 	cp config/rbac/vault-operator-policy.hcl charts/securetext-operator/files/vault-operator-policy.hcl
 
@@ -60,8 +64,13 @@ lint: ## Fail if gofmt, go mod tidy, generate or manifests would change the tree
 
 .PHONY: build
 build: ## Build the operator into bin/securetext-operator and the workloads into bin/securetext.
-	go build -o $(BIN)/securetext-operator .
-	go build -o $(BIN)/securetext ./workloads/cmd/securetext
+	go build -ldflags "$(VERSION_LDFLAGS)" -o $(BIN)/securetext-operator .
+	go build -ldflags "$(VERSION_LDFLAGS)" -o $(BIN)/securetext ./workloads/cmd/securetext
+
+.PHONY: images
+images: ## Build the operator and workloads images offline (FROM scratch) with the local Docker engine.
+	@hack/docker.sh ensure
+	@VERSION="$(VERSION)" hack/images.sh build
 
 ##@ Test
 
@@ -76,9 +85,10 @@ vault-binary: ## Build (once, then cached) the Vault dev server into bin/.
 	@hack/build-tool.sh vault-dev hack/tools/vault ./vault-dev $(VAULT_VERSION)
 
 .PHONY: test-binaries
-test-binaries: kube-binaries vault-binary ## kube-binaries, plus the Vault dev server; install PostgreSQL, Chromium and axe-core if missing.
+test-binaries: kube-binaries vault-binary ## kube-binaries, plus the Vault dev server and the Prometheus Operator's CRDs; install PostgreSQL, Chromium and axe-core if missing.
 	@hack/postgres.sh ensure
 	@hack/browser.sh ensure
+	@hack/monitoring-crds.sh
 
 .PHONY: test
 test: test-binaries ## Run every test against the real API server, Vault and PostgreSQL.

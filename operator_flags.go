@@ -33,6 +33,7 @@ type operatorFlags struct {
 	clusterCIDRs, trustedProxyCIDRs, databaseCIDRs               string
 	databaseNamespaceLabels, databasePodLabels                   kvFlag
 	databasePort                                                 int
+	metricsNamespaceLabels                                       kvFlag
 
 	workers int
 	resync  time.Duration
@@ -62,6 +63,8 @@ func (f *operatorFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.ingressClass, "ingress-class", "", "ingressClassName of the tenants' Ingresses; empty means the cluster default")
 	fs.Var(&f.ingressAnnotations, "ingress-annotation",
 		"an annotation (key=value; repeatable) of the tenants' Ingresses; the backends serve HTTPS only")
+	fs.Var(&f.metricsNamespaceLabels, "metrics-namespace-label",
+		"a label (key=value; repeatable) of the namespace Prometheus runs in: admitted to the tenants' metrics ports; none admits no scraper")
 	fs.StringVar(&f.clusterCIDRs, "cluster-cidrs", "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16",
 		"the cluster's pod and service ranges (comma-separated), excluded from the SMS provider egress")
 	fs.StringVar(&f.trustedProxyCIDRs, "trusted-proxy-cidrs", "",
@@ -105,6 +108,9 @@ func (f *operatorFlags) options(log logr.Logger) (controllers.Options, func(), e
 	}
 	if len(f.ingressPodLabels.m) > 0 {
 		o.IngressPodSelector = &metav1.LabelSelector{MatchLabels: f.ingressPodLabels.m}
+	}
+	if len(f.metricsNamespaceLabels.m) > 0 {
+		o.MetricsNamespaceSelector = &metav1.LabelSelector{MatchLabels: f.metricsNamespaceLabels.m}
 	}
 	for _, fl := range [][2]string{{"-database-cidrs", f.databaseCIDRs}, {"-trusted-proxy-cidrs", f.trustedProxyCIDRs}} {
 		name, list := fl[0], fl[1]

@@ -129,3 +129,23 @@ func TestTrustedProxyFlag(t *testing.T) {
 		t.Errorf("a name as trusted proxy: %v", err)
 	}
 }
+
+// TestMetricsNamespaceFlag: no scraper is admitted until a namespace is named.
+func TestMetricsNamespaceFlag(t *testing.T) {
+	o, _, err := parseOperatorFlags(t, "-workload-image", "w").options(logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.MetricsNamespaceSelector != nil {
+		t.Errorf("default admits scrapers from %v", o.MetricsNamespaceSelector)
+	}
+	o, _, err = parseOperatorFlags(t, "-workload-image", "w",
+		"-metrics-namespace-label", "kubernetes.io/metadata.name=monitoring").options(logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "monitoring"}}
+	if !reflect.DeepEqual(o.MetricsNamespaceSelector, want) {
+		t.Errorf("selector %v, want %v", o.MetricsNamespaceSelector, want)
+	}
+}

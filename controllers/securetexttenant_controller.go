@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	securetextv1alpha1 "github.com/securetext/securetext/api/v1alpha1"
 )
@@ -117,6 +118,7 @@ func (r *SecureTextTenantReconciler) ensureStack(ctx context.Context, tenant *se
 		return st
 	}
 	ns := tenant.Status.Namespace
+	st.activeHolds = r.countActiveLegalHolds(ctx, ns)
 	secretVersions := r.ensureSecrets(ctx, tenant, ns, &st)
 	tv, in, err := r.tenantInputs(tenant, ns)
 	if err != nil {
@@ -131,6 +133,23 @@ func (r *SecureTextTenantReconciler) ensureStack(ctx context.Context, tenant *se
 	st.noDatabaseEgress = !in.Database.Configured()
 	r.ensureWorkloads(ctx, tenant, in, &st)
 	return st
+}
+
+// countActiveLegalHolds counts the active LegalHolds in the tenant's namespace, from the cache
+// (a hold's change enqueues its tenant); -1 when the cache cannot list them.
+func (r *SecureTextTenantReconciler) countActiveLegalHolds(ctx context.Context, ns string) int32 {
+	var holds securetextv1alpha1.LegalHoldList
+	if err := r.List(ctx, &holds, client.InNamespace(ns)); err != nil {
+		log.FromContext(ctx).Error(err, "list legal holds", "namespace", ns)
+		return -1
+	}
+	var n int32
+	for i := range holds.Items {
+		if holds.Items[i].IsActive() {
+			n++
+		}
+	}
+	return n
 }
 
 // tenantState is what the steps of one reconcile observed; setTenantConditions turns it into
@@ -153,6 +172,8 @@ type tenantState struct {
 	missing []string
 	// renewAt and rotateAt are when certificates and the wrapping key are due.
 	renewAt, rotateAt time.Time
+	// activeHolds counts the active LegalHolds in the namespace; -1 when they could not be read.
+	activeHolds int32
 }
 
 // err is the first failure that should be retried with backoff, labelled with its step.

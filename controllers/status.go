@@ -23,6 +23,9 @@ import (
 func setTenantConditions(tenant *securetextv1alpha1.SecureTextTenant, st tenantState) {
 	gen := tenant.Generation
 	tenant.Status.ObservedGeneration = gen
+	if st.nsErr == nil && st.activeHolds >= 0 {
+		tenant.Status.ActiveLegalHolds = st.activeHolds
+	}
 	conditions := &tenant.Status.Conditions
 	if st.nsErr == nil {
 		// Without the namespace no later step ran: VaultReady and WorkloadsReady keep what the

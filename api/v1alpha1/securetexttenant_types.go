@@ -457,6 +457,11 @@ type SecureTextTenantStatus struct {
 	// Endpoints of the tenant.
 	// +optional
 	Endpoints Endpoints `json:"endpoints,omitempty"`
+	// ActiveLegalHolds is how many active LegalHolds the tenant's namespace has. The chart's
+	// ValidatingAdmissionPolicy reads it to refuse deleting the LegalHold and RetentionPolicy
+	// CRDs while any hold is active.
+	// +optional
+	ActiveLegalHolds int32 `json:"activeLegalHolds,omitempty"`
 }
 
 // SecureTextTenant is one customer's dedicated SecureText stack: its namespace, gateway, viewer,
