@@ -217,7 +217,7 @@ func TestChartValueSets(t *testing.T) {
 		}
 		return out
 	}
-	monitoringKinds := []string{"ServiceMonitor", "PodMonitor", "PrometheusRule", "NetworkPolicy"}
+	monitoringKinds := []string{"ServiceMonitor", "PodMonitor", "NetworkPolicy"}
 
 	t.Run("default", func(t *testing.T) {
 		rel := render(t, "default")
@@ -261,11 +261,6 @@ func TestChartValueSets(t *testing.T) {
 		}
 		if !slices.Contains(args(t, rel), `--metrics-namespace-label=kubernetes.io/metadata.name=monitoring`) {
 			t.Errorf("the tenants' policies are not told where Prometheus is: %v", args(t, rel))
-		}
-		if cm := rel.Find("ConfigMap", charts.Name+"-dashboard"); cm == nil && !slices.ContainsFunc(rel.Objects, func(o *unstructured.Unstructured) bool {
-			return o.GetKind() == "ConfigMap" && o.GetLabels()["grafana_dashboard"] == "1"
-		}) {
-			t.Errorf("no dashboard ConfigMap for Grafana's sidecar in %v", rel.Kinds())
 		}
 	})
 	t.Run("CRDs off", func(t *testing.T) {
