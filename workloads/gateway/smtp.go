@@ -40,6 +40,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
@@ -699,6 +700,12 @@ func (ss *smtpSession) Mail(_ string, _ *gosmtp.MailOptions) error {
 // Rcpt checks a recipient now, so that a sender learns of a wrong domain, an unusable number
 // or an opt-out from its own MTA instead of from a bounce.
 func (ss *smtpSession) Rcpt(to string, _ *gosmtp.RcptOptions) error {
+	// RFC 5321 addresses hold no control characters; the library's 250 quotes the address back,
+	// so one would reach the reply (and a lenient number parser would skip it).
+	if strings.ContainsFunc(to, unicode.IsControl) {
+		return ss.refuseRcpt(ReasonInvalidRecipient, "", smtpReply(553, gosmtp.EnhancedCode{5, 1, 3},
+			"The address holds a control character; send to <phone number>@%s, e.g. 2025550143@%s", ss.s.cfg.Domain, ss.s.cfg.Domain))
+	}
 	local, domain, ok := smtpCutLast(to, "@")
 	if !ok || !strings.EqualFold(strings.TrimSuffix(domain, "."), ss.s.cfg.Domain) {
 		return ss.refuseRcpt(ReasonWrongDomain, "",
