@@ -5,7 +5,9 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"os"
+	goruntime "runtime"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -20,11 +22,21 @@ import (
 	"github.com/securetext/securetext/controllers"
 )
 
+// version is the release this binary was built from, stamped by make (-X main.version=…).
+var version = "dev"
+
+// versionLine is what --version prints: the release, and the toolchain and platform it was
+// built with.
+func versionLine() string {
+	return fmt.Sprintf("securetext-operator %s (%s, %s/%s)", version, goruntime.Version(), goruntime.GOOS, goruntime.GOARCH)
+}
+
 func main() {
 	var (
 		metricsAddr, probeAddr, leaderElectionNamespace string
-		leaderElect, secureMetrics                      bool
+		leaderElect, secureMetrics, printVersion        bool
 	)
+	flag.BoolVar(&printVersion, "version", false, "print the version and exit")
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "address of the Prometheus metrics endpoint; 0 turns it off")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true,
 		"serve metrics over HTTPS to callers the API server authenticates and authorizes (get on /metrics); "+
@@ -38,6 +50,10 @@ func main() {
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if printVersion {
+		fmt.Println(versionLine())
+		return
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	setupLog := ctrl.Log.WithName("setup")
 

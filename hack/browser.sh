@@ -8,6 +8,7 @@
 # axe-core is pinned and installed into the project's bin/ folder (never globally), so every
 # machine checks pages against the same rules. Nothing here starts a browser.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # AXE_VERSION is the axe-core release the accessibility checks run. Bump it on purpose: a new
 # release can add rules, and so new findings.
@@ -27,41 +28,6 @@ chromium() {
 axe_installed() {
 	[[ -s $axe_js ]] &&
 		grep -q "\"version\": *\"$AXE_VERSION\"" "$axe_dir/node_modules/axe-core/package.json" 2>/dev/null
-}
-
-# quietly runs a command with its output kept in a file, shown only if the command fails: apt,
-# the maintainer scripts and npm are chatty.
-quietly() {
-	local what=$1 log
-	shift
-	log=$(mktemp)
-	if ! "$@" >"$log" 2>&1; then
-		cat "$log" >&2
-		rm -f "$log"
-		echo "browser.sh: $what failed" >&2
-		return 1
-	fi
-	rm -f "$log"
-}
-
-# apt_install installs Debian packages, running apt-get update first only when the package lists
-# do not know the first package yet (fresh images ship with empty lists).
-apt_install() {
-	if [[ $(id -u) -ne 0 ]]; then
-		echo "browser.sh: missing Debian packages: $*" >&2
-		echo "browser.sh: install them: sudo apt-get install --no-install-recommends $*" >&2
-		return 1
-	fi
-	quietly "apt-get install $*" apt_get "$@"
-}
-
-# apt_get is apt_install's work, run under quietly. errexit does not apply inside quietly's
-# `if !`, so each step returns its own failure.
-apt_get() {
-	if ! apt-cache show "$1" >/dev/null 2>&1; then
-		apt-get update || return
-	fi
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
 }
 
 ensure_chromium() {

@@ -3,6 +3,7 @@
 # swaks (installed from Debian if missing) sends a mail to 2025550143@text.demo.localhost and
 # gets 250, the console shows the text with the link, and the link opens the viewer. Used by .ci/run.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "$0")/.."
 
 missing=()
@@ -10,7 +11,7 @@ command -v swaks >/dev/null || missing+=(swaks)
 command -v curl >/dev/null || missing+=(curl)
 if ((${#missing[@]})); then
   echo "demo-check: installing ${missing[*]} from Debian"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  apt_install "${missing[@]}"
 fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||

@@ -7,6 +7,7 @@
 # We only need initdb and postgres: the tests run their own clusters on loopback ports with
 # temporary data directories, so the package's own "main" cluster is never created or started.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # bindir prints the bin directory of the newest installed server, or fails.
 bindir() {
@@ -45,24 +46,7 @@ ensure() {
 		mkdir -p /etc/postgresql-common
 		echo "create_main_cluster = off" >/etc/postgresql-common/createcluster.conf
 	fi
-	# apt and the maintainer scripts are chatty; show their output only if they fail.
-	# apt-get update only when the package lists do not know the package yet (fresh images
-	# ship with empty lists).
-	local log
-	log=$(mktemp)
-	if ! {
-		if ! apt-cache show postgresql >/dev/null 2>&1; then
-			apt-get update
-		fi
-		DEBIAN_FRONTEND=noninteractive UCF_FORCE_CONFFOLD=1 \
-			apt-get install -y --no-install-recommends postgresql
-	} >"$log" 2>&1; then
-		cat "$log" >&2
-		rm -f "$log"
-		echo "postgres.sh: installing Debian's postgresql package failed" >&2
-		return 1
-	fi
-	rm -f "$log"
+	UCF_FORCE_CONFFOLD=1 apt_install postgresql
 
 	# Belt and braces: if a cluster was created anyway (createcluster.conf existed and said
 	# otherwise), stop it and keep it from starting at boot. With systemd, postgresql.service

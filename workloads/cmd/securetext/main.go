@@ -6,6 +6,7 @@
 //	securetext keystore  one tenant's keystore: wraps data keys and signs audit checkpoints
 //	securetext audit     export a tenant's audit trail, and verify an export offline
 //	securetext sender    make a sender's credentials and the hashes for the senders file
+//	securetext version   print the release, Go version and platform (also --version)
 //
 // Every flag of gateway can also be set as SECURETEXT_GATEWAY_<FLAG> (upper case, '-' as '_'),
 // every flag of viewer as SECURETEXT_VIEWER_<FLAG> and every flag of keystore as
@@ -21,10 +22,20 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/securetext/securetext/workloads/gctune"
 )
+
+// version is the release this binary was built from, stamped by make (-X main.version=…).
+var version = "dev"
+
+// versionLine is what securetext version (or --version) prints: the release, and the toolchain
+// and platform it was built with.
+func versionLine() string {
+	return fmt.Sprintf("securetext %s (%s, %s/%s)", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
 
 func main() {
 	gctune.Tune()
@@ -50,6 +61,7 @@ commands:
   keystore  run one tenant's keystore (data keys and audit signatures, Vault Transit or a local key file)
   audit     export a tenant's audit trail (audit export), or check an export offline (audit verify)
   sender    make a sender's SMTP password and API key, and the entry for the senders file
+  version   print the version (also --version)
 
 "securetext <command> -h" lists the command's flags.
 `
@@ -72,6 +84,9 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return runAudit(ctx, args[1:], stdout, stderr)
 	case "sender":
 		return runSender(ctx, args[1:], stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, versionLine())
+		return nil
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
