@@ -217,7 +217,7 @@ func TestChartValueSets(t *testing.T) {
 		}
 		return out
 	}
-	monitoringKinds := []string{"ServiceMonitor", "PodMonitor", "NetworkPolicy"}
+	monitoringKinds := []string{"ServiceMonitor", "PodMonitor", "PrometheusRule", "NetworkPolicy"}
 
 	t.Run("default", func(t *testing.T) {
 		rel := render(t, "default")
@@ -258,6 +258,9 @@ func TestChartValueSets(t *testing.T) {
 			if !slices.ContainsFunc(rel.Objects, func(o *unstructured.Unstructured) bool { return o.GetKind() == kind }) {
 				t.Errorf("no %s in %v", kind, rel.Kinds())
 			}
+		}
+		if rel.Find("ConfigMap", "securetext-operator-dashboard") == nil {
+			t.Errorf("no dashboard ConfigMap in %v", rel.Kinds())
 		}
 		if !slices.Contains(args(t, rel), `--metrics-namespace-label=kubernetes.io/metadata.name=monitoring`) {
 			t.Errorf("the tenants' policies are not told where Prometheus is: %v", args(t, rel))

@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -20,10 +22,23 @@ var (
 		Name: "securetext_operator_reconcile_errors_total",
 		Help: "Failed reconcile steps, by tenant and step (namespace, secrets, vault, render, apply).",
 	}, []string{"tenant", "step"})
+	certificateExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "securetext_operator_certificate_expiry_timestamp_seconds",
+		Help: "Expiry (NotAfter, Unix seconds) of each certificate the operator issued for a tenant, by tenant and Secret. The operator renews a certificate when a third of its life is left.",
+	}, []string{"tenant", "secret"})
 )
 
+// MetricCollectors are the operator's own collectors. They are registered once, on
+// controller-runtime's registry, by this package's init functions; the chart's tests describe
+// them to prove that its alerts and dashboard name only series the operator exports.
+func MetricCollectors() []prometheus.Collector {
+	return []prometheus.Collector{tenantCondition, reconcileErrors, certificateExpiry,
+		vaultRequestDuration, vaultRequestErrors}
+}
+
 func init() {
-	metrics.Registry.MustRegister(tenantCondition, reconcileErrors)
+	// vault.go registers the Vault call metrics beside their definition.
+	metrics.Registry.MustRegister(tenantCondition, reconcileErrors, certificateExpiry)
 }
 
 // tenantConditionTypes are the condition types exported as metrics.
@@ -61,8 +76,20 @@ func recordTenantMetrics(tenant *securetextv1alpha1.SecureTextTenant, st tenantS
 	}
 }
 
+// recordCertificateExpiry exports when the certificate in a tenant's Secret expires.
+func recordCertificateExpiry(tenant, secret string, notAfter time.Time) {
+	certificateExpiry.WithLabelValues(tenant, secret).Set(float64(notAfter.Unix()))
+}
+
+// forgetCertificateExpiry removes the series of a certificate the operator no longer keeps
+// (the serving certificate, once spec.tls names one), so that it cannot raise an alert.
+func forgetCertificateExpiry(tenant, secret string) {
+	certificateExpiry.DeleteLabelValues(tenant, secret)
+}
+
 // forgetTenantMetrics removes every series of a deleted tenant.
 func forgetTenantMetrics(tenant string) {
 	tenantCondition.DeletePartialMatch(prometheus.Labels{"tenant": tenant})
 	reconcileErrors.DeletePartialMatch(prometheus.Labels{"tenant": tenant})
+	certificateExpiry.DeletePartialMatch(prometheus.Labels{"tenant": tenant})
 }

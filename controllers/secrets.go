@@ -214,6 +214,9 @@ func (s *secretStep) run(ctx context.Context) error {
 			return err
 		}
 	}
+	if s.tenant.Spec.TLS != nil { // spec.tls names the serving certificate: not one the operator renews
+		forgetCertificateExpiry(s.tenant.Name, SecretServingTLS)
+	}
 
 	if err := s.ensureOnce(ctx, SecretSenders, corev1.SecretTypeOpaque, map[string][]byte{keySenders: []byte(emptySenders)},
 		"created an empty senders file (Secret %s); add senders with `securetext sender`"); err != nil {
@@ -271,11 +274,13 @@ func renewalTime(notAfter time.Time, validity time.Duration) time.Time {
 	return notAfter.Add(-validity / 3)
 }
 
+// renewAt notes when the certificate in m is due for renewal, and exports its expiry.
 func (s *secretStep) renewAt(m *metav1.PartialObjectMetadata) {
 	notAfter, err := time.Parse(time.RFC3339, m.Annotations[AnnotationNotAfter])
 	if err != nil {
 		return
 	}
+	recordCertificateExpiry(s.tenant.Name, m.Name, notAfter)
 	if at := renewalTime(notAfter, s.validity); s.res.RenewAt.IsZero() || at.Before(s.res.RenewAt) {
 		s.res.RenewAt = at
 	}
@@ -354,6 +359,7 @@ func (s *secretStep) writeLeaf(ctx context.Context, leaf leafCert, existing *met
 		return fmt.Errorf("write Secret %s/%s: %w", s.ns, leaf.secret, err)
 	}
 	s.res.Versions[leaf.secret] = sec.ResourceVersion
+	recordCertificateExpiry(s.tenant.Name, leaf.secret, notAfter)
 	s.res.Changes = append(s.res.Changes, fmt.Sprintf("%s the certificate in Secret %s, valid until %s",
 		why, leaf.secret, notAfter.Format(time.RFC3339)))
 	if at := renewalTime(notAfter, s.validity); s.res.RenewAt.IsZero() || at.Before(s.res.RenewAt) {

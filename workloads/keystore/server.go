@@ -104,6 +104,8 @@ type Server struct {
 	checkpoints        audit.CheckpointSigner
 	checkpointRefusals atomic.Uint64
 
+	metrics atomic.Pointer[Metrics] // set by Instrument
+
 	verifiedMu sync.Mutex
 	verified   map[[sha256.Size]byte]time.Time // chain digest → first expiry
 }
@@ -311,9 +313,10 @@ func (s *Server) refuse(ctx context.Context, op, reason, component string, detai
 
 // authorized serves next only to a caller with a verified certificate of this tenant and an
 // allowed component. The chain is verified again here so that the handler stays safe even if
-// it is served with a TLS configuration other than TLSConfig.
+// it is served with a TLS configuration other than TLSConfig. Every request, refused or not,
+// is recorded as operation op (instrument).
 func (s *Server) authorized(op string, next http.HandlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return s.instrument(op, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
 		var chain []*x509.Certificate
 		if r.TLS != nil {
@@ -348,7 +351,7 @@ func (s *Server) authorized(op string, next http.HandlerFunc) http.Handler {
 		default:
 			next(w, r)
 		}
-	})
+	}))
 }
 
 // maxWrapCount bounds the data keys one wrap-new call may ask for.
@@ -369,6 +372,7 @@ func (s *Server) wrapNew(w http.ResponseWriter, r *http.Request) {
 	if req.Count != nil {
 		n = *req.Count
 	}
+	s.metrics.Load().observeKeys("wrap-new", n)
 	// Concurrent calls, so that a batching backend (Transit) wraps them in one Vault call.
 	keys := make([]DataKey, n)
 	errs := make([]error, n)
@@ -445,9 +449,11 @@ func (s *Server) unwrap(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, fmt.Sprintf("wrapped_keys must hold 1 to %d keys", maxWrapCount))
 		return
 	case req.WrappedKeys != nil:
+		s.metrics.Load().observeKeys("unwrap", len(req.WrappedKeys))
 		s.unwrapMany(w, r, req.WrappedKeys)
 		return
 	}
+	s.metrics.Load().observeKeys("unwrap", 1)
 	key, err := s.svc.Unwrap(r.Context(), *req.Wrapped)
 	if err != nil {
 		s.fail(w, r, "unwrap", err)

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/securetext/securetext/workloads/internal/batch"
@@ -68,6 +69,8 @@ type Transit struct {
 	unwrap *batch.Batcher[string, []byte]
 
 	login *vaultlogin.Session
+
+	metrics atomic.Pointer[Metrics] // set by Instrument
 
 	mu         sync.Mutex
 	publicKeys map[int]ed25519.PublicKey // signing key versions never change once created
@@ -392,6 +395,10 @@ func (t *Transit) decryptBatch(ctx context.Context, wrapped []string) ([][]byte,
 // with per-item errors; a batch in which all fail still answers 400 with batch_results, and
 // transitBatch returns those too.
 func (t *Transit) transitBatch(ctx context.Context, path string, items []batchItem) ([]batchItem, error) {
+	if m := t.metrics.Load(); m != nil {
+		op, _, _ := strings.Cut(path, "/")
+		defer m.observeVaultBatch(op, len(items), time.Now())
+	}
 	if t.cfg.Batch.Disabled && len(items) == 1 {
 		var out struct {
 			Data batchItem `json:"data"`

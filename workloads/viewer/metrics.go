@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/securetext/securetext/workloads/internal/serve"
 )
 
 // Metrics are the viewer's Prometheus series. Labels are page names, results, steps and
@@ -65,7 +67,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 func (m *Metrics) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		rec := &serve.StatusRecorder{ResponseWriter: w, Code: http.StatusOK}
 		next.ServeHTTP(rec, r)
 		route := r.Pattern // set by ServeMux on this request
 		if route == "" {
@@ -77,26 +79,6 @@ func (m *Metrics) instrument(next http.Handler) http.Handler {
 		default:
 			method = "other"
 		}
-		m.latency.WithLabelValues(route, method, strconv.Itoa(rec.code)).Observe(time.Since(start).Seconds())
+		m.latency.WithLabelValues(route, method, strconv.Itoa(rec.Code)).Observe(time.Since(start).Seconds())
 	})
 }
-
-type statusRecorder struct {
-	http.ResponseWriter
-	code  int
-	wrote bool
-}
-
-func (s *statusRecorder) WriteHeader(code int) {
-	if !s.wrote {
-		s.code, s.wrote = code, true
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusRecorder) Write(b []byte) (int, error) {
-	s.wrote = true
-	return s.ResponseWriter.Write(b)
-}
-
-func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }

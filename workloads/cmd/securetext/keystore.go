@@ -331,22 +331,14 @@ func newKeystoreTransit(c *keystoreConfig, log *slog.Logger) (*keystore.Transit,
 }
 
 // serveKeystoreMetrics serves /metrics on addr (plain HTTP, as the gateway's and viewer's) with
-// what the keystore counts: refused callers by reason, and refused checkpoint extensions, each
-// of which means the database offered an audit trail other than the one signed before.
+// the keystore's series (keystore.NewMetrics): request latency and keys per request by
+// operation, Vault Transit batch sizes and latency, refused callers by reason, and refused
+// checkpoint extensions, each of which means the database offered an audit trail other than
+// the one signed before. It instruments srv, so it runs before srv serves.
 func serveKeystoreMetrics(addr string, srv *keystore.Server, log *slog.Logger) (stop func(), err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for reason := range srv.Refusals() {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name:        "securetext_keystore_refusals_total",
-			Help:        "Callers the keystore refused (no, untrusted or wrong certificate), by reason.",
-			ConstLabels: prometheus.Labels{"reason": reason},
-		}, func() float64 { return float64(srv.Refusals()[reason]) }))
-	}
-	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "securetext_keystore_checkpoint_refusals_total",
-		Help: "Audit checkpoint requests refused because the events do not extend the last checkpoint the keystore signed: the audit trail in the database was rewritten.",
-	}, func() float64 { return float64(srv.CheckpointRefusals()) }))
+	srv.Instrument(keystore.NewMetrics(reg))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("-metrics-addr: metrics listener on %s: %w (is another process using the port?)", addr, err)
