@@ -31,10 +31,10 @@ import (
 	"github.com/securetext/securetext/hack/testenv"
 )
 
-// The suite runs the operator exactly as it ships (controllers.Setup) against a real
-// kube-apiserver and etcd (envtest) and a real Vault dev server whose Kubernetes auth method
-// reviews tokens with that API server. k8s talks to the API server directly, past the
-// operator's cache.
+// The suite runs the operator exactly as it ships (controllers.Setup), as the chart's
+// ServiceAccount with the chart's RBAC (rbac_test.go), against a real kube-apiserver and etcd
+// (envtest) and a real Vault dev server whose Kubernetes auth method reviews tokens with that
+// API server. k8s talks to the API server directly, as admin, past the operator's cache.
 var (
 	k8s      client.Client
 	scheme   = runtime.NewScheme()
@@ -87,6 +87,10 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "FAIL: client:", err)
 		return 1
 	}
+	if err := installChartRBAC(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL: the chart's RBAC:", err)
+		return 1
+	}
 	if vault, err = testenv.StartVaultProcess(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "FAIL: vault:", err)
 		return 1
@@ -112,7 +116,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer func() { stopOperator() }()
-	return m.Run()
+	return reportRBAC(os.Stderr, m.Run())
 }
 
 // operatorProvisioner logs the operator in to Vault with a token that has only the operator's
@@ -151,12 +155,13 @@ func operatorProvisioner(ctx context.Context) (*controllers.VaultProvisioner, er
 }
 
 // restartOperator stops the running operator, if any, and starts a new one: a new manager
-// with a cold cache, as after a pod restart.
+// with a cold cache, as after a pod restart. It runs as the chart's ServiceAccount
+// (operatorConfig), so every test also proves that the chart's RBAC is enough.
 func restartOperator() error {
 	if stopOperator != nil {
 		stopOperator()
 	}
-	mgr, err := ctrl.NewManager(rest.CopyConfig(kube.Config), ctrl.Options{
+	mgr, err := ctrl.NewManager(operatorConfig(), ctrl.Options{
 		Scheme:     scheme,
 		Metrics:    metricsserver.Options{BindAddress: "0"},
 		Cache:      controllers.CacheOptions(),
