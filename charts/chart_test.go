@@ -89,6 +89,10 @@ func run(m *testing.M) int {
 }
 
 // valueSets are the default values and the installs platform engineers make most.
+// clusterAPIVersions are the kinds the test API server serves that templates check for with
+// .Capabilities.APIVersions.Has, as `helm install` finds them by discovery.
+var clusterAPIVersions = []string{"admissionregistration.k8s.io/v1/MutatingAdmissionPolicy"}
+
 var valueSets = map[string]map[string]any{
 	"default": nil,
 	"monitoring on": {
@@ -134,7 +138,7 @@ var valueSets = map[string]map[string]any{
 func TestChartDryRun(t *testing.T) {
 	for name, values := range valueSets {
 		t.Run(name, func(t *testing.T) {
-			rel, err := charts.Render(releaseName, releaseNS, values)
+			rel, err := charts.Render(releaseName, releaseNS, values, clusterAPIVersions...)
 			if err != nil {
 				t.Fatal(err)
 			}
