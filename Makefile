@@ -109,6 +109,13 @@ demo: ## The product on loopback with embedded defaults: gateway, local keystore
 run: build kube-binaries vault-binary ## Local control plane from bin/, CRDs and samples installed, operator running against it.
 	hack/run.sh
 
+DASHBOARD_DURATION ?= 4m
+.PHONY: dashboard-demo
+dashboard-demo: build kube-binaries vault-binary ## Draw docs/dashboard.png: the Grafana dashboard filled by a real run on loopback (Prometheus, operator, workloads, load for DASHBOARD_DURATION; about 5-6 min in all).
+	@hack/browser.sh ensure
+	@command -v prometheus >/dev/null || { . hack/lib.sh && apt_install prometheus; }
+	go run ./hack/dashboard-demo -duration $(DASHBOARD_DURATION) -out docs/dashboard.png
+
 .PHONY: controller-gen
 controller-gen: $(CONTROLLER_GEN) ## Build controller-gen into bin/.
 $(CONTROLLER_GEN):

@@ -74,6 +74,17 @@ func (m *Metrics) Refuse(channel store.Channel, reason string) {
 	m.refused.WithLabelValues(string(channel), reason).Inc()
 }
 
+// StartSMS creates provider's sent, retry and failed series at zero, so that a failure ratio
+// reads 0, not "no data", while nothing has failed.
+func (m *Metrics) StartSMS(provider string) {
+	if m == nil {
+		return
+	}
+	for _, result := range []string{"sent", "retry", "failed"} {
+		m.smsSends.WithLabelValues(provider, result)
+	}
+}
+
 // SMS records one send attempt's result.
 func (m *Metrics) SMS(provider, result string) {
 	if m == nil {

@@ -95,6 +95,7 @@ func Run(ctx context.Context, cfg Config) error {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	metrics := NewMetrics(reg)
+	metrics.StartSMS(cfg.ProviderName)
 	if err := RegisterOutbox(reg, cfg.Store); err != nil {
 		return err
 	}
