@@ -216,7 +216,7 @@ func (s *Store) takePending(max int) (step, func() []audit.Event) {
 	}
 	var taken []pendingEvent
 	st := step{
-		sql: `DELETE FROM audit_pending WHERE ` + s.db.idIn(`SELECT id FROM audit_pending ORDER BY id LIMIT $1`) + `
+		sql: `DELETE FROM audit_pending WHERE ` + s.db.idIn("id", `SELECT id FROM audit_pending ORDER BY id LIMIT $1`) + `
 		RETURNING id, occurred_at, kind, actor, message_id, detail`,
 		args: []any{max},
 		each: func(scan func(...any) error) error {

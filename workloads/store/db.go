@@ -56,10 +56,11 @@ type database interface {
 	// a write transaction holds the database's only write lock from its BEGIN.
 	lockSkipLocked() string
 	lockRow() string
-	// idIn is the condition "id is one of the ids subquery selects", written so that the
-	// database looks the ids up in id's index: PostgreSQL plans `id IN (subquery)` as a join
-	// that may read the whole table, and `id = ANY(ARRAY(subquery))` as index lookups.
-	idIn(subquery string) string
+	// idIn is the condition "column is one of the values subquery selects", written so that
+	// the database looks the values up in column's index: PostgreSQL plans `id IN (subquery)`
+	// as a join that may read the whole table, and `id = ANY(ARRAY(subquery))` as index
+	// lookups.
+	idIn(column, subquery string) string
 	// jsonStrings is a subquery yielding the strings of the JSON array in parameter param,
 	// for `x IN (…)` with a list of any length in one parameter.
 	jsonStrings(param string) string

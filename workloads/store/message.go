@@ -445,7 +445,7 @@ func (s *Store) Transition(ctx context.Context, id string, to Status, ev audit.E
 		if err != nil || next == from {
 			return err
 		}
-		return q.batch(ctx, s.setStatus(id, next, now))
+		return q.batch(ctx, s.setStatus(oneMessage(id), next, now))
 	})
 	if err != nil {
 		return failed(fmt.Sprintf("change status of message %s to %s", id, to), err)
@@ -462,11 +462,7 @@ func (s *Store) Purge(ctx context.Context, id string, ev audit.Event) error {
 		if from == StatusPurged {
 			return fmt.Errorf("%w: already purged", ErrConflict)
 		}
-		steps := []step{
-			{sql: `DELETE FROM message_parts WHERE message_id = $1`, args: []any{id}},
-			{sql: `DELETE FROM replies WHERE message_id = $1`, args: []any{id}},
-		}
-		return q.batch(ctx, append(steps, s.setStatus(id, StatusPurged, now)...))
+		return q.batch(ctx, s.purgeSteps(oneMessage(id), now))
 	})
 	if err != nil {
 		return failed("purge message "+id, err)
@@ -506,21 +502,51 @@ func (s *Store) changeMessage(ctx context.Context, id string, ev audit.Event, ch
 	})
 }
 
-// setStatus returns the statements that set message id to status to. A final status also
-// shreds the key if it is purged, and cancels the notification if it was not sent yet.
-func (s *Store) setStatus(id string, to Status, now time.Time) []step {
+// messageSet names the messages that statements change: one id, or many in a JSON array, as
+// conditions on messages.id (byID) and on another table's message_id (byMessageID), both on
+// parameter $1.
+type messageSet struct {
+	byID, byMessageID string
+	arg               any
+}
+
+// oneMessage is the set of message id alone.
+func oneMessage(id string) messageSet {
+	return messageSet{byID: `id = $1`, byMessageID: `message_id = $1`, arg: id}
+}
+
+// messages is the set of the messages whose ids are list, a JSON array of strings.
+func (s *Store) messages(list string) messageSet {
+	ids := s.db.jsonStrings("$1")
+	return messageSet{byID: s.db.idIn("id", ids), byMessageID: s.db.idIn("message_id", ids), arg: list}
+}
+
+// setStatus returns the statements that set the messages of set to status to. A final status
+// also shreds the key if it is purged, and cancels the notification if it was not sent yet.
+func (s *Store) setStatus(set messageSet, to Status, now time.Time) []step {
 	steps := []step{{
 		sql: `UPDATE messages SET status = $2, status_changed_at = $3,
 				wrapped_key = CASE WHEN $2 = 'purged' THEN NULL ELSE wrapped_key END
-			WHERE id = $1`,
-		args: []any{id, to, now},
+			WHERE ` + set.byID,
+		args: []any{set.arg, to, now},
 	}}
 	if to.Final() {
 		steps = append(steps, step{
 			sql: `UPDATE outbox SET failed_at = $2, last_error = $3, claimed_until = NULL, payload = NULL
-				WHERE message_id = $1 AND sent_at IS NULL AND failed_at IS NULL`,
-			args: []any{id, now, "message-" + string(to)},
+				WHERE ` + set.byMessageID + ` AND sent_at IS NULL AND failed_at IS NULL`,
+			args: []any{set.arg, now, "message-" + string(to)},
 		})
 	}
 	return steps
+}
+
+// purgeSteps returns the statements that purge the messages of set: their parts and replies
+// are deleted, their wrapped data keys destroyed (so that copies of the ciphertext in backups
+// cannot be opened either), and their status set to purged.
+func (s *Store) purgeSteps(set messageSet, now time.Time) []step {
+	steps := []step{
+		{sql: `DELETE FROM message_parts WHERE ` + set.byMessageID, args: []any{set.arg}},
+		{sql: `DELETE FROM replies WHERE ` + set.byMessageID, args: []any{set.arg}},
+	}
+	return append(steps, s.setStatus(set, StatusPurged, now)...)
 }

@@ -226,7 +226,7 @@ func (s *Store) MarkFailed(ctx context.Context, id int64, errCode string, ev aud
 		if err != nil || next == from {
 			return nil // the message went on without its SMS; the failure is still audited
 		}
-		return q.batch(ctx, s.setStatus(messageID, next, now))
+		return q.batch(ctx, s.setStatus(oneMessage(messageID), next, now))
 	})
 	if err != nil {
 		return failed(fmt.Sprintf("mark notification %d failed", id), err)

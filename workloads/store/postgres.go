@@ -82,8 +82,8 @@ func (p *postgres) jsonStrings(param string) string {
 	return "SELECT jsonb_array_elements_text(" + param + "::jsonb)"
 }
 func (p *postgres) lockRow() string { return " FOR UPDATE" }
-func (p *postgres) idIn(subquery string) string {
-	return "id = ANY(ARRAY(" + subquery + "))"
+func (p *postgres) idIn(column, subquery string) string {
+	return column + " = ANY(ARRAY(" + subquery + "))"
 }
 
 func (p *postgres) query(ctx context.Context, sql string, args ...any) (rows, error) {

@@ -92,8 +92,8 @@ func (d *sqliteDB) jsonStrings(param string) string {
 	return "SELECT value FROM json_each(" + param + ")"
 }
 func (d *sqliteDB) lockRow() string { return "" }
-func (d *sqliteDB) idIn(subquery string) string {
-	return "id IN (" + subquery + ")"
+func (d *sqliteDB) idIn(column, subquery string) string {
+	return column + " IN (" + subquery + ")"
 }
 
 func (d *sqliteDB) query(ctx context.Context, query string, args ...any) (rows, error) {
