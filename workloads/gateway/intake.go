@@ -61,7 +61,10 @@ type Intake struct {
 	Keys          KeyWrapper
 	DefaultExpiry time.Duration // default 7 days
 	MaxExpiry     time.Duration // default 30 days
-	Now           func() time.Time
+	// PolicyLinkExpiry, if set, returns the unreadLinkExpiry of the tenant's retention policy
+	// (0 while there is none): no link is made to work longer, whatever the sender asks.
+	PolicyLinkExpiry func() time.Duration
+	Now              func() time.Time
 	// Accepted, if set, is called after each new message is stored, with its id and link
 	// token (the notifier's Handoff, which then need not unwrap the data key to read it).
 	Accepted func(messageID, link string)
@@ -193,13 +196,19 @@ func (in *Intake) expiry(d time.Duration) (time.Duration, error) {
 	if limit <= 0 {
 		limit = maxExpiry
 	}
+	why := ""
+	if in.PolicyLinkExpiry != nil {
+		if p := in.PolicyLinkExpiry(); p > 0 && p < limit {
+			limit, why = p, " (the tenant's retention policy: unreadLinkExpiry)"
+		}
+	}
 	switch {
 	case d == 0:
-		return def, nil
+		return min(def, limit), nil
 	case d < time.Minute:
 		return 0, Refused(ReasonInvalid, "expires_in", "expiry must be at least one minute")
 	case d > limit:
-		return 0, Refused(ReasonInvalid, "expires_in", "expiry must be at most %s", limit)
+		return 0, Refused(ReasonInvalid, "expires_in", "expiry must be at most %s%s", limit, why)
 	}
 	return d, nil
 }

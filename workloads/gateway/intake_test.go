@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,5 +145,42 @@ func TestIntakeOutagesAreTemporary(t *testing.T) {
 	}
 	if _, err := f.Intake.Accept(ctx, submission("+12025550143")); err != nil {
 		t.Fatalf("after the outages: %v", err)
+	}
+}
+
+// TestIntakeExpiryFollowsThePolicy: no link works longer than the tenant's retention policy's
+// unreadLinkExpiry: the default expiry is cut to it, and a longer one asked for is refused
+// with the policy named.
+func TestIntakeExpiryFollowsThePolicy(t *testing.T) {
+	in := &Intake{}
+	policy := 72 * time.Hour
+	in.PolicyLinkExpiry = func() time.Duration { return policy }
+	for _, tc := range []struct {
+		asked, want time.Duration
+		refusal     string
+	}{
+		{0, 72 * time.Hour, ""},
+		{24 * time.Hour, 24 * time.Hour, ""},
+		{72 * time.Hour, 72 * time.Hour, ""},
+		{96 * time.Hour, 0, "expiry must be at most 72h0m0s (the tenant's retention policy: unreadLinkExpiry)"},
+	} {
+		got, err := in.expiry(tc.asked)
+		switch {
+		case tc.refusal != "":
+			if Reason(err) != ReasonInvalid || !strings.Contains(err.Error(), tc.refusal) {
+				t.Errorf("asked %s: %v, want a refusal saying %q", tc.asked, err, tc.refusal)
+			}
+		case err != nil || got != tc.want:
+			t.Errorf("asked %s: %s, %v; want %s", tc.asked, got, err, tc.want)
+		}
+	}
+	// A policy longer than the gateway's own limits, or none, leaves those limits.
+	policy = 90 * 24 * time.Hour
+	if _, err := in.expiry(40 * 24 * time.Hour); Reason(err) != ReasonInvalid || strings.Contains(err.Error(), "retention policy") {
+		t.Errorf("40 days under a 90-day policy: %v, want the gateway's own 30-day limit", err)
+	}
+	policy = 0
+	if got, err := in.expiry(0); err != nil || got != defaultExpiry {
+		t.Errorf("no policy: %s, %v; want the default %s", got, err, defaultExpiry)
 	}
 }

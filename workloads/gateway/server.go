@@ -67,6 +67,14 @@ type Config struct {
 	// AuditCheckpointInterval is how often the chain head is signed. Default 5 min.
 	AuditCheckpointInterval time.Duration
 
+	// PolicyLinkExpiry, if set, returns the unreadLinkExpiry of the tenant's retention policy
+	// (0 while there is none), which caps every link's expiry (Intake.PolicyLinkExpiry).
+	PolicyLinkExpiry func() time.Duration
+
+	// Background are more loops that run beside the servers until the gateway stops: the
+	// retention sweeper and the watcher of its settings file.
+	Background []func(ctx context.Context)
+
 	Logger   *slog.Logger
 	Registry *prometheus.Registry // nil: a new one
 	// Started, if set, is called with the bound addresses once every listener is open.
@@ -109,7 +117,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	intake := &Intake{Tenant: cfg.Tenant, Store: cfg.Store, Keys: cfg.Keys, Accepted: notifier.Handoff}
+	intake := &Intake{Tenant: cfg.Tenant, Store: cfg.Store, Keys: cfg.Keys, Accepted: notifier.Handoff, PolicyLinkExpiry: cfg.PolicyLinkExpiry}
 
 	smtpServer, err := NewSMTPServer(SMTPConfig{
 		Domain: cfg.TextDomain, Hostname: cfg.TextDomain, TLSConfig: cfg.TLS,
@@ -189,6 +197,9 @@ func Run(ctx context.Context, cfg Config) error {
 		interval = 5 * time.Minute
 	}
 	g.Go(func(ctx context.Context) { cfg.Store.RunAuditCheckpoints(ctx, cfg.Keys, interval) })
+	for _, loop := range cfg.Background {
+		g.Go(loop)
+	}
 	return g.Run(ctx, func() {
 		log.Info("gateway started", "tenant", cfg.Tenant, "smtp", addrs.SMTP, "smtps", addrs.SMTPS, "api", addrs.API, "metrics", addrs.Metrics)
 		if cfg.Started != nil {

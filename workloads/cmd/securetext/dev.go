@@ -22,6 +22,7 @@ import (
 
 	"github.com/securetext/securetext/workloads/gateway"
 	"github.com/securetext/securetext/workloads/keystore"
+	"github.com/securetext/securetext/workloads/retention"
 	"github.com/securetext/securetext/workloads/sms"
 	"github.com/securetext/securetext/workloads/store"
 	"github.com/securetext/securetext/workloads/tenantpki"
@@ -56,6 +57,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, starte
 	apiAddr := flags.String("api-addr", "127.0.0.1:8443", "HTTPS address of the REST API")
 	metricsAddr := flags.String("metrics-addr", "127.0.0.1:9464", "address of /metrics (empty: off)")
 	viewerAddr := flags.String("viewer-addr", "127.0.0.1:8090", "plain HTTP address of the viewer, the patient's page (loopback only)")
+	policyFile := flags.String("retention-policy", "", "YAML retention policy (a RetentionPolicy, or its spec alone; e.g. unreadLinkExpiry: 1m, contentPurgeAfter: 2m, sweepInterval: 1m) that the demo applies; empty: nothing expires or is purged")
+	holdsFile := flags.String("legal-holds", "", "YAML LegalHolds (as kubectl applies them, --- between them) whose messages no sweep touches")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
@@ -134,6 +137,18 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, starte
 		{Prefix: netip.MustParsePrefix("127.0.0.0/8"), Sender: devSender},
 		{Prefix: netip.MustParsePrefix("::1/128"), Sender: devSender},
 	}
+	var background []func(context.Context)
+	var settings retention.Settings
+	if *policyFile != "" || *holdsFile != "" {
+		if settings, err = retention.LoadFiles(*policyFile, *holdsFile); err != nil {
+			return err
+		}
+		sw, err := newSweeper(st, func() retention.Settings { return settings }, log)
+		if err != nil {
+			return err
+		}
+		background = append(background, sw.Run)
+	}
 	return gateway.Run(ctx, gateway.Config{
 		Tenant: devTenant, TenantName: devTenantName, TextDomain: devDomain, Region: "US",
 		Store: st, Keys: keys, Senders: senders, TLS: tlsConfig,
@@ -141,6 +156,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, starte
 		TrustedNetworks: trusted,
 		SMS:             provider, ProviderName: sms.TypeConsole, ViewerURL: viewerURL,
 		AuditCheckpointInterval: time.Minute,
+		PolicyLinkExpiry:        settings.LinkExpiry,
+		Background:              background,
 		Logger:                  log,
 		Started: func(a gateway.Addrs) {
 			console.printf("%s", devBanner(a, caFile, user, pass, apiKey, viewerURL))
