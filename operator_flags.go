@@ -35,6 +35,8 @@ type operatorFlags struct {
 	databasePort                                                 int
 	metricsNamespaceLabels                                       kvFlag
 
+	defaultRetentionPolicy string
+
 	workers int
 	resync  time.Duration
 }
@@ -81,6 +83,10 @@ func (f *operatorFlags) register(fs *flag.FlagSet) {
 			"namespace; alone, those pods in each tenant's own namespace")
 	fs.IntVar(&f.databasePort, "database-port", 5432, "port of the tenants' PostgreSQL")
 
+	fs.StringVar(&f.defaultRetentionPolicy, "default-retention-policy", "",
+		"the RetentionPolicy of tenants whose spec.retentionPolicyName is empty; empty gives them none: no message of theirs "+
+			"expires or is purged, and their RetentionReady condition says so")
+
 	fs.IntVar(&f.workers, "max-concurrent-reconciles", 4, "tenants reconciled at once")
 	fs.DurationVar(&f.resync, "resync", controllers.DefaultResync, "how often an unchanged tenant is checked for drift (Vault)")
 }
@@ -96,6 +102,7 @@ func (f *operatorFlags) options(log logr.Logger) (controllers.Options, func(), e
 			Database: controllers.DatabaseInput{Port: int32(f.databasePort)},
 		},
 		VaultAddress: f.keystoreVaultAddr, VaultAudience: f.vaultAudience,
+		DefaultRetentionPolicy:  f.defaultRetentionPolicy,
 		MaxConcurrentReconciles: f.workers, Resync: f.resync,
 	}
 	var errs []error

@@ -113,8 +113,9 @@ var valueSets = map[string]map[string]any{
 			"enabled": true, "address": "https://vault.example.com:8200",
 			"keystoreAddress": "https://vault.vault.svc:8200", "caSecret": "vault-ca",
 		},
-		"networkPolicy": map[string]any{"enabled": true, "vaultCIDRs": []any{"203.0.113.10/32"}},
-		"network":       map[string]any{"databaseCIDRs": []any{"10.20.0.0/16"}},
+		"networkPolicy":          map[string]any{"enabled": true, "vaultCIDRs": []any{"203.0.113.10/32"}},
+		"network":                map[string]any{"databaseCIDRs": []any{"10.20.0.0/16"}},
+		"defaultRetentionPolicy": "hipaa-standard",
 	},
 	"custom ingress class": {
 		"ingress": map[string]any{
@@ -273,8 +274,14 @@ func TestChartValueSets(t *testing.T) {
 	t.Run("CRDs off", func(t *testing.T) {
 		rel := render(t, "CRDs off")
 		for _, o := range rel.Objects {
-			if o.GetKind() == "CustomResourceDefinition" || o.GetKind() == "ValidatingAdmissionPolicy" {
+			if o.GetKind() == "CustomResourceDefinition" || o.GetName() == "securetext-legal-hold-crd-guard" {
 				t.Errorf("%s/%s rendered with crds.enabled=false", o.GetKind(), o.GetName())
+			}
+		}
+		// The guards of holds and policies do not depend on who installs the CRDs.
+		for _, name := range []string{"securetext-legal-hold-delete-guard", "securetext-retention-shortening-guard"} {
+			if rel.Find("ValidatingAdmissionPolicy", name) == nil {
+				t.Errorf("no %s with crds.enabled=false", name)
 			}
 		}
 	})
@@ -282,7 +289,7 @@ func TestChartValueSets(t *testing.T) {
 		rel := render(t, "external Vault with a CA")
 		a := args(t, rel)
 		for _, want := range []string{"--vault-addr=https://vault.example.com:8200", "--keystore-vault-addr=https://vault.vault.svc:8200",
-			"--vault-ca-cert=/etc/securetext/vault-ca/ca.crt", "--database-cidrs=10.20.0.0/16"} {
+			"--vault-ca-cert=/etc/securetext/vault-ca/ca.crt", "--database-cidrs=10.20.0.0/16", "--default-retention-policy=hipaa-standard"} {
 			if !slices.Contains(a, want) {
 				t.Errorf("no %s in %v", want, a)
 			}
@@ -352,6 +359,7 @@ func TestChartSchemaRefusesBadValues(t *testing.T) {
 		{"plain-http Vault off loopback", map[string]any{"vault": map[string]any{"enabled": true, "address": "http://vault:8200"}}, []string{"/vault/address", "does not match"}},
 		{"bad CIDR", map[string]any{"network": map[string]any{"databaseCIDRs": []any{"10.0.0.0"}}}, []string{"/network/databaseCIDRs/0", "does not match"}},
 		{"bad scrape interval", map[string]any{"monitoring": map[string]any{"podMonitor": map[string]any{"interval": "30"}}}, []string{"/monitoring/podMonitor/interval"}},
+		{"retention policy that is not a name", map[string]any{"defaultRetentionPolicy": "HIPAA standard"}, []string{"/defaultRetentionPolicy", "does not match"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -345,8 +345,19 @@ func e2eMaterialize(t *testing.T, ns, component string, bins map[string]string, 
 				// volume's audience, which Vault reviews against this API server.
 				e2eWriteFile(t, filepath.Join(dir, tok.Path), []byte(kubeAuth.Token(t, ns, pod.ServiceAccountName, tok.Audience)))
 			}
-		default: // a ConfigMap volume (the logo) is not in this tenant
-			t.Fatalf("%s: volume %s is neither a Secret nor a projected token", component, v.Name)
+		case v.ConfigMap != nil: // the gateway's retention settings
+			var cm corev1.ConfigMap
+			e2eGet(t, ns, v.ConfigMap.Name, &cm)
+			data := maps.Clone(cm.BinaryData)
+			if data == nil {
+				data = map[string][]byte{}
+			}
+			for k, val := range cm.Data {
+				data[k] = []byte(val)
+			}
+			e2eWriteItems(t, component, dir, data, v.ConfigMap.Items)
+		default:
+			t.Fatalf("%s: volume %s is neither a Secret, a ConfigMap nor a projected token", component, v.Name)
 		}
 	}
 

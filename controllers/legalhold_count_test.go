@@ -51,10 +51,7 @@ func TestTenantCountsActiveLegalHolds(t *testing.T) {
 	}
 	eventually(t, "two active holds", holds(2))
 
-	created[0].Spec.Active = new(bool)
-	if err := k8s.Update(ctx, created[0]); err != nil {
-		t.Fatal(err)
-	}
+	releaseHold(t, created[0])
 	eventually(t, "one active hold after a release", holds(1))
 
 	for _, h := range created {

@@ -138,10 +138,7 @@ func TestShredIsRefusedWhileALegalHoldIsActive(t *testing.T) {
 		t.Fatal("the key was destroyed under an active legal hold")
 	}
 
-	hold.Spec.Active = new(bool)
-	if err := k8s.Update(ctx, hold); err != nil {
-		t.Fatal(err)
-	}
+	releaseHold(t, hold)
 	eventually(t, "tenant gone after the hold is released", func() error { return gone(ctx, tenant) })
 	if mounted(t, "shred") {
 		t.Error("Shred left the tenant's Transit mount")

@@ -44,7 +44,7 @@ func init() {
 // tenantConditionTypes are the condition types exported as metrics.
 var tenantConditionTypes = []string{
 	securetextv1alpha1.ConditionReady, securetextv1alpha1.ConditionVaultReady,
-	securetextv1alpha1.ConditionWorkloadsReady, securetextv1alpha1.ConditionStalled,
+	securetextv1alpha1.ConditionWorkloadsReady, securetextv1alpha1.ConditionStalled, securetextv1alpha1.ConditionRetentionReady,
 }
 
 // recordTenantMetrics exports the tenant's conditions and counts the steps that failed.
@@ -70,8 +70,11 @@ func recordTenantMetrics(tenant *securetextv1alpha1.SecureTextTenant, st tenantS
 	for step, err := range map[string]error{
 		"namespace": st.nsErr, "secrets": st.secretsErr, "vault": st.vaultErr, "render": st.renderErr, "apply": st.applyErr,
 	} {
+		// Every step's series exists from the first reconcile, at zero until it fails, so
+		// that "no errors" reads 0 rather than looking like a target that is not scraped.
+		c := reconcileErrors.WithLabelValues(tenant.Name, step)
 		if err != nil {
-			reconcileErrors.WithLabelValues(tenant.Name, step).Inc()
+			c.Inc()
 		}
 	}
 }

@@ -30,6 +30,11 @@ type Options struct {
 	// VaultPeers are where Vault is, for the keystore's egress policy (see VaultInput.Peers).
 	VaultPeers []networkingv1.NetworkPolicyPeer
 
+	// DefaultRetentionPolicy names the RetentionPolicy of tenants whose spec.retentionPolicyName
+	// is empty; empty leaves such tenants without a policy: no sweep runs, and their
+	// RetentionReady condition says so.
+	DefaultRetentionPolicy string
+
 	// CertificateValidity of generated certificates; default DefaultCertificateValidity.
 	CertificateValidity time.Duration
 	// Resync is how often a tenant is checked when nothing changed, to repair drift that no

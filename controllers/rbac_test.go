@@ -73,7 +73,11 @@ var expectedUnused = explained(map[string][]string{
 		"list core/configmaps", "list core/namespaces", "list core/secrets", "list core/serviceaccounts",
 		"list core/services", "list apps/deployments", "list autoscaling/horizontalpodautoscalers",
 		"list networking.k8s.io/ingresses", "list networking.k8s.io/networkpolicies",
-		"list policy/poddisruptionbudgets", "list securetext.io/securetexttenants",
+		"list policy/poddisruptionbudgets", "list securetext.io/securetexttenants", "list securetext.io/retentionpolicies",
+	},
+	"needed when a RetentionPolicy's status is computed unchanged and the cache may lag behind the last status write " +
+		"(patchStatusIfChanged reads the server's copy), e.g. after an operator restart; each suite policy changes its status": {
+		"get securetext.io/retentionpolicies",
 	},
 	"needed to prune what Render no longer returns (apply.go); the suite prunes only an autoscaler": {
 		"delete core/configmaps", "delete core/serviceaccounts", "delete core/services",

@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securetextv1alpha1 "github.com/securetext/securetext/api/v1alpha1"
+	"github.com/securetext/securetext/workloads/retention"
 )
 
 // Component is one of a tenant's workloads.
@@ -98,6 +99,10 @@ type RenderInput struct {
 	// Autoscaling, per component, adds a HorizontalPodAutoscaler; the Deployment then leaves
 	// replicas to it.
 	Autoscaling map[Component]AutoscalingInput
+
+	// Retention is the tenant's retention settings (RetentionSettings), rendered into the
+	// ConfigMap retention that the gateway mounts; the zero value has no policy and no hold.
+	Retention retention.Settings
 }
 
 // ClusterInput is what the operator knows about the cluster, the same for every tenant: the
@@ -265,6 +270,11 @@ func Render(t *securetextv1alpha1.SecureTextTenant, in RenderInput) (Desired, er
 	for _, c := range components {
 		d.ServiceAccounts = append(d.ServiceAccounts, r.serviceAccount(c))
 	}
+	settings, err := r.retentionConfigMap()
+	if err != nil {
+		return Desired{}, err
+	}
+	d.ConfigMaps = append(d.ConfigMaps, settings)
 	for _, c := range components {
 		cm, mounts := r.config(c)
 		d.ConfigMaps = append(d.ConfigMaps, cm)

@@ -62,6 +62,7 @@ const (
 	flagQuietHours         = "quiet-hours"
 	flagQuietHoursZone     = "quiet-hours-zone"
 	flagAllowedCountries   = "allowed-countries"
+	flagRetentionFile      = "retention-file"
 
 	// viewer
 	flagAddr              = "addr"
@@ -143,6 +144,9 @@ type volumeMount struct {
 	configMap string // a ConfigMap
 	items     []corev1.KeyToPath
 	dir       string
+	// refreshed marks a file the workload rereads while it runs: the kubelet replaces it in
+	// place, so it stays out of the config checksum and a change rolls no pods.
+	refreshed bool
 }
 
 // componentConfig is a component's rendered configuration: its ConfigMap data (environment
@@ -312,6 +316,9 @@ func (r *renderer) gatewayConfig() componentConfig {
 	if c := r.spec.SMS.AllowedCountries; len(c) > 0 {
 		cc.set(p, flagAllowedCountries, strings.Join(c, ","))
 	}
+	// The sweeps' policy and legal holds (render_retention.go), reread as they change.
+	cc.mounts = append(cc.mounts, retentionMount())
+	cc.set(p, flagRetentionFile, RetentionFile)
 	return cc
 }
 

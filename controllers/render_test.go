@@ -21,6 +21,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	securetextv1alpha1 "github.com/securetext/securetext/api/v1alpha1"
+	"github.com/securetext/securetext/workloads/retention"
 )
 
 // renderTenant is a fully specified Twilio tenant, as the CRD defaults would leave it.
@@ -707,6 +708,9 @@ func TestRenderChecksum(t *testing.T) {
 		{"Vault role", func(_ *securetextv1alpha1.SecureTextTenant, in *RenderInput) {
 			in.Vault.Role = "other"
 		}, []Component{ComponentKeystore}},
+		{"retention settings (refreshed in place)", func(_ *securetextv1alpha1.SecureTextTenant, in *RenderInput) {
+			in.Retention.Holds = append(in.Retention.Holds, retention.Hold{Name: "matter-1", Matcher: retention.Matcher{MessageIDs: []string{"m1"}}})
+		}, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -843,7 +847,7 @@ func TestRenderLabelsAndMeta(t *testing.T) {
 	in.Autoscaling = map[Component]AutoscalingInput{ComponentViewer: {MaxReplicas: 4}}
 	d := mustRender(t, tenant, in)
 	objs := d.Objects()
-	if len(objs) != 3+3+3+4+8+3+1+1 {
+	if len(objs) != 3+4+3+4+8+3+1+1 { // ConfigMaps: one per component and the retention settings
 		t.Errorf("%d objects", len(objs))
 	}
 	seen := map[string]bool{}

@@ -141,7 +141,9 @@ func (r *renderer) deployment(c Component, cm *corev1.ConfigMap, cc componentCon
 			v.ConfigMap = &corev1.ConfigMapVolumeSource{
 				LocalObjectReference: corev1.LocalObjectReference{Name: m.configMap}, Items: m.items, DefaultMode: ptr.To(secretFileMode),
 			}
-			secretNames = append(secretNames, m.configMap)
+			if !m.refreshed {
+				secretNames = append(secretNames, m.configMap)
+			}
 		}
 		volumes = append(volumes, v)
 		container.VolumeMounts = append(container.VolumeMounts, corev1.VolumeMount{Name: m.volume, MountPath: m.dir, ReadOnly: true})

@@ -47,6 +47,7 @@ type SecureTextTenantReconciler struct {
 // +kubebuilder:rbac:groups=securetext.io,resources=securetexttenants,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=securetext.io,resources=securetexttenants/status,verbs=patch
 // +kubebuilder:rbac:groups=securetext.io,resources=legalholds,verbs=list;watch
+// +kubebuilder:rbac:groups=securetext.io,resources=retentionpolicies,verbs=list;watch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
@@ -119,7 +120,11 @@ func (r *SecureTextTenantReconciler) ensureStack(ctx context.Context, tenant *se
 		return st
 	}
 	ns := tenant.Status.Namespace
-	st.activeHolds = r.countActiveLegalHolds(ctx, ns)
+	holds, holdsErr := r.legalHolds(ctx, ns)
+	if st.activeHolds = countActive(holds); holdsErr != nil {
+		log.FromContext(ctx).Error(holdsErr, "list legal holds", "namespace", ns)
+		st.activeHolds = -1
+	}
 	secretVersions := r.ensureSecrets(ctx, tenant, ns, &st)
 	tv, in, err := r.tenantInputs(tenant, ns)
 	if err != nil {
@@ -132,25 +137,17 @@ func (r *SecureTextTenantReconciler) ensureStack(ctx context.Context, tenant *se
 	}
 	in.SecretVersions = secretVersions
 	st.noDatabaseEgress = !in.Database.Configured()
+	if holdsErr != nil {
+		// Settings without the holds could let held messages be purged: write none.
+		st.applyErr = holdsErr
+		return st
+	}
+	if in.Retention, st.retention, err = r.retentionSettings(ctx, tenant, holds); err != nil {
+		st.applyErr = err
+		return st
+	}
 	r.ensureWorkloads(ctx, tenant, in, &st)
 	return st
-}
-
-// countActiveLegalHolds counts the active LegalHolds in the tenant's namespace, from the cache
-// (a hold's change enqueues its tenant); -1 when the cache cannot list them.
-func (r *SecureTextTenantReconciler) countActiveLegalHolds(ctx context.Context, ns string) int32 {
-	var holds securetextv1alpha1.LegalHoldList
-	if err := r.List(ctx, &holds, client.InNamespace(ns)); err != nil {
-		log.FromContext(ctx).Error(err, "list legal holds", "namespace", ns)
-		return -1
-	}
-	var n int32
-	for i := range holds.Items {
-		if holds.Items[i].IsActive() {
-			n++
-		}
-	}
-	return n
 }
 
 // tenantState is what the steps of one reconcile observed; setTenantConditions turns it into
@@ -175,6 +172,10 @@ type tenantState struct {
 	renewAt, rotateAt time.Time
 	// activeHolds counts the active LegalHolds in the namespace; -1 when they could not be read.
 	activeHolds int32
+	// retention is how the retention settings were decided; retentionWritten means that they
+	// were applied with the tenant's other objects.
+	retention        RetentionOutcome
+	retentionWritten bool
 }
 
 // err is the first failure that should be retried with backoff, labelled with its step.

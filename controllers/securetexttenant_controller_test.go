@@ -286,10 +286,7 @@ func TestActiveLegalHoldBlocksDeletionUntilReleased(t *testing.T) {
 		t.Fatalf("namespace deleted under an active hold: %v %v", err, ns.DeletionTimestamp)
 	}
 	// Releasing the hold lets deletion finish (the operator rechecks without a new event).
-	hold.Spec.Active = new(bool)
-	if err := k8s.Update(ctx, hold); err != nil {
-		t.Fatal(err)
-	}
+	releaseHold(t, hold)
 	eventually(t, "tenant gone after release", func() error { return gone(ctx, tenant) })
 }
 

@@ -32,6 +32,7 @@ func setTenantConditions(tenant *securetextv1alpha1.SecureTextTenant, st tenantS
 		// last reconcile that got past the namespace found.
 		meta.SetStatusCondition(conditions, vaultReadyCondition(st, gen))
 		meta.SetStatusCondition(conditions, workloadsReadyCondition(st, gen))
+		meta.SetStatusCondition(conditions, retentionReadyCondition(st, gen))
 	}
 	meta.SetStatusCondition(conditions, readyCondition(st, tenant.Status.Namespace, gen))
 	meta.SetStatusCondition(conditions, reconcilingCondition(st, gen))
@@ -87,6 +88,24 @@ func workloadsReadyCondition(st tenantState, gen int64) metav1.Condition {
 	}
 	return condition(typ, metav1.ConditionTrue, securetextv1alpha1.ReasonWorkloadsAvailable,
 		"the keystore, gateway and viewer are available", gen)
+}
+
+// retentionReadyCondition says whether the tenant's retention settings are written and carry
+// its policy. It stays out of Ready (notReadyCause): without a policy the tenant serves
+// messages and nothing is disposed of; the holds are written either way.
+func retentionReadyCondition(st tenantState, gen int64) metav1.Condition {
+	const typ = securetextv1alpha1.ConditionRetentionReady
+	switch {
+	case !st.retentionWritten:
+		reason, msg := securetextv1alpha1.ReasonProgressing, "the retention settings are not written yet"
+		if w := workloadsReadyCondition(st, gen); w.Status != metav1.ConditionTrue {
+			reason, msg = w.Reason, msg+": "+w.Message
+		}
+		return condition(typ, metav1.ConditionFalse, reason, msg, gen)
+	case !st.retention.Applied():
+		return condition(typ, metav1.ConditionFalse, st.retention.Reason, st.retention.Message, gen)
+	}
+	return condition(typ, metav1.ConditionTrue, st.retention.Reason, st.retention.Message, gen)
 }
 
 // noDatabaseEgressMessage says what the platform engineer sets when the operator does not know
@@ -206,23 +225,30 @@ func namespaceReason(err error) string {
 }
 
 // patchStatus writes the status once, and only when it changed, so that a no-op reconcile makes
-// no writes. The merge patch carries the resourceVersion of the read (optimistic lock).
+// no writes (patchStatusIfChanged).
 func (r *SecureTextTenantReconciler) patchStatus(ctx context.Context, original, tenant *securetextv1alpha1.SecureTextTenant) error {
-	if equality.Semantic.DeepEqual(original.Status, tenant.Status) {
-		// The cache may not have seen the operator's last status write yet, and status-only
-		// changes trigger no reconcile: the server's copy decides whether a write is needed.
-		live := &securetextv1alpha1.SecureTextTenant{}
-		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(tenant), live); err != nil {
-			return client.IgnoreNotFound(fmt.Errorf("read tenant: %w", err))
+	return patchStatusIfChanged(ctx, r.Client, r.APIReader, original, tenant,
+		func(t *securetextv1alpha1.SecureTextTenant) any { return t.Status })
+}
+
+// patchStatusIfChanged writes obj's status when it differs from original's, by a merge patch
+// that carries the resourceVersion of the read (optimistic lock). When it does not differ, the
+// cache may not have seen the operator's last status write yet, and status-only changes trigger
+// no reconcile: the server's copy (read past the cache) decides whether a write is needed.
+func patchStatusIfChanged[T client.Object](ctx context.Context, c client.Client, server client.Reader, original, obj T, status func(T) any) error {
+	if equality.Semantic.DeepEqual(status(original), status(obj)) {
+		live := original.DeepCopyObject().(T)
+		if err := server.Get(ctx, client.ObjectKeyFromObject(obj), live); err != nil {
+			return client.IgnoreNotFound(fmt.Errorf("read %s: %w", objectID(obj), err))
 		}
-		if live.ResourceVersion == original.ResourceVersion || equality.Semantic.DeepEqual(live.Status, tenant.Status) {
+		if live.GetResourceVersion() == original.GetResourceVersion() || equality.Semantic.DeepEqual(status(live), status(obj)) {
 			return nil
 		}
 		original = live
-		tenant.ResourceVersion = live.ResourceVersion
+		obj.SetResourceVersion(live.GetResourceVersion())
 	}
 	patch := client.MergeFromWithOptions(original, client.MergeFromWithOptimisticLock{})
-	if err := r.Status().Patch(ctx, tenant, patch); err != nil {
+	if err := c.Status().Patch(ctx, obj, patch); err != nil {
 		return fmt.Errorf("patch status: %w", err)
 	}
 	return nil

@@ -58,6 +58,7 @@ const (
 	operatorPolicyFile = "../config/rbac/vault-operator-policy.hcl"
 	testAudience       = "vault"
 	testImage          = "securetext/workloads:test"
+	testDefaultPolicy  = "suite-default"
 )
 
 func TestMain(m *testing.M) {
@@ -110,6 +111,8 @@ func run(m *testing.M) int {
 			Database: testDatabase},
 		Vault:         provisioner,
 		VaultAudience: testAudience,
+		// Tenants that name no policy use this one, which exists only while a test makes it.
+		DefaultRetentionPolicy: testDefaultPolicy,
 	}
 	if err := restartOperator(); err != nil {
 		fmt.Fprintln(os.Stderr, "FAIL: operator:", err)

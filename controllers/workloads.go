@@ -42,6 +42,7 @@ func (r *SecureTextTenantReconciler) ensureWorkloads(ctx context.Context, tenant
 		r.Recorder.Eventf(tenant, nil, corev1.EventTypeWarning, EventReconcileFailed, "Apply", "%s", err)
 		return
 	}
+	st.retentionWritten = true
 	st.pending, err = r.pendingWorkloads(ctx, desired)
 	if err != nil {
 		st.applyErr = err

@@ -13,6 +13,11 @@ const (
 	ConditionStalled = "Stalled"
 	// ConditionWorkloadsReady is True when the tenant's gateway, viewer and keystore are available.
 	ConditionWorkloadsReady = "WorkloadsReady"
+	// ConditionRetentionReady is True when the tenant's retention settings (ConfigMap retention,
+	// read by the gateway's sweeps) hold a valid RetentionPolicy and the active LegalHolds of its
+	// namespace. It does not make the tenant's Ready False: without a policy messaging works and
+	// nothing is disposed of, and the holds are rendered either way.
+	ConditionRetentionReady = "RetentionReady"
 )
 
 // Condition reasons. They are CamelCase constants so that tools can match on them.
@@ -37,6 +42,34 @@ const (
 	// ReasonDatabaseNotConfigured: the operator's settings say nowhere where the tenants'
 	// databases are, so the network policies open no database egress (WorkloadsReady).
 	ReasonDatabaseNotConfigured = "DatabaseNotConfigured"
+)
+
+// RetentionReady reasons of a tenant, Ready reasons of a RetentionPolicy and a LegalHold.
+const (
+	// ReasonRetentionApplied: the tenant's policy and active holds are in its retention settings.
+	ReasonRetentionApplied = "RetentionApplied"
+	// ReasonRetentionPolicyNotSet: the tenant names no policy and the operator has no default
+	// (--default-retention-policy): no sweep runs.
+	ReasonRetentionPolicyNotSet = "RetentionPolicyNotSet"
+	// ReasonRetentionPolicyNotFound: the policy the tenant uses does not exist: no sweep runs.
+	ReasonRetentionPolicyNotFound = "RetentionPolicyNotFound"
+	// ReasonRetentionPolicyInvalid: the policy breaks a rule of the workloads (a duration they
+	// cannot read, an order the CRD would refuse): no sweep runs. On the policy itself too.
+	ReasonRetentionPolicyInvalid = "RetentionPolicyInvalid"
+	// ReasonRetentionSettingsInvalid: the rendered settings would be refused by the workloads
+	// (a hold they cannot read): they sweep nothing until it is fixed.
+	ReasonRetentionSettingsInvalid = "RetentionSettingsInvalid"
+	// ReasonRetentionPolicyValid: a RetentionPolicy that the workloads can apply.
+	ReasonRetentionPolicyValid = "RetentionPolicyValid"
+	// ReasonHoldRendered: an active LegalHold is in its tenant's retention settings.
+	ReasonHoldRendered = "HoldRendered"
+	// ReasonHoldReleased: a released LegalHold is no longer in its tenant's retention settings.
+	ReasonHoldReleased = "HoldReleased"
+	// ReasonHoldPending: the tenant's retention settings do not show the hold's change yet.
+	ReasonHoldPending = "HoldPending"
+	// ReasonTenantNotFound: a LegalHold is in a namespace that no SecureTextTenant owns, so it
+	// holds nothing.
+	ReasonTenantNotFound = "TenantNotFound"
 )
 
 // VaultReady reasons when the operator could not bring the tenant's Vault objects to the spec.

@@ -58,7 +58,9 @@ type LegalHoldStatus struct {
 	// ObservedGeneration is the spec generation the status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
-	// Conditions: Ready.
+	// Conditions: Ready is True when the hold's tenant is found and its retention settings
+	// (ConfigMap retention in this namespace, which the gateway reads) show the hold as it is:
+	// an active hold in them, a released one gone from them.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -66,7 +68,8 @@ type LegalHoldStatus struct {
 	// HeldMessages is how many messages the hold kept from purging at the last sweep.
 	// +optional
 	HeldMessages int64 `json:"heldMessages,omitempty"`
-	// ReleasedAt is when the hold was released.
+	// ReleasedAt is when the operator saw the hold released (spec.active false) and took it out
+	// of the tenant's retention settings; cleared if the hold is made active again.
 	// +optional
 	ReleasedAt *metav1.Time `json:"releasedAt,omitempty"`
 }
@@ -78,7 +81,9 @@ type LegalHoldStatus struct {
 // +kubebuilder:resource:scope=Namespaced,shortName=lh,categories=securetext
 // +kubebuilder:printcolumn:name="Active",type=boolean,JSONPath=`.spec.active`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.spec.reason`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Held",type=integer,JSONPath=`.status.heldMessages`
+// +kubebuilder:printcolumn:name="Released",type=date,JSONPath=`.status.releasedAt`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type LegalHold struct {
 	metav1.TypeMeta   `json:",inline"`

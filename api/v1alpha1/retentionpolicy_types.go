@@ -46,7 +46,8 @@ type RetentionPolicyStatus struct {
 	// ObservedGeneration is the spec generation the status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
-	// Conditions: Ready.
+	// Conditions: Ready is True when the workloads can apply the policy (its durations parse
+	// and keep their order); an invalid policy drives no sweep in any tenant.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -66,13 +67,16 @@ type RetentionPolicyStatus struct {
 }
 
 // RetentionPolicy is a reusable rule for disposing of old messages with a record, e.g.
-// hipaa-standard. Tenants name the policy they use.
+// hipaa-standard. Tenants name the policy they use (spec.retentionPolicyName, or the operator's
+// --default-retention-policy); the operator renders it, with the tenant's legal holds, into
+// the tenant's retention settings, and a change reaches the running gateways without a restart.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,shortName=rp,categories=securetext
 // +kubebuilder:printcolumn:name="Link Expiry",type=string,JSONPath=`.spec.unreadLinkExpiry`
 // +kubebuilder:printcolumn:name="Purge After",type=string,JSONPath=`.spec.contentPurgeAfter`
 // +kubebuilder:printcolumn:name="Audit Kept",type=string,JSONPath=`.spec.auditRetention`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Last Sweep",type=date,JSONPath=`.status.lastSweepTime`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type RetentionPolicy struct {

@@ -416,7 +416,10 @@ type SecureTextTenantSpec struct {
 	Replies Replies `json:"replies,omitempty"`
 
 	// RetentionPolicyName names the RetentionPolicy that decides when links expire and content is
-	// purged; empty means the operator's default policy.
+	// purged; empty means the policy the operator's --default-retention-policy names. With no
+	// policy (neither is set), or when the policy does not exist or is invalid, no sweep runs:
+	// nothing expires or is purged on a guess, legal holds are still rendered, and the
+	// RetentionReady condition (not Ready) says what to fix.
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	RetentionPolicyName string `json:"retentionPolicyName,omitempty"`
@@ -446,7 +449,8 @@ type SecureTextTenantStatus struct {
 	// ObservedGeneration is the spec generation the status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
-	// Conditions: Ready (summary), Reconciling, VaultReady, WorkloadsReady.
+	// Conditions: Ready (summary), Reconciling, VaultReady, WorkloadsReady, and RetentionReady
+	// (outside the summary: whether the retention settings hold a policy).
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -476,6 +480,7 @@ type SecureTextTenantStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Vault",type=string,JSONPath=`.status.conditions[?(@.type=="VaultReady")].status`
 // +kubebuilder:printcolumn:name="Workloads",type=string,JSONPath=`.status.conditions[?(@.type=="WorkloadsReady")].status`
+// +kubebuilder:printcolumn:name="Retention",type=string,JSONPath=`.status.conditions[?(@.type=="RetentionReady")].status`,priority=1
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Viewer",type=string,JSONPath=`.status.endpoints.viewer`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
