@@ -27,6 +27,19 @@ type (
 		Format    string `json:"format"`
 		Tenant    string `json:"tenant"`
 		PublicKey []byte `json:"publicKey"`
+		// First is the sequence number of the first event of a segment (a certificate of
+		// destruction); absent for an export from the start of the chain.
+		First uint64 `json:"first,omitempty"`
+		// Certificate is what a certificate of destruction certifies: it names the segment's
+		// first event.
+		Certificate *certificateRecord `json:"certificate,omitempty"`
+	}
+	certificateRecord struct {
+		MessageID  string `json:"messageId"`
+		Seq        uint64 `json:"seq"`
+		Rule       string `json:"rule"`
+		Generation string `json:"generation,omitempty"`
+		PurgedAt   string `json:"purgedAt"`
 	}
 	exportLine struct {
 		Event      *EventRecord      `json:"event,omitempty"`
@@ -200,6 +213,11 @@ type Report struct {
 	Events      int
 	Checkpoints int
 	Head        [32]byte // hash of the last event, signed by the final checkpoint
+	// First is the first event's sequence number: 1 for an export of the whole chain, more for
+	// a segment (a certificate of destruction), whose events before First it does not cover.
+	First uint64
+	// Certificate is set when the file is a certificate of destruction that verified.
+	Certificate *Certificate
 }
 
 // Verify checks an export offline against the public key in its own header. That proves the
@@ -330,13 +348,27 @@ func verify(r io.Reader, trusted ed25519.PublicKey, earlier *Checkpoint) (Report
 		}
 	}
 
-	rep := Report{Tenant: h.Tenant, PublicKey: pub}
+	rep := Report{Tenant: h.Tenant, PublicKey: pub, First: max(h.First, 1)}
 	var (
 		head    [32]byte // hash of event next-1; all zeros before the first event (genesis)
-		next    uint64   = 1
-		covered uint64   // size of the last valid checkpoint
+		next    = rep.First
+		covered = rep.First - 1 // size of the last valid checkpoint
 		lines   = make(map[uint64]int)
 	)
+	if rep.First > 1 {
+		// A segment: its first event's link to the events before it is taken as given. The
+		// checkpoint at its end signs the head hash, which covers that link, so the segment is
+		// exactly as it stands in the signed chain.
+		if len(recs) == 0 || recs[0].ev == nil || recs[0].ev.Seq != rep.First {
+			return Report{}, &VerifyError{Seq: rep.First, Line: 2, Problem: ProblemModified,
+				Reason: fmt.Sprintf("the header says the segment starts at event %d, but its first line is not that event", rep.First)}
+		}
+		if earlier != nil && earlier.Size < rep.First {
+			return Report{}, &VerifyError{Line: 1, Problem: ProblemTruncated,
+				Reason: fmt.Sprintf("the segment starts at event %d, after the trusted checkpoint at size %d", rep.First, earlier.Size)}
+		}
+		head = recs[0].ev.PrevHash
+	}
 	fail := func(seq uint64, line int, p Problem, format string, args ...any) (Report, error) {
 		return Report{}, &VerifyError{Seq: seq, Line: line, Problem: p, Reason: fmt.Sprintf(format, args...)}
 	}
@@ -406,6 +438,16 @@ func verify(r io.Reader, trusted ed25519.PublicKey, earlier *Checkpoint) (Report
 			"the export ends at event %d, before the trusted checkpoint at size %d: events were removed since that checkpoint", next-1, earlier.Size)
 	}
 	rep.Head = head
+	if h.Certificate != nil {
+		c, err := h.Certificate.certificate()
+		if err != nil {
+			return Report{}, &VerifyError{Line: 1, Problem: ProblemFormat, Reason: "certificate: " + err.Error()}
+		}
+		if err := c.matches(*recs[0].ev, rep.First); err != nil {
+			return Report{}, &VerifyError{Seq: c.Seq, Line: 1, Problem: ProblemModified, Reason: "certificate: " + err.Error()}
+		}
+		rep.Certificate = &c
+	}
 	return rep, nil
 }
 

@@ -107,6 +107,16 @@ func verifyExport(path, key, trustedPath string, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "ok: %d events, %d checkpoints, head %s\n", rep.Events, rep.Checkpoints, hex.EncodeToString(rep.Head[:]))
+	if c := rep.Certificate; c != nil {
+		fmt.Fprintf(stdout, "certificate of destruction: message %s purged at %s under retention rule %s",
+			c.MessageID, c.PurgedAt.Format(time.RFC3339), c.Rule)
+		if c.Generation != "" {
+			fmt.Fprintf(stdout, " (generation %s)", c.Generation)
+		}
+		fmt.Fprintf(stdout, "; event %d of the signed audit trail\n", c.Seq)
+	} else if rep.First > 1 {
+		fmt.Fprintf(stdout, "a segment from event %d: the events before it are not in this file\n", rep.First)
+	}
 	if trusted != nil {
 		fmt.Fprintf(stdout, "extends the trusted checkpoint at size %d signed %s\n", trusted.Size, trusted.Time.Format(time.RFC3339))
 	}

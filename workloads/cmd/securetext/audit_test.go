@@ -78,3 +78,42 @@ func TestRunDispatchesSubcommands(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditVerifyCertificate: `securetext audit verify` checks a certificate of destruction
+// offline with the tenant's key and says what it certifies.
+func TestAuditVerifyCertificate(t *testing.T) {
+	key := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
+	pub := key.Public().(ed25519.PublicKey)
+	c := audit.NewChain("clinic-a", 0, [32]byte{})
+	c.Append(audit.Event{Time: time.Unix(0, 0), Kind: audit.KindAccepted, Actor: "ehr", MessageID: "m1"})
+	purged := c.Append(audit.Event{Time: time.Unix(3600, 0), Kind: audit.KindPurged, Actor: "retention", MessageID: "m1",
+		Detail: map[string]string{"rule": "hipaa-standard", "generation": "2"}})
+	after := c.Append(audit.Event{Time: time.Unix(3601, 0), Kind: audit.KindAccepted, Actor: "ehr", MessageID: "m2"})
+	cp, err := audit.SignCheckpoint(context.Background(), audit.NewEd25519Signer(key), "clinic-a", after.Seq, after.Hash, after.Time)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := audit.WriteCertificate(&buf, pub, []audit.Event{purged, after}, cp); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "certificate.ndjson")
+	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := verifyExport(path, base64.StdEncoding.EncodeToString(pub), "", &out); err != nil {
+		t.Fatal(err)
+	}
+	want := "certificate of destruction: message m1 purged at 1970-01-01T01:00:00Z under retention rule hipaa-standard (generation 2); event 2 of the signed audit trail"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("verify says\n%s\nwant a line\n%s", out.String(), want)
+	}
+	altered := filepath.Join(t.TempDir(), "altered.ndjson")
+	if err := os.WriteFile(altered, bytes.Replace(buf.Bytes(), []byte(`"messageId":"m1","seq"`), []byte(`"messageId":"m9","seq"`), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := verifyExport(altered, base64.StdEncoding.EncodeToString(pub), "", io.Discard); err == nil || !strings.Contains(err.Error(), "names message m9") {
+		t.Errorf("an altered certificate: %v", err)
+	}
+}
