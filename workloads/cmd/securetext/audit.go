@@ -1,7 +1,12 @@
 // securetext audit exports a tenant's audit trail and checks an export offline.
 //
 //	securetext audit export -dsn DSN -tenant NAME (-local-key-file FILE | -keystore-url URL -cert FILE -key FILE -ca FILE) [-o FILE]
+//	securetext audit certificate -dsn DSN -tenant NAME -message ID (-local-key-file FILE | …) [-o FILE]
 //	securetext audit verify [-key BASE64] [-trusted FILE] FILE
+//
+// certificate writes the certificate of destruction of a purged message: its purge event and
+// the events after it up to a signed checkpoint (package audit, Certificate), which verify
+// checks offline and prints what it certifies.
 //
 // export signs a checkpoint of the current chain head through the keystore (unless
 // -checkpoint=false), then writes every event, every checkpoint and the signing public key
@@ -31,7 +36,7 @@ import (
 	"github.com/securetext/securetext/workloads/audit"
 )
 
-// runAudit runs "securetext audit export|verify".
+// runAudit runs "securetext audit export|certificate|verify".
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
 		switch args[0] {
@@ -39,14 +44,17 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return auditExport(ctx, args[1:], stdout, stderr)
 		case "verify":
 			return auditVerify(args[1:], stdout, stderr)
+		case "certificate":
+			return auditCertificate(ctx, args[1:], stdout, stderr)
 		}
 	}
 	fmt.Fprint(stderr, auditUsage)
-	return errors.New("audit: give export or verify")
+	return errors.New("audit: give export, certificate or verify")
 }
 
 const auditUsage = `usage:
   securetext audit export -dsn DSN -tenant NAME (-local-key-file FILE | -keystore-url URL -cert FILE -key FILE -ca FILE) [-o FILE] [-checkpoint=false]
+  securetext audit certificate -dsn DSN -tenant NAME -message ID (-local-key-file FILE | -keystore-url URL -cert FILE -key FILE -ca FILE) [-o FILE]
   securetext audit verify [-key BASE64] [-trusted FILE] FILE
 `
 

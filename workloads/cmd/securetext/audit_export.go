@@ -28,11 +28,7 @@ func auditExport(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	var (
 		dsn        = fs.String("dsn", "", "tenant database: postgres://… or sqlite:PATH")
 		tenant     = fs.String("tenant", "", "tenant name")
-		localKey   = fs.String("local-key-file", "", "local keystore key file (development mode)")
-		url        = fs.String("keystore-url", "", "keystore URL, e.g. https://keystore:8443")
-		certFile   = fs.String("cert", "", "client certificate PEM for the keystore")
-		keyFile    = fs.String("key", "", "client key PEM for the keystore")
-		caFile     = fs.String("ca", "", "tenant CA PEM that signed the keystore's certificate")
+		keyFlags   = registerAuditKeyFlags(fs)
 		out        = fs.String("o", "", "write the export to FILE instead of stdout")
 		checkpoint = fs.Bool("checkpoint", true, "sign a checkpoint of the current head first, so the export covers every event")
 	)
@@ -42,41 +38,11 @@ func auditExport(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *dsn == "" || *tenant == "" {
 		return errors.New("audit export: -dsn and -tenant are required")
 	}
-	var keys interface {
-		audit.CheckpointSigner
-		PublicKey(context.Context) (ed25519.PublicKey, error)
+	keys, closeKeys, err := keyFlags.open("audit export", *tenant)
+	if err != nil {
+		return err
 	}
-	switch {
-	case *localKey != "" && *url != "":
-		return errors.New("audit export: give -local-key-file or -keystore-url, not both")
-	case *localKey != "":
-		l, err := keystore.NewLocalInProcess(*localKey, *tenant, slog.New(slog.NewTextHandler(io.Discard, nil)))
-		if err != nil {
-			return fmt.Errorf("audit export: %w", err)
-		}
-		keys = l
-	case *url != "":
-		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
-		if err != nil {
-			return fmt.Errorf("audit export: load -cert and -key: %w", err)
-		}
-		caPEM, err := os.ReadFile(*caFile)
-		if err != nil {
-			return fmt.Errorf("audit export: read -ca: %w", err)
-		}
-		roots, err := tenantpki.CertPoolFromPEM(caPEM)
-		if err != nil {
-			return fmt.Errorf("audit export: -ca: %w", err)
-		}
-		c, err := keystore.NewClient(keystore.ClientConfig{URL: *url, Certificate: cert, RootCAs: roots, Timeout: 10 * time.Second})
-		if err != nil {
-			return fmt.Errorf("audit export: %w", err)
-		}
-		defer c.Close()
-		keys = c
-	default:
-		return errors.New("audit export: the signing key's public half comes from the keystore: give -keystore-url (with -cert, -key, -ca) or -local-key-file")
-	}
+	defer closeKeys()
 
 	st, err := store.Open(ctx, *dsn, *tenant)
 	if err != nil {
@@ -132,4 +98,59 @@ func auditExport(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 	}
 	return nil
+}
+
+// auditKeys is the tenant's audit signing key, as the audit commands use it.
+type auditKeys interface {
+	audit.CheckpointSigner
+	PublicKey(context.Context) (ed25519.PublicKey, error)
+}
+
+// auditKeyFlags name the tenant's audit signing key: the local key file of development mode,
+// or the keystore and the client certificate to reach it with.
+type auditKeyFlags struct {
+	localKey, url, certFile, keyFile, caFile *string
+}
+
+func registerAuditKeyFlags(fs *flag.FlagSet) auditKeyFlags {
+	return auditKeyFlags{
+		localKey: fs.String("local-key-file", "", "local keystore key file (development mode)"),
+		url:      fs.String("keystore-url", "", "keystore URL, e.g. https://keystore:8443"),
+		certFile: fs.String("cert", "", "client certificate PEM for the keystore"),
+		keyFile:  fs.String("key", "", "client key PEM for the keystore"),
+		caFile:   fs.String("ca", "", "tenant CA PEM that signed the keystore's certificate"),
+	}
+}
+
+// open returns the key the flags name, and what closes it; cmd prefixes the errors.
+func (f auditKeyFlags) open(cmd, tenant string) (auditKeys, func(), error) {
+	switch {
+	case *f.localKey != "" && *f.url != "":
+		return nil, nil, fmt.Errorf("%s: give -local-key-file or -keystore-url, not both", cmd)
+	case *f.localKey != "":
+		l, err := keystore.NewLocalInProcess(*f.localKey, tenant, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", cmd, err)
+		}
+		return l, func() {}, nil
+	case *f.url != "":
+		cert, err := tls.LoadX509KeyPair(*f.certFile, *f.keyFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: load -cert and -key: %w", cmd, err)
+		}
+		caPEM, err := os.ReadFile(*f.caFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: read -ca: %w", cmd, err)
+		}
+		roots, err := tenantpki.CertPoolFromPEM(caPEM)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: -ca: %w", cmd, err)
+		}
+		c, err := keystore.NewClient(keystore.ClientConfig{URL: *f.url, Certificate: cert, RootCAs: roots, Timeout: 10 * time.Second})
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", cmd, err)
+		}
+		return c, func() { c.Close() }, nil
+	}
+	return nil, nil, fmt.Errorf("%s: the signing key's public half comes from the keystore: give -keystore-url (with -cert, -key, -ca) or -local-key-file", cmd)
 }
