@@ -64,7 +64,7 @@ func TestRunDispatchesSubcommands(t *testing.T) {
 		want string
 	}{
 		{[]string{"keystore"}, "-tenant is required"},
-		{[]string{"audit"}, "give export or verify"},
+		{[]string{"audit"}, "give export, certificate or verify"},
 		{[]string{"audit", "export"}, "-dsn and -tenant are required"},
 		{[]string{"audit", "verify"}, "want one FILE"},
 		{[]string{"gateway", "-no-such-flag"}, "no-such-flag"},
