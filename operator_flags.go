@@ -34,6 +34,8 @@ type operatorFlags struct {
 	databaseNamespaceLabels, databasePodLabels                   kvFlag
 	databasePort                                                 int
 	metricsNamespaceLabels                                       kvFlag
+	operatorNamespace                                            string
+	operatorPodLabels                                            kvFlag
 
 	defaultRetentionPolicy string
 
@@ -67,6 +69,11 @@ func (f *operatorFlags) register(fs *flag.FlagSet) {
 		"an annotation (key=value; repeatable) of the tenants' Ingresses; the backends serve HTTPS only")
 	fs.Var(&f.metricsNamespaceLabels, "metrics-namespace-label",
 		"a label (key=value; repeatable) of the namespace Prometheus runs in: admitted to the tenants' metrics ports; none admits no scraper")
+	fs.StringVar(&f.operatorNamespace, "operator-namespace", "securetext-system",
+		"the operator's own namespace: its pods alone are admitted to the tenants' gateway status port, where it reads the last retention sweep")
+	f.operatorPodLabels = kvFlag{m: map[string]string{"app.kubernetes.io/name": "securetext-operator"}}
+	fs.Var(&f.operatorPodLabels, "operator-pod-label",
+		"a label (key=value; repeatable) of the operator's pods, with -operator-namespace the only peer of the gateway status port")
 	fs.StringVar(&f.clusterCIDRs, "cluster-cidrs", "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16",
 		"the cluster's pod and service ranges (comma-separated), excluded from the SMS provider egress")
 	fs.StringVar(&f.trustedProxyCIDRs, "trusted-proxy-cidrs", "",
@@ -118,6 +125,10 @@ func (f *operatorFlags) options(log logr.Logger) (controllers.Options, func(), e
 	}
 	if len(f.metricsNamespaceLabels.m) > 0 {
 		o.MetricsNamespaceSelector = &metav1.LabelSelector{MatchLabels: f.metricsNamespaceLabels.m}
+	}
+	o.OperatorNamespace = f.operatorNamespace
+	if len(f.operatorPodLabels.m) > 0 {
+		o.OperatorPodSelector = &metav1.LabelSelector{MatchLabels: f.operatorPodLabels.m}
 	}
 	for _, fl := range [][2]string{{"-database-cidrs", f.databaseCIDRs}, {"-trusted-proxy-cidrs", f.trustedProxyCIDRs}} {
 		name, list := fl[0], fl[1]

@@ -48,7 +48,7 @@ func TestRenderedObjectsApply(t *testing.T) {
 		},
 		Vault: controllers.VaultInput{Address: "https://vault.vault.svc:8200", AuthMount: "kubernetes", Role: "r",
 			TransitMount: "transit", StateMount: "state", WrappingKey: "w", SigningKey: "s", TokenAudience: "vault", CACertSecret: "vault-ca"},
-		Secrets:     controllers.GeneratedSecrets{KeystoreServerTLS: "ks", GatewayKeystoreClient: "gk", ViewerKeystoreClient: "vk", Senders: "senders"},
+		Secrets:     controllers.GeneratedSecrets{KeystoreServerTLS: "ks", GatewayKeystoreClient: "gk", ViewerKeystoreClient: "vk", Senders: "senders", GatewayStatusTLS: "gs"},
 		Autoscaling: map[controllers.Component]controllers.AutoscalingInput{controllers.ComponentGateway: {MaxReplicas: 6}},
 		Logo:        &controllers.LogoInput{ConfigMapName: "logo", Key: "logo.svg"},
 	}

@@ -77,17 +77,17 @@ func TestCertificateExpiryMetric(t *testing.T) {
 
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	run(t, now) // issues every certificate
-	if got := expiries(t); len(got) != 4 || got[SecretKeystoreTLS] != float64(now.Add(DefaultCertificateValidity).Unix()) {
-		t.Fatalf("after issuing: %v, want 4 certificates expiring at %d", got, now.Add(DefaultCertificateValidity).Unix())
+	if got := expiries(t); len(got) != 5 || got[SecretKeystoreTLS] != float64(now.Add(DefaultCertificateValidity).Unix()) {
+		t.Fatalf("after issuing: %v, want 5 certificates expiring at %d", got, now.Add(DefaultCertificateValidity).Unix())
 	}
 	run(t, now.Add(time.Hour)) // finds them, not due
-	if got := expiries(t); len(got) != 4 {
-		t.Fatalf("after reading: %v, want 4 certificates", got)
+	if got := expiries(t); len(got) != 5 {
+		t.Fatalf("after reading: %v, want 5 certificates", got)
 	}
 	tenant.Spec.TLS = &securetextv1alpha1.TLSSpec{SecretName: "clinic-tls"}
 	run(t, now.Add(2*time.Hour))
-	if got := expiries(t); len(got) != 3 || got[SecretServingTLS] != 0 {
-		t.Fatalf("with spec.tls: %v, want the 3 keystore certificates", got)
+	if got := expiries(t); len(got) != 4 || got[SecretServingTLS] != 0 {
+		t.Fatalf("with spec.tls: %v, want the 3 keystore certificates and the gateway status one", got)
 	}
 
 	forgetTenantMetrics(tenant.Name)

@@ -35,6 +35,15 @@ type Options struct {
 	// RetentionReady condition says so.
 	DefaultRetentionPolicy string
 
+	// SweepStatusAddress, if set, is the host:port where the operator reads the last retention
+	// sweep of tenant (namespace ns); default the gateway Service's status port. Tests point
+	// it at a status server on loopback; the server's certificate is still checked for the
+	// Service's name.
+	SweepStatusAddress func(tenant, ns string) string
+	// SweepStatusTimeout bounds one read of a tenant's sweep status; default
+	// DefaultSweepStatusTimeout.
+	SweepStatusTimeout time.Duration
+
 	// CertificateValidity of generated certificates; default DefaultCertificateValidity.
 	CertificateValidity time.Duration
 	// Resync is how often a tenant is checked when nothing changed, to repair drift that no

@@ -135,6 +135,11 @@ type ClusterInput struct {
 	SMTPSources []networkingv1.NetworkPolicyPeer
 	// MetricsNamespaceSelector, when set, may scrape the gateway's and viewer's /metrics.
 	MetricsNamespaceSelector *metav1.LabelSelector
+	// OperatorNamespace and OperatorPodSelector are where the operator's pods are: the only
+	// peers admitted to the gateway's status port, where the operator reads the last retention
+	// sweep. Without a namespace the port admits no one.
+	OperatorNamespace   string
+	OperatorPodSelector *metav1.LabelSelector
 
 	// ClusterCIDRs are the cluster's pod and service ranges: the SMS provider egress (TCP 443
 	// to the internet) excludes them so that it cannot reach anything inside the cluster.
@@ -193,6 +198,8 @@ type GeneratedSecrets struct {
 	// GatewayKeystoreClient and ViewerKeystoreClient are the components' client certificates
 	// for the keystore's mutual TLS.
 	GatewayKeystoreClient, ViewerKeystoreClient string
+	// GatewayStatusTLS is the gateway status server's certificate, for GatewayStatusDNSNames.
+	GatewayStatusTLS string
 	// ServingTLS is the certificate the gateway (STARTTLS, API) and viewer serve when spec.tls
 	// is not set.
 	ServingTLS string

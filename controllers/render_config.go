@@ -63,6 +63,10 @@ const (
 	flagQuietHoursZone     = "quiet-hours-zone"
 	flagAllowedCountries   = "allowed-countries"
 	flagRetentionFile      = "retention-file"
+	flagStatusAddr         = "status-addr"
+	flagStatusCert         = "status-cert"
+	flagStatusKey          = "status-key"
+	flagStatusClientCA     = "status-client-ca"
 
 	// viewer
 	flagAddr              = "addr"
@@ -104,6 +108,7 @@ const (
 	portSMTPS           = int32(2465)
 	portGatewayAPI      = int32(8443)
 	portGatewayMetrics  = int32(9464)
+	portGatewayStatus   = int32(9443)
 	portViewer          = int32(9443)
 	portViewerMetrics   = int32(9465)
 	portKeystore        = int32(8443)
@@ -112,6 +117,7 @@ const (
 	portNameSMTPS       = "smtps"
 	portNameHTTPS       = "https"
 	portNameMetrics     = "metrics"
+	portNameStatus      = "status"
 	servicePortHTTPS    = int32(443)
 	secretFileMode      = int32(0o440)
 	configDir           = "/etc/securetext"
@@ -319,6 +325,12 @@ func (r *renderer) gatewayConfig() componentConfig {
 	// The sweeps' policy and legal holds (render_retention.go), reread as they change.
 	cc.mounts = append(cc.mounts, retentionMount())
 	cc.set(p, flagRetentionFile, RetentionFile)
+	// The operator reads the last sweep here over mutual TLS (sweep_status.go).
+	status := cc.mountSecret("status-tls", r.in.Secrets.GatewayStatusTLS, configDir+"/status-tls", secretKeys(keyTLSCert, keyTLSKey, keyCACert)...)
+	cc.set(p, flagStatusAddr, listenAddr(portGatewayStatus))
+	cc.set(p, flagStatusCert, status[keyTLSCert])
+	cc.set(p, flagStatusKey, status[keyTLSKey])
+	cc.set(p, flagStatusClientCA, status[keyCACert])
 	return cc
 }
 

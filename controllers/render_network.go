@@ -45,7 +45,8 @@ func (r *renderer) services() []*corev1.Service {
 		svc(KeystoreServiceName, ComponentKeystore, corev1.ServiceTypeClusterIP,
 			port(portNameHTTPS, portKeystore, portKeystore), port(portNameMetrics, portKeystoreMetrics, portKeystoreMetrics)),
 		svc(ServiceGateway, ComponentGateway, corev1.ServiceTypeClusterIP,
-			port(portNameHTTPS, servicePortHTTPS, portGatewayAPI), port(portNameMetrics, portGatewayMetrics, portGatewayMetrics)),
+			port(portNameHTTPS, servicePortHTTPS, portGatewayAPI), port(portNameMetrics, portGatewayMetrics, portGatewayMetrics),
+			port(portNameStatus, portGatewayStatus, portGatewayStatus)),
 		svc(ServiceViewer, ComponentViewer, corev1.ServiceTypeClusterIP,
 			port(portNameHTTPS, servicePortHTTPS, portViewer), port(portNameMetrics, portViewerMetrics, portViewerMetrics)),
 	}
@@ -212,6 +213,12 @@ func (r *renderer) networkPolicies() []*networkingv1.NetworkPolicy {
 		metricsRule = []networkingv1.NetworkPolicyIngressRule{{From: from, Ports: []networkingv1.NetworkPolicyPort{tcpPort(portViewerMetrics)}}}
 	}
 	viewerIn = append(viewerIn, metricsRule...)
+	// The operator reads the last retention sweep on the status port: its pods, and only they.
+	if op := r.operatorPeer(); op != nil {
+		gatewayIn = append(gatewayIn, networkingv1.NetworkPolicyIngressRule{
+			From: []networkingv1.NetworkPolicyPeer{*op}, Ports: []networkingv1.NetworkPolicyPort{tcpPort(portGatewayStatus)},
+		})
+	}
 
 	// Egress. The keystore and the database for both; the SMS provider for whoever texts.
 	toKeystore := networkingv1.NetworkPolicyEgressRule{To: []networkingv1.NetworkPolicyPeer{pods(ComponentKeystore)}, Ports: []networkingv1.NetworkPolicyPort{tcpPort(portKeystore)}}
@@ -272,6 +279,21 @@ func (r *renderer) networkPolicies() []*networkingv1.NetworkPolicy {
 		policy(PolicyViewerIngress, ComponentViewer, ingressTypes, viewerIn, nil),
 		policy(PolicyViewerEgress, ComponentViewer, egressTypes, nil, viewerOut),
 	}
+}
+
+// operatorPeer is the operator's pods: its namespace by name and, when known, their labels;
+// nil when the operator's namespace is not configured (then no rule admits anyone).
+func (r *renderer) operatorPeer() *networkingv1.NetworkPolicyPeer {
+	if r.in.OperatorNamespace == "" {
+		return nil
+	}
+	peer := &networkingv1.NetworkPolicyPeer{
+		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{labelNamespaceName: r.in.OperatorNamespace}},
+	}
+	if r.in.OperatorPodSelector != nil {
+		peer.PodSelector = r.in.OperatorPodSelector.DeepCopy()
+	}
+	return peer
 }
 
 // ingressControllerPeers are the ingress controller's pods. Without a selector nothing is

@@ -72,6 +72,7 @@ func renderInput() RenderInput {
 		Secrets: GeneratedSecrets{
 			KeystoreServerTLS: "keystore-tls", GatewayKeystoreClient: "gateway-keystore-client",
 			ViewerKeystoreClient: "viewer-keystore-client", ServingTLS: "serving-tls", Senders: "senders",
+			GatewayStatusTLS: "gateway-status-tls",
 		},
 	}
 }
@@ -946,6 +947,8 @@ func TestRenderIngress(t *testing.T) {
 func TestRenderNetworkPolicies(t *testing.T) {
 	in := renderInput()
 	in.Database.Peers = []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "192.0.2.10/32"}}}
+	in.OperatorNamespace = "securetext-system"
+	in.OperatorPodSelector = &metav1.LabelSelector{MatchLabels: map[string]string{LabelName: "securetext-operator"}}
 	d := mustRender(t, renderTenant("clinic"), in)
 	if len(d.NetworkPolicies) != 8 {
 		t.Fatalf("%d policies", len(d.NetworkPolicies))
@@ -1022,6 +1025,8 @@ func TestRenderNetworkPolicies(t *testing.T) {
 		PolicyGatewayIngress: {pod("gateway")[4:], []string{"Ingress"}, []rule{
 			{[]string{ingressNS}, []string{port(8443, tcp)}},
 			{[]string{"ANYONE"}, []string{port(2587, tcp)}},
+			// The operator reads the retention status: its pods, in its namespace, only.
+			{[]string{"ns:" + labelNamespaceName + "=securetext-system+pod:" + LabelName + "=securetext-operator"}, []string{port(9443, tcp)}},
 		}, nil},
 		PolicyGatewayEgress: {pod("gateway")[4:], []string{"Egress"}, nil, []rule{
 			{[]string{pod("keystore")}, []string{port(8443, tcp)}},
@@ -1265,5 +1270,60 @@ func TestRenderErrors(t *testing.T) {
 	}
 	if v := findVolume(deploymentOf(t, d, ComponentGateway), "tls"); v.Secret.SecretName != "serving-tls" {
 		t.Errorf("gateway serves %s, want the generated serving-tls", v.Secret.SecretName)
+	}
+}
+
+// The gateway serves the retention status on its own port, behind the gateway Service, with a
+// certificate of the tenant CA; only the operator's pods are admitted to it, and no one when
+// the operator's namespace is unknown.
+func TestRenderGatewayStatusEndpoint(t *testing.T) {
+	in := renderInput()
+	d := mustRender(t, renderTenant("clinic"), in)
+	for _, r := range policyOf(t, d, PolicyGatewayIngress).Spec.Ingress {
+		for _, p := range r.Ports {
+			if p.Port.IntVal == portGatewayStatus {
+				t.Errorf("without the operator's namespace the status port is admitted from %v", r.From)
+			}
+		}
+	}
+	var svcPort *corev1.ServicePort
+	for _, svc := range d.Services {
+		if svc.Name != ServiceGateway {
+			continue
+		}
+		for i := range svc.Spec.Ports {
+			if svc.Spec.Ports[i].Name == portNameStatus {
+				svcPort = &svc.Spec.Ports[i]
+			}
+		}
+	}
+	if svcPort == nil || svcPort.Port != 9443 || svcPort.TargetPort.IntVal != 9443 {
+		t.Errorf("gateway Service status port: %+v, want 9443 → 9443", svcPort)
+	}
+	found := false
+	for _, p := range deploymentOf(t, d, ComponentGateway).Spec.Template.Spec.Containers[0].Ports {
+		found = found || (p.Name == portNameStatus && p.ContainerPort == 9443)
+	}
+	if !found {
+		t.Error("the gateway container does not declare the status port")
+	}
+	cfg := configOf(t, d, ComponentGateway)
+	for flag, want := range map[string]string{
+		flagStatusAddr: ":9443", flagStatusCert: "/etc/securetext/status-tls/tls.crt",
+		flagStatusKey: "/etc/securetext/status-tls/tls.key", flagStatusClientCA: "/etc/securetext/status-tls/ca.crt",
+	} {
+		if got := cfg[envName(EnvPrefixGateway, flag)]; got != want {
+			t.Errorf("gateway -%s = %q, want %q", flag, got, want)
+		}
+	}
+	mounted := false
+	for _, v := range deploymentOf(t, d, ComponentGateway).Spec.Template.Spec.Volumes {
+		mounted = mounted || (v.Secret != nil && v.Secret.SecretName == "gateway-status-tls")
+	}
+	if !mounted {
+		t.Error("the gateway does not mount Secret gateway-status-tls")
+	}
+	if names := GatewayStatusDNSNames("st-clinic"); !reflect.DeepEqual(names, []string{"gateway.st-clinic.svc"}) {
+		t.Errorf("status certificate names %v", names)
 	}
 }

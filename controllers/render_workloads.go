@@ -88,7 +88,7 @@ func (r *renderer) containerPorts(c Component) []corev1.ContainerPort {
 				ports = append(ports, tcp(portNameSMTPS, portSMTPS))
 			}
 		}
-		return append(ports, tcp(portNameMetrics, portGatewayMetrics))
+		return append(ports, tcp(portNameMetrics, portGatewayMetrics), tcp(portNameStatus, portGatewayStatus))
 	case ComponentViewer:
 		return []corev1.ContainerPort{tcp(portNameHTTPS, portViewer), tcp(portNameMetrics, portViewerMetrics)}
 	}

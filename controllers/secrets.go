@@ -36,6 +36,7 @@ const (
 	SecretKeystoreTLS           = "keystore-tls"
 	SecretGatewayKeystoreClient = "gateway-keystore-client"
 	SecretViewerKeystoreClient  = "viewer-keystore-client"
+	SecretGatewayStatusTLS      = "gateway-status-tls"
 	SecretServingTLS            = "serving-tls"
 	SecretSenders               = "senders"
 	SecretVaultCA               = "vault-ca"
@@ -72,6 +73,7 @@ func generatedSecrets() GeneratedSecrets {
 		KeystoreServerTLS:     SecretKeystoreTLS,
 		GatewayKeystoreClient: SecretGatewayKeystoreClient,
 		ViewerKeystoreClient:  SecretViewerKeystoreClient,
+		GatewayStatusTLS:      SecretGatewayStatusTLS,
 		ServingTLS:            SecretServingTLS,
 		Senders:               SecretSenders,
 	}
@@ -103,6 +105,7 @@ func leafCerts(tenant *securetextv1alpha1.SecureTextTenant, ns string) []leafCer
 		server(SecretKeystoreTLS, KeystoreDNSNames(ns)),
 		client(SecretGatewayKeystoreClient, tenantpki.ComponentGateway),
 		client(SecretViewerKeystoreClient, tenantpki.ComponentViewer),
+		server(SecretGatewayStatusTLS, GatewayStatusDNSNames(ns)),
 	}
 	if tenant.Spec.TLS == nil {
 		certs = append(certs, server(SecretServingTLS, servingDNSNames(tenant, ns)))
@@ -128,6 +131,12 @@ func servingDNSNames(tenant *securetextv1alpha1.SecureTextTenant, ns string) []s
 		names = append(names, objectName(c)+"."+ns+".svc")
 	}
 	return names
+}
+
+// GatewayStatusDNSNames are the names of the gateway's status server certificate: the
+// gateway Service, where the operator reads the retention status (sweep_status.go).
+func GatewayStatusDNSNames(ns string) []string {
+	return []string{ServiceGateway + "." + ns + ".svc"}
 }
 
 // secretsResult is what the secrets step did and found.

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	securetextv1alpha1 "github.com/securetext/securetext/api/v1alpha1"
+	"github.com/securetext/securetext/workloads/retention"
 )
 
 // How often a wait that no watch event ends is rechecked.
@@ -42,12 +43,17 @@ type SecureTextTenantReconciler struct {
 	// place (a vaultCheck), so that the reconciles a rollout's Deployment status changes cause
 	// do not each read all of the tenant's Vault objects again.
 	vaultChecks sync.Map
+	// opCerts are the operator's in-memory client certificates for the tenants' gateway status
+	// endpoints (sweep_status.go).
+	opCerts operatorCerts
 }
 
 // +kubebuilder:rbac:groups=securetext.io,resources=securetexttenants,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=securetext.io,resources=securetexttenants/status,verbs=patch
 // +kubebuilder:rbac:groups=securetext.io,resources=legalholds,verbs=list;watch
-// +kubebuilder:rbac:groups=securetext.io,resources=retentionpolicies,verbs=list;watch
+// +kubebuilder:rbac:groups=securetext.io,resources=retentionpolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=securetext.io,resources=retentionpolicies/status,verbs=patch
+// +kubebuilder:rbac:groups=securetext.io,resources=legalholds/status,verbs=patch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
@@ -68,6 +74,7 @@ func (r *SecureTextTenantReconciler) Reconcile(ctx context.Context, req ctrl.Req
 		if apierrors.IsNotFound(err) {
 			forgetTenantMetrics(req.Name)
 			r.vaultChecks.Delete(req.Name)
+			r.forgetOperatorCert(req.Name)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -93,6 +100,7 @@ func (r *SecureTextTenantReconciler) Reconcile(ctx context.Context, req ctrl.Req
 		}
 		return ctrl.Result{}, errors.Join(st.err(), err)
 	}
+	r.reportSweeps(ctx, tenant, st.sweepPolicy)
 
 	// Waits are not failures: they requeue without error backoff or Warning events. A conflict
 	// is rechecked now and then, because the foreign namespace is outside the operator's cache
@@ -146,6 +154,7 @@ func (r *SecureTextTenantReconciler) ensureStack(ctx context.Context, tenant *se
 		st.applyErr = err
 		return st
 	}
+	st.sweepPolicy = in.Retention.Policy
 	r.ensureWorkloads(ctx, tenant, in, &st)
 	return st
 }
@@ -176,6 +185,9 @@ type tenantState struct {
 	// were applied with the tenant's other objects.
 	retention        RetentionOutcome
 	retentionWritten bool
+	// sweepPolicy is the policy in the tenant's retention settings, nil for none: its sweeps
+	// are reported (sweep_status.go) and looked at again every sweepInterval.
+	sweepPolicy *retention.Policy
 }
 
 // err is the first failure that should be retried with backoff, labelled with its step.
@@ -202,6 +214,10 @@ func (r *SecureTextTenantReconciler) nextCheck(st tenantState) time.Duration {
 	if len(st.missing) > 0 {
 		// The operator cannot watch Secrets it did not label: look again soon.
 		next = min(next, missingSecretRecheck)
+	}
+	if p := st.sweepPolicy; p != nil && p.SweepInterval.D > 0 {
+		// The status of the policy and of the holds follows the sweeps.
+		next = min(next, p.SweepInterval.D)
 	}
 	now := r.now()
 	for _, at := range []time.Time{st.renewAt, st.rotateAt} {

@@ -77,7 +77,7 @@ func setAvailable(ns string) error {
 
 // certificateSecrets are the generated Secrets that hold a certificate.
 var certificateSecrets = []string{controllers.SecretKeystoreTLS, controllers.SecretGatewayKeystoreClient,
-	controllers.SecretViewerKeystoreClient, controllers.SecretServingTLS}
+	controllers.SecretViewerKeystoreClient, controllers.SecretServingTLS, controllers.SecretGatewayStatusTLS}
 
 // secretCert reads Secret ns/name and the certificate in its tls.crt.
 func secretCert(ns, name string) (*corev1.Secret, *x509.Certificate, error) {

@@ -113,6 +113,9 @@ func run(m *testing.M) int {
 		VaultAudience: testAudience,
 		// Tenants that name no policy use this one, which exists only while a test makes it.
 		DefaultRetentionPolicy: testDefaultPolicy,
+		// No pods run here: a test that serves a tenant's gateway status registers its address.
+		SweepStatusAddress: sweepStatusAddress,
+		SweepStatusTimeout: 2 * time.Second,
 	}
 	if err := restartOperator(); err != nil {
 		fmt.Fprintln(os.Stderr, "FAIL: operator:", err)

@@ -52,18 +52,51 @@ type RetentionPolicyStatus struct {
 	// +listMapKey=type
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
-	// LastSweepTime is when a tenant last finished applying the policy.
+	// LastSweepTime is when a tenant last finished applying the policy: the latest of the
+	// tenants' lastSweepTime.
 	// +optional
 	LastSweepTime *metav1.Time `json:"lastSweepTime,omitempty"`
-	// LinksExpired counts links expired by sweeps since the policy was created.
+	// LinksExpired is the sum over the tenants of the links their last sweep expired.
 	// +optional
 	LinksExpired int64 `json:"linksExpired,omitempty"`
-	// MessagesPurged counts messages whose content sweeps destroyed.
+	// MessagesPurged is the sum over the tenants of the messages whose content their last
+	// sweep destroyed.
 	// +optional
 	MessagesPurged int64 `json:"messagesPurged,omitempty"`
-	// MessagesHeld counts messages a sweep would have purged but a LegalHold kept.
+	// MessagesHeld is the sum over the tenants of the messages their last sweep would have
+	// expired or purged but a LegalHold kept.
 	// +optional
 	MessagesHeld int64 `json:"messagesHeld,omitempty"`
+	// Tenants is the last sweep of each tenant that uses the policy, as the operator read it
+	// from the tenant's gateway.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=4096
+	// +optional
+	Tenants []RetentionPolicyTenantStatus `json:"tenants,omitempty"`
+}
+
+// RetentionPolicyTenantStatus is one tenant's last sweep under the policy.
+type RetentionPolicyTenantStatus struct {
+	// Name of the SecureTextTenant.
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+	// LastSweepTime is when the tenant's last sweep finished.
+	// +optional
+	LastSweepTime *metav1.Time `json:"lastSweepTime,omitempty"`
+	// LinksExpired is how many links the last sweep expired.
+	// +optional
+	LinksExpired int64 `json:"linksExpired,omitempty"`
+	// MessagesPurged is how many messages' content the last sweep destroyed.
+	// +optional
+	MessagesPurged int64 `json:"messagesPurged,omitempty"`
+	// MessagesHeld is how many messages due for expiry or purge a LegalHold kept.
+	// +optional
+	MessagesHeld int64 `json:"messagesHeld,omitempty"`
+	// Errors is how many store calls of the last sweep failed; the gateway's log says which,
+	// and the next sweep tries again.
+	// +optional
+	Errors int64 `json:"errors,omitempty"`
 }
 
 // RetentionPolicy is a reusable rule for disposing of old messages with a record, e.g.

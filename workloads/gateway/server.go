@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 
@@ -48,6 +49,7 @@ type Config struct {
 	SMTPSAddr   string // implicit TLS (465)
 	APIAddr     string // HTTPS: REST API, SMS provider callbacks, health
 	MetricsAddr string // plain HTTP /metrics, for an in-cluster Prometheus
+	StatusAddr  string // mutual TLS retention status for the operator; needs Status
 
 	TrustedNetworks []TrustedNetwork
 	MaxMessageBytes int64
@@ -75,6 +77,9 @@ type Config struct {
 	// retention sweeper and the watcher of its settings file.
 	Background []func(ctx context.Context)
 
+	// Status, if set, serves the last retention sweep to the operator on StatusAddr.
+	Status *StatusServer
+
 	Logger   *slog.Logger
 	Registry *prometheus.Registry // nil: a new one
 	// Started, if set, is called with the bound addresses once every listener is open.
@@ -83,7 +88,7 @@ type Config struct {
 
 // Addrs are the addresses the gateway listens on.
 type Addrs struct {
-	SMTP, SMTPS, API, Metrics string
+	SMTP, SMTPS, API, Metrics, Status string
 }
 
 // Run serves the gateway until ctx ends, then shuts down gracefully: listeners close, running
@@ -148,6 +153,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	var statusLn net.Listener
+	if cfg.Status != nil {
+		if statusLn, err = g.Listen("status", cfg.StatusAddr); err != nil {
+			return err
+		}
+	}
 	if (smtpsLn != nil || apiLn != nil) && cfg.TLS == nil {
 		g.Close()
 		return errors.New("gateway: implicit-TLS SMTP and the API need a TLS certificate")
@@ -177,7 +188,7 @@ func Run(ctx context.Context, cfg Config) error {
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 32 << 10,
 	}
 	metricsServer := serve.Metrics(reg, errLog)
-	addrs := Addrs{SMTP: serve.Addr(smtpLn), SMTPS: serve.Addr(smtpsLn), API: serve.Addr(apiLn), Metrics: serve.Addr(metricsLn)}
+	addrs := Addrs{SMTP: serve.Addr(smtpLn), SMTPS: serve.Addr(smtpsLn), API: serve.Addr(apiLn), Metrics: serve.Addr(metricsLn), Status: serve.Addr(statusLn)}
 
 	g.Serve("SMTP", func() error { return smtpServer.Serve(smtpLn) }, smtpServer.Shutdown)
 	if smtpsLn != nil {
@@ -190,6 +201,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if metricsLn != nil {
 		g.Serve("metrics", func() error { return metricsServer.Serve(metricsLn) }, metricsServer.Shutdown)
 	}
+	if statusLn != nil {
+		statusServer := cfg.Status.HTTPServer()
+		g.Serve("status", func() error { return statusServer.ServeTLS(statusLn, "", "") }, statusServer.Shutdown)
+	}
 	g.Go(notifier.Run)
 	g.Go(func(ctx context.Context) { cfg.Store.RunAuditSequencer(ctx, store.AuditSequencerInterval) })
 	interval := cfg.AuditCheckpointInterval
@@ -201,7 +216,7 @@ func Run(ctx context.Context, cfg Config) error {
 		g.Go(loop)
 	}
 	return g.Run(ctx, func() {
-		log.Info("gateway started", "tenant", cfg.Tenant, "smtp", addrs.SMTP, "smtps", addrs.SMTPS, "api", addrs.API, "metrics", addrs.Metrics)
+		log.Info("gateway started", "tenant", cfg.Tenant, "smtp", addrs.SMTP, "smtps", addrs.SMTPS, "api", addrs.API, "metrics", addrs.Metrics, "status", addrs.Status)
 		if cfg.Started != nil {
 			cfg.Started(addrs)
 		}

@@ -26,12 +26,13 @@ import (
 )
 
 // Reasons for refusing a caller: the "reason" of its audit event and the key of Refusals.
+// tenantpki.Authorize decides them.
 const (
-	ReasonNoClientCertificate  = "no-client-certificate"
-	ReasonUntrustedCertificate = "untrusted-certificate"
-	ReasonInvalidIdentity      = "invalid-identity"
-	ReasonWrongTenant          = "wrong-tenant"
-	ReasonComponentNotAllowed  = "component-not-allowed"
+	ReasonNoClientCertificate  = tenantpki.ReasonNoClientCertificate
+	ReasonUntrustedCertificate = tenantpki.ReasonUntrustedCertificate
+	ReasonInvalidIdentity      = tenantpki.ReasonInvalidIdentity
+	ReasonWrongTenant          = tenantpki.ReasonWrongTenant
+	ReasonComponentNotAllowed  = tenantpki.ReasonComponentNotAllowed
 )
 
 var refusalReasons = [...]string{
@@ -312,44 +313,38 @@ func (s *Server) refuse(ctx context.Context, op, reason, component string, detai
 }
 
 // authorized serves next only to a caller with a verified certificate of this tenant and an
-// allowed component. The chain is verified again here so that the handler stays safe even if
-// it is served with a TLS configuration other than TLSConfig. Every request, refused or not,
-// is recorded as operation op (instrument).
+// allowed component (tenantpki.Authorize). The chain is verified again here so that the
+// handler stays safe even if it is served with a TLS configuration other than TLSConfig.
+// Every request, refused or not, is recorded as operation op (instrument).
 func (s *Server) authorized(op string, next http.HandlerFunc) http.Handler {
 	return s.instrument(op, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx := r.Context()
 		var chain []*x509.Certificate
 		if r.TLS != nil {
 			chain = r.TLS.PeerCertificates
 		}
-		if len(chain) == 0 {
-			s.refuse(ctx, op, ReasonNoClientCertificate, "", nil)
+		verify := func(chain []*x509.Certificate) error { return s.verifyChain(chain, time.Now()) }
+		_, refusal := tenantpki.Authorize(chain, s.tenant, s.allowed, verify)
+		if refusal == nil {
+			next(w, r)
+			return
+		}
+		s.refuse(r.Context(), op, refusal.Reason, refusal.Component, refusal.Detail)
+		switch refusal.Reason {
+		case ReasonNoClientCertificate:
 			writeProblem(w, http.StatusUnauthorized, "unauthenticated", "Client certificate required",
 				"connect with a client certificate issued by this tenant's keystore CA")
-			return
-		}
-		if err := s.verifyChain(chain, time.Now()); err != nil {
-			s.refuseUntrusted(ctx, op, chain[0], err)
+		case ReasonUntrustedCertificate:
 			writeProblem(w, http.StatusUnauthorized, "unauthenticated", "Untrusted client certificate",
 				"the client certificate does not verify against this tenant's keystore CA for client authentication; renew it")
-			return
-		}
-		tenant, component, err := tenantpki.Identity(chain[0])
-		switch {
-		case err != nil:
-			s.refuse(ctx, op, ReasonInvalidIdentity, "", nil)
+		case ReasonInvalidIdentity:
 			writeProblem(w, http.StatusForbidden, "forbidden", "Caller not allowed",
 				"the client certificate must carry exactly one URI SAN spiffe://"+tenantpki.TrustDomain+"/tenant/<tenant>/<component>")
-		case tenant != s.tenant:
-			s.refuse(ctx, op, ReasonWrongTenant, component, map[string]string{"peer_tenant": tenant})
+		case ReasonWrongTenant:
 			writeProblem(w, http.StatusForbidden, "forbidden", "Caller not allowed",
 				"the client certificate names another tenant than this keystore serves")
-		case !slices.Contains(s.allowed, component):
-			s.refuse(ctx, op, ReasonComponentNotAllowed, component, map[string]string{"peer_tenant": tenant})
-			writeProblem(w, http.StatusForbidden, "forbidden", "Caller not allowed",
-				"component "+component+" may not call this keystore; allowed: "+strings.Join(s.allowed, ", "))
 		default:
-			next(w, r)
+			writeProblem(w, http.StatusForbidden, "forbidden", "Caller not allowed",
+				"component "+refusal.Component+" may not call this keystore; allowed: "+strings.Join(s.allowed, ", "))
 		}
 	}))
 }

@@ -35,10 +35,16 @@ type Store interface {
 	// RecordHoldEvent audits ev (hold-applied or hold-released) of the hold keyed holdKey
 	// unless it was recorded before, and reports whether it did.
 	RecordHoldEvent(ctx context.Context, holdKey string, ev audit.Event) (bool, error)
+	// SaveSweep keeps r as the last sweep of name (RecordName) for every replica to report,
+	// unless a sweep that finished later is kept already.
+	SaveSweep(ctx context.Context, name string, r Result) error
 }
 
 // LeaseName is the store lease that makes one sweeper of a tenant's replicas the active one.
 const LeaseName = "retention-sweep"
+
+// RecordName is the name the last sweep is kept under in the store (Store.SaveSweep).
+const RecordName = "retention-sweep"
 
 // Actor is the audit actor of the sweeper's events.
 const Actor = "retention"
@@ -84,26 +90,29 @@ type SweeperConfig struct {
 }
 
 // Result says what one sweep did. Counts are of messages; a message that several holds keep
-// counts once in MessagesHeld and once for each hold in HeldByHold.
+// counts once in MessagesHeld and once for each hold in HeldByHold. The sweeper that ran a
+// sweep keeps its Result in the store (Store.SaveSweep) as JSON, and the gateway's status
+// endpoint serves it so: it names no message and no patient.
 type Result struct {
-	Started, Finished time.Time
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
 	// Skipped says why no sweep ran (SkipNoPolicy, …); "" when it ran, also if it stopped
 	// early (then SweepOnce returned an error).
-	Skipped string
+	Skipped string `json:"skipped,omitempty"`
 	// Policy and Generation name the rule applied.
-	Policy     string
-	Generation int64
+	Policy     string `json:"policy,omitempty"`
+	Generation int64  `json:"generation,omitempty"`
 
-	LinksExpired   int
-	MessagesPurged int
-	MessagesHeld   int            // due for expiry or purge, but kept by a hold
-	HeldByHold     map[string]int // by hold name
+	LinksExpired   int            `json:"linksExpired"`
+	MessagesPurged int            `json:"messagesPurged"`
+	MessagesHeld   int            `json:"messagesHeld"`         // due for expiry or purge, but kept by a hold
+	HeldByHold     map[string]int `json:"heldByHold,omitempty"` // by hold name
 	// MessagesSkipped were listed but had moved on when locked: read, revoked, or expired or
 	// purged already by another sweeper.
-	MessagesSkipped int
+	MessagesSkipped int `json:"messagesSkipped"`
 	// HoldEvents counts the hold-applied and hold-released events this sweep recorded.
-	HoldEvents int
-	Errors     int // failed store calls; each is logged
+	HoldEvents int `json:"holdEvents"`
+	Errors     int `json:"errors"` // failed store calls; each is logged
 }
 
 // Sweeper expires unread links and purges content as the tenant's policy says, never touching
@@ -187,6 +196,16 @@ func (s *Sweeper) Run(ctx context.Context) {
 	}
 }
 
+// save keeps res in the store as the tenant's last sweep, also when ctx ended mid-sweep; a
+// failure is logged, and the status keeps showing the sweep before.
+func (s *Sweeper) save(ctx context.Context, res Result) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := s.cfg.Store.SaveSweep(ctx, RecordName, res); err != nil {
+		s.log.Warn("retention sweeper: keep the sweep's result for status", "error", err)
+	}
+}
+
 // release gives the lease up as the sweeper stops, so that another replica's sweeper need not
 // wait for it to run out.
 func (s *Sweeper) release(ctx context.Context) {
@@ -206,8 +225,12 @@ func (s *Sweeper) release(ctx context.Context) {
 func (s *Sweeper) SweepOnce(ctx context.Context) (res Result, err error) {
 	set := s.cfg.Settings()
 	res = Result{Started: s.now(), HeldByHold: map[string]int{}}
+	ran := false // this sweeper held the lease: its result is the tenant's last sweep
 	defer func() {
 		res.Finished = s.now()
+		if ran {
+			s.save(ctx, res)
+		}
 		s.mu.Lock()
 		s.last = res
 		s.last.HeldByHold = maps.Clone(res.HeldByHold)
@@ -234,6 +257,7 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (res Result, err error) {
 		res.Skipped = SkipLeaseHeld
 		return res, nil
 	}
+	ran = true
 
 	if err := s.recordHolds(ctx, &res, set); err != nil {
 		return res, err

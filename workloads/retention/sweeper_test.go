@@ -363,6 +363,18 @@ func testConcurrentSweepers(t *testing.T, newDatabase func(*testing.T) string) {
 	if ran != 1 || expired != 30 || purgedN != 30 {
 		t.Errorf("%d sweepers ran, expiring %d and purging %d; want one, expiring and purging 30", ran, expired, purgedN)
 	}
+	// The sweep that ran is the tenant's last sweep, whichever replica reads it; the skipped
+	// sweepers left it alone.
+	for i, r := range replicas {
+		last, err := r.LastSweep(context.Background(), retention.RecordName)
+		if err != nil {
+			t.Fatalf("replica %d reads the last sweep: %v", i, err)
+		}
+		if last.Skipped != "" || last.LinksExpired != 30 || last.MessagesPurged != 30 || last.Policy != "hipaa-standard" ||
+			last.Generation != 3 || !last.Finished.Equal(clock.Now()) {
+			t.Errorf("replica %d reads the last sweep as %+v, want the one that expired and purged 30", i, last)
+		}
+	}
 	ev := events(t, replicas[1])
 	for _, id := range ids {
 		if !purged(t, replicas[1], id) || ev[id][audit.KindPurged] != 1 || ev[id][audit.KindExpired] != 1 {

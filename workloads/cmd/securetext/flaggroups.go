@@ -1,6 +1,7 @@
 package main
 
-// Flags that `securetext gateway` and `securetext viewer` share, each group with its loading.
+// Flags that `securetext gateway` and `securetext viewer` share, and the gateway's status
+// endpoint, each group with its loading.
 
 import (
 	"context"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/securetext/securetext/workloads/gateway"
 	"github.com/securetext/securetext/workloads/internal/flagenv"
 	"github.com/securetext/securetext/workloads/keystore"
 	"github.com/securetext/securetext/workloads/sms"
@@ -190,4 +192,42 @@ func (s *smsFlags) open(log *slog.Logger, console io.Writer) (sms.Gateway, error
 		cfg.Webhook = sms.WebhookConfig{URL: s.webhookURL, Secret: []byte(secret), Logger: log}
 	}
 	return sms.New(cfg)
+}
+
+// statusFlags are the gateway's -status-addr, -status-cert, -status-key and -status-client-ca:
+// the mutual TLS endpoint where the operator reads the last retention sweep
+// (gateway.StatusServer). Without -status-cert there is no such endpoint.
+type statusFlags struct {
+	addr, cert, key, clientCA string
+}
+
+func (f *statusFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.addr, "status-addr", ":9443", "HTTPS address (mutual TLS) where the operator reads the last retention sweep; used with -status-cert")
+	fs.StringVar(&f.cert, "status-cert", "", "PEM server certificate of the status endpoint, from the tenant CA; empty: no status endpoint")
+	fs.StringVar(&f.key, "status-key", "", "PEM key of -status-cert")
+	fs.StringVar(&f.clientCA, "status-client-ca", "", "PEM tenant CA that the operator's client certificate must chain to (default -keystore-ca)")
+}
+
+// server returns the status server of tenant on st, or nil without -status-cert.
+func (f *statusFlags) server(tenant, keystoreCA string, st *store.Store, log *slog.Logger) (*gateway.StatusServer, error) {
+	if f.cert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(f.cert, f.key)
+	if err != nil {
+		return nil, fmt.Errorf("load -status-cert/-status-key: %w", err)
+	}
+	caFile := f.clientCA
+	if caFile == "" {
+		caFile = keystoreCA
+	}
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("read -status-client-ca: %w", err)
+	}
+	roots, err := tenantpki.CertPoolFromPEM(caPEM)
+	if err != nil {
+		return nil, fmt.Errorf("-status-client-ca: %w", err)
+	}
+	return gateway.NewStatusServer(gateway.StatusConfig{Tenant: tenant, Certificate: cert, ClientCAs: roots, Sweeps: st, Logger: log})
 }

@@ -39,6 +39,7 @@ type gatewayFlags struct {
 	quietHours, quietHoursZone                string
 	checkpointInterval                        time.Duration
 	retentionFile                             string
+	status                                    statusFlags
 }
 
 func parseGatewayFlags(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (*gatewayFlags, error) {
@@ -72,6 +73,7 @@ func parseGatewayFlags(args []string, lookupEnv func(string) (string, bool), std
 	fs.StringVar(&f.quietHoursZone, "quiet-hours-zone", "America/New_York", "time zone of -quiet-hours")
 	fs.DurationVar(&f.checkpointInterval, "audit-checkpoint-interval", 5*time.Minute, "how often the audit chain head is signed")
 	fs.StringVar(&f.retentionFile, "retention-file", "", "retention settings (JSON: the tenant's RetentionPolicy and LegalHolds, as the operator renders them), reread when the file changes; empty: nothing expires or is purged")
+	f.status.register(fs)
 	required := append([]string{"tenant", "tenant-name", "text-domain"}, keystoreFlagNames...)
 	required = append(required, "tls-cert", "tls-key", "senders-file", "sms-provider", "viewer-url")
 	if err := parseFlags(fs, gatewayEnvPrefix, args, lookupEnv, required...); err != nil {
@@ -147,6 +149,10 @@ func runGateway(ctx context.Context, args []string, lookupEnv func(string) (stri
 	if err != nil {
 		return err
 	}
+	status, err := f.status.server(f.tenant, f.keystore.ca, st, log)
+	if err != nil {
+		return err
+	}
 	return gateway.Run(ctx, gateway.Config{
 		Tenant: f.tenant, TenantName: f.tenantName, TextDomain: f.textDomain,
 		Region: f.region, AllowedCountries: f.allowedCountries,
@@ -160,6 +166,8 @@ func runGateway(ctx context.Context, args []string, lookupEnv func(string) (stri
 		AuditCheckpointInterval: f.checkpointInterval,
 		PolicyLinkExpiry:        linkExpiry,
 		Background:              background,
+		Status:                  status,
+		StatusAddr:              f.status.addr,
 		Logger:                  log,
 		Started:                 started,
 	})

@@ -2,7 +2,9 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -324,4 +326,41 @@ func testLeases(t *testing.T, h harness) {
 	if len(won) != 1 {
 		t.Errorf("%v took the free lease at once, want exactly one", won)
 	}
+}
+
+func testSweepRecord(t *testing.T, h harness) {
+	ctx := context.Background()
+	dsn := h.newDatabase(t)
+	s := Open(t, dsn)
+	replica := Open(t, dsn)
+	name := retention.RecordName
+	if _, err := s.LastSweep(ctx, name); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("last sweep before any: %v, want ErrNotFound", err)
+	}
+	first := retention.Result{
+		Started: sweepEpoch, Finished: sweepEpoch.Add(90 * time.Second), Policy: "hipaa-standard", Generation: 4,
+		LinksExpired: 12, MessagesPurged: 7, MessagesHeld: 3, HeldByHold: map[string]int{"matter-1": 3, "matter-2": 1},
+		MessagesSkipped: 1, HoldEvents: 2, Errors: 1,
+	}
+	must(t, "save the first sweep", s.SaveSweep(ctx, name, first))
+	got, err := replica.LastSweep(ctx, name)
+	must(t, "another replica reads the last sweep", err)
+	if !reflect.DeepEqual(got, first) {
+		t.Errorf("last sweep read back as %+v, want %+v", got, first)
+	}
+
+	// A later sweep replaces it; an earlier one (a sweeper that lost its lease and finished
+	// late) does not.
+	second := retention.Result{Started: sweepEpoch.Add(time.Hour), Finished: sweepEpoch.Add(time.Hour + time.Second), Policy: "hipaa-standard", Generation: 5}
+	must(t, "save a later sweep", replica.SaveSweep(ctx, name, second))
+	stale := first
+	stale.Finished = sweepEpoch.Add(30 * time.Minute)
+	must(t, "save an earlier sweep", s.SaveSweep(ctx, name, stale))
+	if got, err := s.LastSweep(ctx, name); err != nil || !reflect.DeepEqual(got, second) {
+		t.Errorf("last sweep after a later and a stale save: %+v, %v; want %+v", got, err, second)
+	}
+	if _, err := s.LastSweep(ctx, "other"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("another name: %v, want ErrNotFound", err)
+	}
+	wantErr(t, "save an unfinished sweep", s.SaveSweep(ctx, name, retention.Result{Started: sweepEpoch}), store.ErrInvalid)
 }

@@ -44,6 +44,7 @@ func Run(t *testing.T, newDatabase func(t *testing.T) string) {
 		{"ExpireAndPurgeMessages", testExpireAndPurgeMessages},
 		{"ConcurrentPurge", testConcurrentPurge},
 		{"Leases", testLeases},
+		{"SweepRecord", testSweepRecord},
 		{"ReadsNotFound", testReadsNotFound},
 		{"LoginFailures", testLoginFailures},
 		{"LoginBurst", testLoginBurst},
