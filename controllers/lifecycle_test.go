@@ -227,21 +227,7 @@ func TestCRDReinstallKeepsTenantStacks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mgr, err := ctrl.NewManager(cluster.Config, ctrl.Options{
-		Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, Cache: controllers.CacheOptions(),
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := controllers.Setup(mgr, controllers.Options{
-		ClusterInput: controllers.ClusterInput{WorkloadImage: testImage}, VaultAddress: "https://vault.vault.svc:8200"}); err != nil {
-		t.Fatal(err)
-	}
-	mctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(mctx) }()
-	defer func() { cancel(); <-done }()
+	defer startOperator(t, ctx, cluster)()
 
 	tenant := newTenant("kept")
 	if err := c.Create(ctx, tenant); err != nil {
@@ -322,4 +308,25 @@ func TestReplacedTenantCAIsAdopted(t *testing.T) {
 	if w := writesFor(writes.since(mark), name); len(w) != 0 {
 		t.Errorf("the operator keeps writing after adopting the new CA: %v", w)
 	}
+}
+
+// startOperator runs the operator (no Vault credentials, no metrics) against a cluster of a
+// test's own, and returns what stops it.
+func startOperator(t *testing.T, ctx context.Context, cluster *testenv.Kube) (stop func()) {
+	t.Helper()
+	mgr, err := ctrl.NewManager(cluster.Config, ctrl.Options{
+		Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, Cache: controllers.CacheOptions(),
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := controllers.Setup(mgr, controllers.Options{
+		ClusterInput: controllers.ClusterInput{WorkloadImage: testImage}, VaultAddress: "https://vault.vault.svc:8200"}); err != nil {
+		t.Fatal(err)
+	}
+	mctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(mctx) }()
+	return func() { cancel(); <-done }
 }

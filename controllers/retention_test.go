@@ -15,11 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	securetextv1alpha1 "github.com/securetext/securetext/api/v1alpha1"
 	"github.com/securetext/securetext/controllers"
@@ -349,21 +345,7 @@ func TestRetentionPolicyStoredBeforeACRDRule(t *testing.T) {
 		return nil
 	})
 
-	mgr, err := ctrl.NewManager(cluster.Config, ctrl.Options{
-		Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, Cache: controllers.CacheOptions(),
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := controllers.Setup(mgr, controllers.Options{
-		ClusterInput: controllers.ClusterInput{WorkloadImage: testImage}, VaultAddress: "https://vault.vault.svc:8200"}); err != nil {
-		t.Fatal(err)
-	}
-	mctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(mctx) }()
-	defer func() { cancel(); <-done }()
+	defer startOperator(t, ctx, cluster)()
 
 	tenant := newTenant("legacy")
 	tenant.Spec.RetentionPolicyName = legacy.Name

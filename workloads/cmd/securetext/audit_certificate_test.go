@@ -13,7 +13,6 @@ import (
 
 	"github.com/securetext/securetext/workloads/audit"
 	"github.com/securetext/securetext/workloads/keystore"
-	"github.com/securetext/securetext/workloads/store"
 	"github.com/securetext/securetext/workloads/store/storetest"
 )
 
@@ -22,16 +21,7 @@ import (
 // none.
 func TestAuditCertificateFromStore(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	dsn := "sqlite:" + filepath.Join(dir, "tenant.db")
-	keyFile := filepath.Join(dir, "keystore.json")
-	if err := keystore.GenerateLocalKeyFile(keyFile); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, dsn, "clinic-a")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, dsn, keyFile, st := auditTenant(t)
 	accept := func(phone string) string {
 		r := storetest.NewClockRequest(phone, time.Now())
 		if _, err := st.AcceptMessage(ctx, r); err != nil {

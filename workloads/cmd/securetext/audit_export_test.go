@@ -21,16 +21,7 @@ import (
 // verifies it; a tampered copy fails at the changed event.
 func TestAuditExportThenVerify(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	dsn := "sqlite:" + filepath.Join(dir, "tenant.db")
-	keyFile := filepath.Join(dir, "keystore.json")
-	if err := keystore.GenerateLocalKeyFile(keyFile); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, dsn, "clinic-a")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, dsn, keyFile, st := auditTenant(t)
 	for i := range 3 {
 		ev := audit.Event{Time: time.Now(), Kind: audit.KindAdminAction, Actor: "operator", Detail: map[string]string{"n": string(rune('0' + i))}}
 		if err := st.AppendAudit(ctx, ev); err != nil {
@@ -88,4 +79,21 @@ func TestAuditExportThenVerify(t *testing.T) {
 			t.Errorf("export %v succeeded", args)
 		}
 	}
+}
+
+// auditTenant makes tenant clinic-a's SQLite database and local key file in a temporary folder
+// for the audit commands, and returns the folder, the DSN, the key file and the open store.
+func auditTenant(t *testing.T) (dir, dsn, keyFile string, st *store.Store) {
+	t.Helper()
+	dir = t.TempDir()
+	dsn = "sqlite:" + filepath.Join(dir, "tenant.db")
+	keyFile = filepath.Join(dir, "keystore.json")
+	if err := keystore.GenerateLocalKeyFile(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(context.Background(), dsn, "clinic-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, dsn, keyFile, st
 }
