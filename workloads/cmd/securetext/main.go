@@ -4,7 +4,7 @@
 //	securetext gateway   one tenant's gateway: SMTP submission, REST API, SMS notifier
 //	securetext viewer    one tenant's viewer: the patient's pages behind the texted link
 //	securetext keystore  one tenant's keystore: wraps data keys and signs audit checkpoints
-//	securetext audit     export a tenant's audit trail, and verify an export offline
+//	securetext audit     export a tenant's audit trail or a purge's certificate of destruction, and verify either offline
 //	securetext sender    make a sender's credentials and the hashes for the senders file
 //	securetext version   print the release, Go version and platform (also --version)
 //
@@ -59,7 +59,8 @@ commands:
   gateway   run one tenant's gateway (SMTP submission, REST API, SMS notifier)
   viewer    run one tenant's viewer (the patient's pages behind the texted link)
   keystore  run one tenant's keystore (data keys and audit signatures, Vault Transit or a local key file)
-  audit     export a tenant's audit trail (audit export), or check an export offline (audit verify)
+  audit     export a tenant's audit trail (audit export) or a purge's certificate of destruction (audit
+            certificate), or check either offline (audit verify)
   sender    make a sender's SMTP password and API key, and the entry for the senders file
   version   print the version (also --version)
 
