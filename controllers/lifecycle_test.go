@@ -218,15 +218,7 @@ func TestOperatorRestartMidReconcile(t *testing.T) {
 // CRD deletes every tenant; the operator must release them without deleting their namespaces.
 func TestCRDReinstallKeepsTenantStacks(t *testing.T) {
 	ctx := context.Background()
-	cluster, err := testenv.StartKube()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Stop()
-	c, err := client.New(cluster.Config, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cluster, c := ownCluster(t)
 	defer startOperator(t, ctx, cluster)()
 
 	tenant := newTenant("kept")
@@ -308,6 +300,22 @@ func TestReplacedTenantCAIsAdopted(t *testing.T) {
 	if w := writesFor(writes.since(mark), name); len(w) != 0 {
 		t.Errorf("the operator keeps writing after adopting the new CA: %v", w)
 	}
+}
+
+// ownCluster starts a control plane for one test (one that changes CRDs, which the suite's
+// must keep), stopped when the test ends, and a client of it.
+func ownCluster(t *testing.T) (*testenv.Kube, client.Client) {
+	t.Helper()
+	cluster, err := testenv.StartKube()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cluster.Stop() })
+	c, err := client.New(cluster.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cluster, c
 }
 
 // startOperator runs the operator (no Vault credentials, no metrics) against a cluster of a

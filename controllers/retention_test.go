@@ -19,7 +19,6 @@ import (
 
 	securetextv1alpha1 "github.com/securetext/securetext/api/v1alpha1"
 	"github.com/securetext/securetext/controllers"
-	"github.com/securetext/securetext/hack/testenv"
 	"github.com/securetext/securetext/workloads/retention"
 )
 
@@ -307,15 +306,7 @@ func TestLegalHoldOutsideATenant(t *testing.T) {
 // not sweep with it. The CRD is changed on a cluster of its own (the suite's must keep its rules).
 func TestRetentionPolicyStoredBeforeACRDRule(t *testing.T) {
 	ctx := context.Background()
-	cluster, err := testenv.StartKube()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Stop()
-	c, err := client.New(cluster.Config, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cluster, c := ownCluster(t)
 
 	legacy := newPolicy("legacy", "1h") // purged after 1h, link works for 168h
 	crd := &apiextensionsv1.CustomResourceDefinition{}
