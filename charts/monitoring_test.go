@@ -33,6 +33,7 @@ import (
 	"github.com/securetext/securetext/controllers"
 	"github.com/securetext/securetext/workloads/gateway"
 	"github.com/securetext/securetext/workloads/keystore"
+	"github.com/securetext/securetext/workloads/retention"
 	"github.com/securetext/securetext/workloads/viewer"
 )
 
@@ -154,6 +155,7 @@ func exportedCatalog(t *testing.T) catalog {
 	}{
 		{"gateway", func(r prometheus.Registerer) error {
 			gateway.NewMetrics(r)
+			retention.NewMetrics(r)               // the retention sweeper's, on the gateway's registry
 			return gateway.RegisterOutbox(r, nil) // Describe does not read the store
 		}},
 		{"viewer", func(r prometheus.Registerer) error { viewer.NewMetrics(r); return nil }},

@@ -21,6 +21,9 @@ const (
 	EventVaultFailed       = "VaultFailed"
 	EventWorkloadsApplied  = "WorkloadsApplied"
 	EventOrphaned          = "Orphaned"
+	// EventKeyVersionsDestroyed: old versions of the tenant's wrapping key were destroyed, so
+	// content purged before them is gone from every copy of the database.
+	EventKeyVersionsDestroyed = "KeyVersionsDestroyed"
 )
 
 // event records one Normal event listing changes; nothing when there are none.

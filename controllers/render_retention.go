@@ -111,6 +111,10 @@ func RetentionSettings(t *securetextv1alpha1.SecureTextTenant, defaultPolicy str
 	return s, out
 }
 
+// DefaultKeyRotationPeriod is the RetentionPolicy CRD's default keyRotationPeriod, for a policy
+// stored before the field existed.
+const DefaultKeyRotationPeriod = "720h"
+
 // RetentionPolicySettings is a RetentionPolicy as the workloads read it, or why they could not
 // apply it. The CRD's rules are checked again (retention.Policy.Validate): a policy stored
 // before a rule existed, or a duration the API server accepts but Go cannot hold (more than
@@ -127,6 +131,7 @@ func RetentionPolicySettings(p *securetextv1alpha1.RetentionPolicy) (*retention.
 		{"contentPurgeAfter", p.Spec.ContentPurgeAfter, &out.ContentPurgeAfter},
 		{"auditRetention", p.Spec.AuditRetention, &out.AuditRetention},
 		{"sweepInterval", p.Spec.SweepInterval, &out.SweepInterval},
+		{"keyRotationPeriod", cmp.Or(p.Spec.KeyRotationPeriod, DefaultKeyRotationPeriod), &out.KeyRotationPeriod},
 	} {
 		d, err := time.ParseDuration(f.value)
 		if err != nil {

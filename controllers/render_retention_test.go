@@ -51,7 +51,8 @@ func TestRetentionSettings(t *testing.T) {
 	}
 	standard := &retention.Policy{Name: "hipaa-standard", Generation: 3,
 		UnreadLinkExpiry: retention.Duration{D: 720 * time.Hour}, ContentPurgeAfter: retention.Duration{D: 2160 * time.Hour},
-		AuditRetention: retention.Duration{D: 52608 * time.Hour}, SweepInterval: retention.Duration{D: time.Hour}}
+		AuditRetention: retention.Duration{D: 52608 * time.Hour}, SweepInterval: retention.Duration{D: time.Hour},
+		KeyRotationPeriod: retention.Duration{D: 720 * time.Hour}}
 
 	cases := []struct {
 		name          string

@@ -100,7 +100,7 @@ func (r *SecureTextTenantReconciler) Reconcile(ctx context.Context, req ctrl.Req
 		}
 		return ctrl.Result{}, errors.Join(st.err(), err)
 	}
-	r.reportSweeps(ctx, tenant, st.sweepPolicy)
+	r.reportSweeps(ctx, tenant, st)
 
 	// Waits are not failures: they requeue without error backoff or Warning events. A conflict
 	// is rechecked now and then, because the foreign namespace is outside the operator's cache
@@ -139,7 +139,19 @@ func (r *SecureTextTenantReconciler) ensureStack(ctx context.Context, tenant *se
 		st.renderErr = err
 		return st
 	}
+	var retentionErr error
+	if holdsErr == nil {
+		in.Retention, st.retention, retentionErr = r.retentionSettings(ctx, tenant, holds)
+		if p := in.Retention.Policy; retentionErr == nil && p != nil {
+			// The policy bounds how long purged content stays in backups (keys.go in package
+			// retention): the wrapping key rotates at least as often as it says.
+			if tv.RotationPeriod == 0 || p.KeyRotationPeriod.D < tv.RotationPeriod {
+				tv.RotationPeriod = p.KeyRotationPeriod.D
+			}
+		}
+	}
 	r.ensureVault(ctx, tenant, tv, &st)
+	st.tenantVault = tv
 	if st.secretsErr != nil {
 		return st
 	}
@@ -150,8 +162,8 @@ func (r *SecureTextTenantReconciler) ensureStack(ctx context.Context, tenant *se
 		st.applyErr = holdsErr
 		return st
 	}
-	if in.Retention, st.retention, err = r.retentionSettings(ctx, tenant, holds); err != nil {
-		st.applyErr = err
+	if retentionErr != nil {
+		st.applyErr = retentionErr
 		return st
 	}
 	st.sweepPolicy = in.Retention.Policy
@@ -188,6 +200,9 @@ type tenantState struct {
 	// sweepPolicy is the policy in the tenant's retention settings, nil for none: its sweeps
 	// are reported (sweep_status.go) and looked at again every sweepInterval.
 	sweepPolicy *retention.Policy
+	// tenantVault is the tenant's Vault objects as the Vault step saw them; the sweep status
+	// step destroys old versions of its wrapping key.
+	tenantVault TenantVault
 }
 
 // err is the first failure that should be retried with backoff, labelled with its step.

@@ -52,7 +52,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	if err := (&RetentionPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {
+	if err := (&RetentionPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), DefaultPolicy: opts.DefaultRetentionPolicy}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	return (&LegalHoldReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Now: opts.Now}).SetupWithManager(mgr)

@@ -27,7 +27,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -178,7 +180,8 @@ func (r *SecureTextTenantReconciler) readSweepStatus(ctx context.Context, tenant
 
 // reportSweeps is the sweep status step of a Ready tenant with a policy: it reads the last
 // sweep and writes it into the policy's and the holds' status. Failures are events only.
-func (r *SecureTextTenantReconciler) reportSweeps(ctx context.Context, tenant *securetextv1alpha1.SecureTextTenant, policy *retention.Policy) {
+func (r *SecureTextTenantReconciler) reportSweeps(ctx context.Context, tenant *securetextv1alpha1.SecureTextTenant, ts tenantState) {
+	policy := ts.sweepPolicy
 	ns := tenant.Status.Namespace
 	if policy == nil || ns == "" || !meta.IsStatusConditionTrue(tenant.Status.Conditions, securetextv1alpha1.ConditionReady) {
 		return
@@ -204,6 +207,27 @@ func (r *SecureTextTenantReconciler) reportSweeps(ctx context.Context, tenant *s
 	}
 	if err := r.recordSweepInHolds(ctx, ns, *last); err != nil {
 		log.FromContext(ctx).Error(err, "write held messages into the legal holds' status", "namespace", ns)
+	}
+	r.trimWrappingKey(ctx, tenant, ts, last.Keys)
+}
+
+// trimWrappingKey destroys the versions of the tenant's wrapping key that no stored message
+// needs any more, as the last sweep reported (vault_trim.go).
+func (r *SecureTextTenantReconciler) trimWrappingKey(ctx context.Context, tenant *securetextv1alpha1.SecureTextTenant, ts tenantState, keys *retention.KeyStatus) {
+	p := r.Options.Vault
+	if p == nil || ts.vaultErr != nil || keys == nil || !keys.Trims || keys.Floor <= keys.MinAvailable {
+		return
+	}
+	trim, err := p.TrimWrappingKey(ctx, ts.tenantVault, keys.Floor)
+	if err != nil {
+		r.Recorder.Eventf(tenant, nil, corev1.EventTypeWarning, EventVaultFailed, "TrimWrappingKey",
+			"could not destroy the versions of the wrapping key below %d that no stored message needs: %s; purged content stays recoverable from backups until this succeeds", keys.Floor, err)
+		return
+	}
+	if trim.Destroyed > 0 {
+		r.Recorder.Eventf(tenant, nil, corev1.EventTypeNormal, EventKeyVersionsDestroyed, "TrimWrappingKey",
+			"destroyed the versions of Transit key %s/keys/%s below %d: content purged before %s can no longer be decrypted from any copy of the database",
+			ts.tenantVault.Mount(), ts.tenantVault.WrappingKey(), trim.Destroyed, trim.Since.UTC().Format(time.RFC3339))
 	}
 }
 
@@ -245,18 +269,32 @@ func setPolicyTenantStatus(st *securetextv1alpha1.RetentionPolicyStatus, tenant 
 		MessagesHeld: int64(last.MessagesHeld), Errors: int64(last.Errors),
 	}
 	fresh := true
-	kept := st.Tenants[:0:0]
 	for _, t := range st.Tenants {
-		switch {
-		case t.Name == tenant:
+		if t.Name == tenant {
 			fresh = t.LastSweepTime == nil || entry.LastSweepTime.After(t.LastSweepTime.Time)
-		case using[t.Name]:
-			kept = append(kept, t)
 		}
 	}
-	kept = append(kept, entry)
+	keepPolicyTenants(st, func() map[string]bool {
+		others := maps.Clone(using)
+		delete(others, tenant)
+		return others
+	}())
+	st.Tenants = append(st.Tenants, entry)
+	sumPolicyTenants(st)
+	return fresh
+}
+
+// keepPolicyTenants drops from a policy's status the tenants that are not in using (deleted,
+// or moved to another policy) and sums the rest again.
+func keepPolicyTenants(st *securetextv1alpha1.RetentionPolicyStatus, using map[string]bool) {
+	st.Tenants = slices.DeleteFunc(st.Tenants, func(t securetextv1alpha1.RetentionPolicyTenantStatus) bool { return !using[t.Name] })
+	sumPolicyTenants(st)
+}
+
+// sumPolicyTenants sorts the tenants of a policy's status by name and sets the top-level sums.
+func sumPolicyTenants(st *securetextv1alpha1.RetentionPolicyStatus) {
+	kept := st.Tenants
 	sort.Slice(kept, func(i, j int) bool { return kept[i].Name < kept[j].Name })
-	st.Tenants = kept
 	st.LastSweepTime, st.LinksExpired, st.MessagesPurged, st.MessagesHeld = nil, 0, 0, 0
 	for _, t := range kept {
 		if t.LastSweepTime != nil && (st.LastSweepTime == nil || t.LastSweepTime.After(st.LastSweepTime.Time)) {
@@ -266,7 +304,6 @@ func setPolicyTenantStatus(st *securetextv1alpha1.RetentionPolicyStatus, tenant 
 		st.MessagesPurged += t.MessagesPurged
 		st.MessagesHeld += t.MessagesHeld
 	}
-	return fresh
 }
 
 // recordSweepInHolds sets heldMessages of every hold in ns from the last sweep: how many

@@ -165,3 +165,42 @@ func TestSweepStatusFlowsBack(t *testing.T) {
 	wantHeld(hold, 1)
 	wantHeld(other, 1)
 }
+
+// A tenant that is deleted leaves its policy's status at once, not at another tenant's next
+// sweep, and the sums drop with it.
+func TestDeletedTenantLeavesPolicyStatus(t *testing.T) {
+	ctx := context.Background()
+	const name, ns = "swept-gone", "securetext-swept-gone"
+	policy := newPolicy("swept-gone-standard", "720h")
+	policy.Spec.SweepInterval = "1m"
+	createCleaned(t, k8s, policy)
+	tenant := newTenant(name)
+	tenant.Spec.RetentionPolicyName = policy.Name
+	createCleaned(t, k8s, tenant)
+	eventually(t, "namespace "+ns, func() error { return k8s.Get(ctx, client.ObjectKey{Name: ns}, &corev1.Namespace{}) })
+	provideDatabase(t, ns)
+	st := startGatewayStatus(t, name, ns)
+	finished := time.Now().UTC().Truncate(time.Second)
+	if err := st.SaveSweep(ctx, retention.RecordName, retention.Result{Started: finished.Add(-time.Minute), Finished: finished,
+		Policy: policy.Name, MessagesPurged: 7}); err != nil {
+		t.Fatal(err)
+	}
+	readyAgain(t, name, ns)
+	tenants := func(want int, purged int64) func() error {
+		return func() error {
+			var p securetextv1alpha1.RetentionPolicy
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(policy), &p); err != nil {
+				return err
+			}
+			if len(p.Status.Tenants) != want || p.Status.MessagesPurged != purged {
+				return fmt.Errorf("tenants %+v, purged %d; want %d tenants, %d purged", p.Status.Tenants, p.Status.MessagesPurged, want, purged)
+			}
+			return nil
+		}
+	}
+	eventually(t, "the tenant in the policy's status", tenants(1, 7))
+	if err := k8s.Delete(ctx, tenant); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the deleted tenant out of the policy's status", tenants(0, 0))
+}

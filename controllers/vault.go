@@ -31,7 +31,6 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -394,15 +393,17 @@ type transitKey struct {
 	AllowPlaintextBackup bool                       `json:"allow_plaintext_backup"`
 	DeletionAllowed      bool                       `json:"deletion_allowed"`
 	LatestVersion        int                        `json:"latest_version"`
+	MinDecryptionVersion int                        `json:"min_decryption_version"`
+	MinEncryptionVersion int                        `json:"min_encryption_version"`
+	MinAvailableVersion  int                        `json:"min_available_version"`
 	Keys                 map[string]json.RawMessage `json:"keys"`
 }
 
 // latestCreated is when the latest version of k was made.
-func (k *transitKey) latestCreated() (time.Time, error) {
-	raw, ok := k.Keys[strconv.Itoa(k.LatestVersion)]
-	if !ok {
-		return time.Time{}, fmt.Errorf("Vault lists no version %d", k.LatestVersion)
-	}
+func (k *transitKey) latestCreated() (time.Time, error) { return k.created(k.LatestVersion) }
+
+// keyVersionTime reads the creation time of version v from GET <mount>/keys/<name>.
+func keyVersionTime(raw json.RawMessage, v int) (time.Time, error) {
 	var unix int64
 	if err := json.Unmarshal(raw, &unix); err == nil {
 		return time.Unix(unix, 0), nil
@@ -411,7 +412,7 @@ func (k *transitKey) latestCreated() (time.Time, error) {
 		CreationTime time.Time `json:"creation_time"`
 	}
 	if err := json.Unmarshal(raw, &asym); err != nil || asym.CreationTime.IsZero() {
-		return time.Time{}, fmt.Errorf("no creation time for version %d", k.LatestVersion)
+		return time.Time{}, fmt.Errorf("no creation time for version %d", v)
 	}
 	return asym.CreationTime, nil
 }

@@ -18,6 +18,7 @@ type vaultCheck struct {
 	resourceVersion string // of the tenant when checked
 	at              time.Time
 	nextRotation    time.Time
+	rotationPeriod  time.Duration // the tenant's, or its retention policy's when shorter
 }
 
 // ensureVault brings the tenant's Vault objects to the spec. The Vault finalizer goes on
@@ -35,7 +36,7 @@ func (r *SecureTextTenantReconciler) ensureVault(ctx context.Context, tenant *se
 		// The same tenant, checked a moment ago: Vault drift is repaired at the resync, and a
 		// spec or annotation change (a new resourceVersion) checks again at once.
 		c := c.(vaultCheck)
-		if c.resourceVersion == tenant.ResourceVersion && now.Sub(c.at) < r.resync()/2 &&
+		if c.resourceVersion == tenant.ResourceVersion && c.rotationPeriod == tv.RotationPeriod && now.Sub(c.at) < r.resync()/2 &&
 			(c.nextRotation.IsZero() || now.Before(c.nextRotation)) {
 			st.vaultMount, st.rotateAt = tv.Mount(), c.nextRotation
 			return
@@ -60,5 +61,6 @@ func (r *SecureTextTenantReconciler) ensureVault(ctx context.Context, tenant *se
 		return
 	}
 	st.vaultMount = tv.Mount()
-	r.vaultChecks.Store(tenant.Name, vaultCheck{resourceVersion: tenant.ResourceVersion, at: now, nextRotation: res.NextRotation})
+	r.vaultChecks.Store(tenant.Name, vaultCheck{resourceVersion: tenant.ResourceVersion, at: now, nextRotation: res.NextRotation,
+		rotationPeriod: tv.RotationPeriod})
 }

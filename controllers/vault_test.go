@@ -15,10 +15,14 @@ import (
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	securetextv1alpha1 "github.com/securetext/securetext/api/v1alpha1"
 	"github.com/securetext/securetext/hack/testenv"
+	"github.com/securetext/securetext/workloads/keystore"
+	"github.com/securetext/securetext/workloads/retention"
 	"github.com/securetext/securetext/workloads/vaultpolicy"
 )
 
@@ -619,6 +623,47 @@ func TestVaultTenantIsolation(t *testing.T) {
 // suffix: create, no-op, drift repair, rotation, Retain removal and re-creation, Shred (also of
 // a tenant never provisioned), and looking up and renewing its own token. It returns the
 // first error.
+// TrimWrappingKey destroys the versions below the floor the sweeps report, never one that is
+// not settled, and nothing twice: a ciphertext of a destroyed version no longer decrypts, one of
+// the floor's version still does.
+func TestVaultTrimWrappingKey(t *testing.T) {
+	f := startVaultFixture(t)
+	p, counter := f.provisioner(t, f.v.RootToken)
+	tv := testTenant("acme")
+	ensure(t, p, tv)
+	ctx := t.Context()
+	old := encrypt(t, f.root, tv, "purged long ago")
+	f.write(t, tv.Mount()+"/keys/messages/rotate", nil)
+	kept := encrypt(t, f.root, tv, "still stored")
+
+	// Version 2 was made just now: a reserved key of version 1 may still be stored.
+	counter.writes()
+	if trim, err := p.TrimWrappingKey(ctx, tv, 2); err != nil || trim.Destroyed != 0 {
+		t.Fatalf("trim of an unsettled version: %+v, %v; want nothing destroyed", trim, err)
+	}
+	if w := counter.writes(); len(w) != 0 {
+		t.Errorf("trim of an unsettled version wrote %q", w)
+	}
+	p.Now = func() time.Time { return time.Now().Add(keystore.RotationSettle + time.Minute) }
+	trim, err := p.TrimWrappingKey(ctx, tv, 5) // above the latest: lowered to it
+	if err != nil || trim.Destroyed != 2 || trim.Since.IsZero() {
+		t.Fatalf("trim: %+v, %v; want versions below 2 destroyed", trim, err)
+	}
+	key := f.read(t, tv.Mount()+"/keys/messages")
+	if jsonInt(key["min_available_version"]) != 2 || jsonInt(key["min_decryption_version"]) != 2 {
+		t.Errorf("after the trim: min_available_version %v, min_decryption_version %v", key["min_available_version"], key["min_decryption_version"])
+	}
+	if _, err := decrypt(t, f.root, tv, old); err == nil {
+		t.Error("a ciphertext of the destroyed version 1 still decrypts")
+	}
+	if got, err := decrypt(t, f.root, tv, kept); err != nil || got != "still stored" {
+		t.Errorf("a ciphertext of version 2: %q, %v", got, err)
+	}
+	if trim, err := p.TrimWrappingKey(ctx, tv, 2); err != nil || trim.Destroyed != 0 {
+		t.Errorf("second trim: %+v, %v; want nothing more destroyed", trim, err)
+	}
+}
+
 func operatorScenario(t *testing.T, f *vaultFixture, p *VaultProvisioner, token, suffix string) error {
 	t.Helper()
 	ctx := t.Context()
@@ -646,6 +691,14 @@ func operatorScenario(t *testing.T, f *vaultFixture, p *VaultProvisioner, token,
 		return err
 	} else if !res.Rotated {
 		return errors.New("rotation did not rotate")
+	}
+	p.Now = func() time.Time { return time.Now().Add(keystore.RotationSettle + time.Minute) }
+	trim, err := p.TrimWrappingKey(ctx, a, 2)
+	p.Now = nil
+	if err != nil {
+		return err
+	} else if trim.Destroyed != 2 {
+		return fmt.Errorf("trim destroyed below %d, want 2", trim.Destroyed)
 	}
 	if _, err := p.Remove(ctx, a); err != nil {
 		return err
@@ -800,5 +853,45 @@ func TestVaultOperatorPolicyIsMinimal(t *testing.T) {
 	}
 	if variant < 10 {
 		t.Fatalf("found only %d capabilities in %s", variant, operatorPolicyFile)
+	}
+}
+
+// The sweep status step destroys what the last sweep reports no stored message needs, and
+// says so in an event; a report from a key holder that never trims, or a floor at the versions
+// already destroyed, changes nothing.
+func TestTrimFollowsReportedFloor(t *testing.T) {
+	f := startVaultFixture(t)
+	p, counter := f.provisioner(t, f.v.RootToken)
+	tv := testTenant("acme")
+	ensure(t, p, tv)
+	f.write(t, tv.Mount()+"/keys/messages/rotate", nil)
+	p.Now = func() time.Time { return time.Now().Add(keystore.RotationSettle + time.Minute) }
+	rec := events.NewFakeRecorder(10)
+	r := &SecureTextTenantReconciler{Recorder: rec, Options: Options{Vault: p}}
+	tenant := &securetextv1alpha1.SecureTextTenant{ObjectMeta: metav1.ObjectMeta{Name: "acme"}}
+	st := tenantState{tenantVault: tv}
+
+	counter.writes()
+	for _, k := range []*retention.KeyStatus{
+		nil,
+		{Latest: 2, Floor: 2, MinAvailable: 1, Trims: false},
+		{Latest: 2, Floor: 1, MinAvailable: 1, Trims: true},
+	} {
+		r.trimWrappingKey(t.Context(), tenant, st, k)
+	}
+	if w := counter.writes(); len(w) != 0 {
+		t.Fatalf("reports with nothing to destroy wrote %q", w)
+	}
+	r.trimWrappingKey(t.Context(), tenant, st, &retention.KeyStatus{Latest: 2, Floor: 2, MinAvailable: 1, Trims: true})
+	if got := jsonInt(f.read(t, tv.Mount()+"/keys/messages")["min_available_version"]); got != 2 {
+		t.Errorf("min_available_version %d after a floor of 2 was reported", got)
+	}
+	select {
+	case e := <-rec.Events:
+		if !strings.Contains(e, EventKeyVersionsDestroyed) || !strings.Contains(e, "below 2") {
+			t.Errorf("event %q", e)
+		}
+	default:
+		t.Error("no KeyVersionsDestroyed event")
 	}
 }

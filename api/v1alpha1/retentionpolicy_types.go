@@ -39,6 +39,18 @@ type RetentionPolicySpec struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=32
 	SweepInterval string `json:"sweepInterval,omitempty"`
+
+	// KeyRotationPeriod bounds how long purged content stays recoverable from backups: the
+	// tenant's Transit wrapping key is rotated at least this often (more often if the tenant's
+	// spec.vault.keyRotationPeriod is shorter), the sweeps move the data keys of stored messages
+	// to the new version, and the operator then destroys the old versions. Content purged at
+	// time T is unrecoverable from every copy of the database by T + keyRotationPeriod +
+	// 2 × sweepInterval + 10m.
+	// +kubebuilder:default="720h"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('24h')",message="keyRotationPeriod must be a duration of at least 24h, written like 720h (days are not a unit: 30 days is 720h)"
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	KeyRotationPeriod string `json:"keyRotationPeriod,omitempty"`
 }
 
 // RetentionPolicyStatus reports the sweeps of the tenants that use the policy.

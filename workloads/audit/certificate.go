@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 )
 
@@ -26,6 +27,38 @@ type Certificate struct {
 	Rule       string
 	Generation string
 	PurgedAt   time.Time
+	// KeyVersionMax is the newest version of the tenant's wrapping key that can have wrapped
+	// the message's data key (the purge event's key_version_max); 0 when the purge recorded none.
+	KeyVersionMax int
+	// KeysDestroyed, when set, is the later event that records destroying every wrapping key
+	// version up to KeyVersionMax: from then on no copy of the database, backups included,
+	// can be decrypted.
+	KeysDestroyed *KeyDestruction
+}
+
+// KeyDestruction is a key-versions-destroyed event: the versions of the wrapping key below
+// MinVersion were destroyed, as the sweeper saw at At.
+type KeyDestruction struct {
+	Seq        uint64
+	MinVersion int
+	At         time.Time
+}
+
+// destructionCovering returns the first event of events that records destroying every version
+// up to vmax, if any.
+func destructionCovering(events []Event, vmax int) *KeyDestruction {
+	if vmax <= 0 {
+		return nil
+	}
+	for _, e := range events {
+		if e.Kind != KindKeyVersionsDestroyed {
+			continue
+		}
+		if n, err := strconv.Atoi(e.Detail["min_version"]); err == nil && n > vmax {
+			return &KeyDestruction{Seq: e.Seq, MinVersion: n, At: e.Time}
+		}
+	}
+	return nil
 }
 
 // WriteCertificate writes the certificate of destruction of events[0], a purged event: events
@@ -53,13 +86,26 @@ func WriteCertificate(w io.Writer, pub ed25519.PublicKey, events []Event, cp Che
 	}
 	c := Certificate{MessageID: purged.MessageID, Seq: purged.Seq, Rule: purged.Detail["rule"],
 		Generation: purged.Detail["generation"], PurgedAt: purged.Time}
+	if v := purged.Detail["key_version_max"]; v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return fmt.Errorf("certificate of destruction: event %d records key_version_max %q, not a version", purged.Seq, v)
+		}
+		c.KeyVersionMax = n
+		c.KeysDestroyed = destructionCovering(events[1:], n)
+	}
 
 	bw := bufio.NewWriter(w)
 	enc := json.NewEncoder(bw)
 	enc.SetEscapeHTML(false)
-	header := exportHeader{Format: ExportFormat, Tenant: purged.Tenant, PublicKey: pub, First: purged.Seq, Certificate: &certificateRecord{
+	rec := &certificateRecord{
 		MessageID: c.MessageID, Seq: c.Seq, Rule: c.Rule, Generation: c.Generation, PurgedAt: c.PurgedAt.UTC().Format(timeLayout),
-	}}
+		KeyVersionMax: c.KeyVersionMax,
+	}
+	if d := c.KeysDestroyed; d != nil {
+		rec.KeysDestroyed = &keyDestructionRecord{Seq: d.Seq, MinVersion: d.MinVersion, At: d.At.UTC().Format(timeLayout)}
+	}
+	header := exportHeader{Format: ExportFormat, Tenant: purged.Tenant, PublicKey: pub, First: purged.Seq, Certificate: rec}
 	if err := enc.Encode(header); err != nil {
 		return fmt.Errorf("certificate of destruction: %w", err)
 	}
@@ -79,7 +125,42 @@ func (r *certificateRecord) certificate() (Certificate, error) {
 	if err != nil {
 		return Certificate{}, fmt.Errorf("purgedAt %q is not a time", r.PurgedAt)
 	}
-	return Certificate{MessageID: r.MessageID, Seq: r.Seq, Rule: r.Rule, Generation: r.Generation, PurgedAt: t}, nil
+	c := Certificate{MessageID: r.MessageID, Seq: r.Seq, Rule: r.Rule, Generation: r.Generation, PurgedAt: t, KeyVersionMax: r.KeyVersionMax}
+	if d := r.KeysDestroyed; d != nil {
+		at, err := time.Parse(time.RFC3339Nano, d.At)
+		if err != nil {
+			return Certificate{}, fmt.Errorf("keysDestroyed.at %q is not a time", d.At)
+		}
+		c.KeysDestroyed = &KeyDestruction{Seq: d.Seq, MinVersion: d.MinVersion, At: at}
+	}
+	return c, nil
+}
+
+// matchesKeys checks the certificate's key-version bound against the segment's events: the
+// purge's key_version_max, and the destruction it names, which must cover that version.
+func (c Certificate) matchesKeys(events []Event) error {
+	purged := events[0]
+	if want := purged.Detail["key_version_max"]; (c.KeyVersionMax == 0 && want != "") || (c.KeyVersionMax != 0 && want != strconv.Itoa(c.KeyVersionMax)) {
+		return fmt.Errorf("names key version %d, but event %d records key_version_max %q", c.KeyVersionMax, purged.Seq, want)
+	}
+	d := c.KeysDestroyed
+	if d == nil {
+		return nil
+	}
+	if c.KeyVersionMax == 0 || d.MinVersion <= c.KeyVersionMax {
+		return fmt.Errorf("says key versions below %d were destroyed, which does not cover key version %d", d.MinVersion, c.KeyVersionMax)
+	}
+	for _, e := range events {
+		if e.Seq != d.Seq {
+			continue
+		}
+		if e.Kind != KindKeyVersionsDestroyed || e.Detail["min_version"] != strconv.Itoa(d.MinVersion) || !e.Time.Equal(d.At) {
+			return fmt.Errorf("names event %d as destroying key versions below %d at %s, but it records something else",
+				d.Seq, d.MinVersion, d.At.Format(time.RFC3339Nano))
+		}
+		return nil
+	}
+	return fmt.Errorf("names event %d as destroying key versions, but the file holds no such event", d.Seq)
 }
 
 // matches checks that the certificate says what its segment's first event, number first,

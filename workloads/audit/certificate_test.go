@@ -138,3 +138,73 @@ func checkpointBy(t *testing.T, signer Signer, cp Checkpoint) string {
 	}
 	return string(line) + "\n"
 }
+
+// keyLog is purgeLog with the purge naming key version 2 and, at event 9, the destruction of
+// the versions below minVersion.
+func keyLog(t *testing.T, minVersion string) ([]Event, Checkpoint) {
+	t.Helper()
+	c := NewChain(tenant, 0, [32]byte{})
+	var events []Event
+	for i := range 12 {
+		e := Event{Time: t0.Add(time.Duration(i) * time.Minute), Kind: KindNotified, Actor: "system", MessageID: "msg-other"}
+		switch i {
+		case 4:
+			e = Event{Time: e.Time, Kind: KindPurged, Actor: "retention", MessageID: "msg-purged",
+				Detail: map[string]string{"rule": "hipaa-standard", "generation": "3", "key_version_max": "2"}}
+		case 8:
+			e = Event{Time: e.Time, Kind: KindKeyVersionsDestroyed, Actor: "retention",
+				Detail: map[string]string{"min_version": minVersion, "previous_min_version": "1"}}
+		}
+		events = append(events, c.Append(e))
+	}
+	last := events[len(events)-1]
+	cp, err := SignCheckpoint(context.Background(), NewEd25519Signer(testKey), tenant, last.Seq, last.Hash, last.Time)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return events, cp
+}
+
+// A certificate names the key-version bound of the purge and the later event that destroyed
+// those versions; verify checks both against the signed events, and refuses a claim the events
+// do not make.
+func TestCertificateKeyBound(t *testing.T) {
+	events, cp := keyLog(t, "3")
+	file := certificateFile(t, events[4:], cp)
+	rep, err := VerifyWithKey(strings.NewReader(file), testPub)
+	if err != nil {
+		t.Fatalf("verify: %v\n%s", err, file)
+	}
+	c := rep.Certificate
+	if c == nil || c.KeyVersionMax != 2 || c.KeysDestroyed == nil || *c.KeysDestroyed != (KeyDestruction{Seq: 9, MinVersion: 3, At: t0.Add(8 * time.Minute)}) {
+		t.Fatalf("certificate %+v", c)
+	}
+
+	// A destruction that stops below the purged version proves nothing: not claimed.
+	short, cpShort := keyLog(t, "2")
+	if rep, err := VerifyWithKey(strings.NewReader(certificateFile(t, short[4:], cpShort)), testPub); err != nil ||
+		rep.Certificate.KeyVersionMax != 2 || rep.Certificate.KeysDestroyed != nil {
+		t.Errorf("a destruction below the bound: %+v, %v", rep.Certificate, err)
+	}
+
+	for _, tc := range []struct{ name, from, to, says string }{
+		{"another key version", `"keyVersionMax":2`, `"keyVersionMax":1`, "names key version 1"},
+		{"another destroyed version", `"minVersion":3`, `"minVersion":4`, "records something else"},
+		{"a destruction that does not cover", `"minVersion":3`, `"minVersion":2`, "does not cover key version 2"},
+		{"another event named", `"seq":9,`, `"seq":10,`, "records something else"},
+		{"a destruction claimed where there is none", `"keysDestroyed":{"seq":9,`, `"keysDestroyed":{"seq":99,`, "holds no such event"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			first, rest, _ := strings.Cut(file, "\n")
+			if !strings.Contains(first, tc.from) {
+				t.Fatalf("header has no %q: %s", tc.from, first)
+			}
+			altered := strings.Replace(first, tc.from, tc.to, 1) + "\n" + rest
+			_, err := VerifyWithKey(strings.NewReader(altered), testPub)
+			var ve *VerifyError
+			if !errors.As(err, &ve) || ve.Problem != ProblemModified || !strings.Contains(err.Error(), tc.says) {
+				t.Errorf("err = %v, want a modified problem saying %q", err, tc.says)
+			}
+		})
+	}
+}

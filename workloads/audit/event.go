@@ -6,7 +6,11 @@
 //     so changing, removing or reordering events inside the chain is detected (hash chain);
 //   - a signed checkpoint (size, head hash) commits to the whole chain up to that size, so
 //     dropping events from the tail or rewriting and re-hashing the chain is detected, as long
-//     as the signing key is out of the database's reach (it lives in Vault Transit).
+//     as the signing key is out of the database's reach (it lives in Vault Transit);
+//   - events older than the retention policy allows are removed only up to a signed
+//     checkpoint, the anchor: an export of what remains starts with the anchor, its first
+//     event links to the anchor's signed head, and it holds the audit-pruned event that
+//     records the cut, so removing the oldest events without that record is detected.
 //
 // Events never carry message content, phone numbers, passwords, one-time codes or anything else
 // that identifies a patient: audit records are kept for six years (45 CFR 164.316(b)(2)) and
@@ -53,17 +57,33 @@ const (
 	KindLogout        Kind = "logout"         // the patient ended a viewer session
 	KindCodeSent      Kind = "code-sent"      // a one-time code was texted to the patient
 	KindReplied       Kind = "replied"        // the patient answered a message (the reply is stored sealed, not here)
+	// KindDiscoveryExported: a compliance account exported the messages a legal hold keeps
+	// (package discovery). Its detail names the hold, the count and the manifest's SHA-256.
+	KindDiscoveryExported Kind = "discovery-exported"
 	// KindCheckpointRefused: the signer refused to sign a chain that does not extend the last
 	// checkpoint it signed. The keystore records it in its own log, not in the chain it refused.
 	KindCheckpointRefused Kind = "checkpoint-refused"
+	// KindAuditPruned: the retention sweeper removed the events older than the policy's
+	// auditRetention, up to a signed checkpoint that the trail now starts after (the anchor).
+	// Its detail gives the anchor's size, the first and last event removed, their count and the
+	// rule; an export that starts at the anchor verifies only if it holds this event.
+	KindAuditPruned Kind = "audit-pruned"
+)
+
+// Kinds of the tenant's wrapping key, recorded by the retention sweeper (package retention):
+// the data keys of stored messages were moved to a newer version of the wrapping key, and
+// versions below detail min_version were destroyed, with every data key only they wrapped.
+const (
+	KindKeysRewrapped        Kind = "keys-rewrapped"
+	KindKeyVersionsDestroyed Kind = "key-versions-destroyed"
 )
 
 var kinds = []Kind{
 	KindAccepted, KindNotified, KindDelivered, KindFailed, KindLinkOpened, KindRevealed,
 	KindAuthFailed, KindLocked, KindRevoked, KindExpired, KindPurged, KindHoldApplied,
-	KindHoldReleased, KindKeyRotated, KindAdminAction, KindOptedOut, KindOptedIn,
+	KindHoldReleased, KindKeyRotated, KindKeysRewrapped, KindKeyVersionsDestroyed, KindAdminAction, KindOptedOut, KindOptedIn,
 	KindPasswordSet, KindPasswordReset, KindLogin, KindLogout, KindCodeSent, KindReplied,
-	KindCheckpointRefused,
+	KindCheckpointRefused, KindDiscoveryExported, KindAuditPruned,
 }
 
 // IsValid reports whether k is one of the kinds above.

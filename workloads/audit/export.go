@@ -28,7 +28,8 @@ type (
 		Tenant    string `json:"tenant"`
 		PublicKey []byte `json:"publicKey"`
 		// First is the sequence number of the first event of a segment (a certificate of
-		// destruction); absent for an export from the start of the chain.
+		// destruction, or the export of a pruned trail, whose first line is then the anchor);
+		// absent for an export from the start of the chain.
 		First uint64 `json:"first,omitempty"`
 		// Certificate is what a certificate of destruction certifies: it names the segment's
 		// first event.
@@ -40,6 +41,14 @@ type (
 		Rule       string `json:"rule"`
 		Generation string `json:"generation,omitempty"`
 		PurgedAt   string `json:"purgedAt"`
+		// KeyVersionMax and KeysDestroyed are the key-version bound (Certificate).
+		KeyVersionMax int                   `json:"keyVersionMax,omitempty"`
+		KeysDestroyed *keyDestructionRecord `json:"keysDestroyed,omitempty"`
+	}
+	keyDestructionRecord struct {
+		Seq        uint64 `json:"seq"`
+		MinVersion int    `json:"minVersion"`
+		At         string `json:"at"`
 	}
 	exportLine struct {
 		Event      *EventRecord      `json:"event,omitempty"`
@@ -71,6 +80,12 @@ type (
 // Export writes one tenant's events and checkpoints as NDJSON: a header line, then the events
 // in sequence order, each checkpoint directly after the event its Size names.
 //
+// Events start at event 1, or, once the trail was pruned, right after the anchor: the signed
+// checkpoint the oldest events were removed up to, which is then checkpoints[0], at size
+// events[0].Seq-1. Such an export is a segment (header "first") whose first line is the
+// anchor; Verify links its first event to the anchor's signed head and requires the
+// audit-pruned event that records the cut.
+//
 // Export writes what it is given without judging it: a tampered store must produce an export
 // that Verify rejects, not an error that hides the evidence. It only refuses input that is not
 // an export at all, and it requires a final checkpoint covering the last event: the caller signs
@@ -95,13 +110,26 @@ func Export(w io.Writer, pub ed25519.PublicKey, events []Event, checkpoints []Ch
 		return fmt.Errorf("audit export: the last checkpoint must cover event %d; sign one at export time", last)
 	}
 
+	header := exportHeader{Format: ExportFormat, Tenant: tenant, PublicKey: pub}
+	c := 0 // checkpoints written
+	if first := events[0].Seq; first > 1 && checkpoints[0].Size == first-1 {
+		header.First, c = first, 1
+	}
+
 	bw := bufio.NewWriter(w)
 	enc := json.NewEncoder(bw)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(exportHeader{Format: ExportFormat, Tenant: tenant, PublicKey: pub}); err != nil {
+	if err := enc.Encode(header); err != nil {
 		return fmt.Errorf("audit export: write header: %w", err)
 	}
-	c := 0
+	if c == 1 {
+		if checkpoints[0].Tenant != tenant {
+			return fmt.Errorf("audit export: the anchor at size %d belongs to another tenant", checkpoints[0].Size)
+		}
+		if err := enc.Encode(exportLine{Checkpoint: NewCheckpointRecord(checkpoints[0])}); err != nil {
+			return fmt.Errorf("audit export: write the anchor at size %d: %w", checkpoints[0].Size, err)
+		}
+	}
 	for _, e := range events {
 		if err := enc.Encode(exportLine{Event: NewEventRecord(e)}); err != nil {
 			return fmt.Errorf("audit export: write event %d: %w", e.Seq, err)
@@ -214,10 +242,17 @@ type Report struct {
 	Checkpoints int
 	Head        [32]byte // hash of the last event, signed by the final checkpoint
 	// First is the first event's sequence number: 1 for an export of the whole chain, more for
-	// a segment (a certificate of destruction), whose events before First it does not cover.
+	// a segment (a certificate of destruction, a pruned trail), whose events before First it
+	// does not cover.
 	First uint64
 	// Certificate is set when the file is a certificate of destruction that verified.
 	Certificate *Certificate
+	// Anchor is set when the export is of a pruned trail: the signed checkpoint at size
+	// First-1 that the events before First were removed up to. Pruning is the event that
+	// records that cut (an audit-pruned event naming the anchor), which such an export must
+	// hold.
+	Anchor  *Checkpoint
+	Pruning *Event
 }
 
 // Verify checks an export offline against the public key in its own header. That proves the
@@ -358,16 +393,31 @@ func verify(r io.Reader, trusted ed25519.PublicKey, earlier *Checkpoint) (Report
 	if rep.First > 1 {
 		// A segment: its first event's link to the events before it is taken as given. The
 		// checkpoint at its end signs the head hash, which covers that link, so the segment is
-		// exactly as it stands in the signed chain.
-		if len(recs) == 0 || recs[0].ev == nil || recs[0].ev.Seq != rep.First {
-			return Report{}, &VerifyError{Seq: rep.First, Line: 2, Problem: ProblemModified,
+		// exactly as it stands in the signed chain. A pruned trail's segment starts with its
+		// anchor, a checkpoint at the event before the first: the loop below checks its
+		// signature like any checkpoint's, and the first event must link to its head.
+		start := 0
+		if len(recs) > 0 && !recs[0].bad && recs[0].cp != nil && recs[0].cp.Size == rep.First-1 {
+			anchor := *recs[0].cp
+			rep.Anchor, start = &anchor, 1
+		}
+		if len(recs) <= start || recs[start].ev == nil || recs[start].ev.Seq != rep.First {
+			return Report{}, &VerifyError{Seq: rep.First, Line: 2 + start, Problem: ProblemModified,
 				Reason: fmt.Sprintf("the header says the segment starts at event %d, but its first line is not that event", rep.First)}
 		}
-		if earlier != nil && earlier.Size < rep.First {
+		switch {
+		case earlier != nil && rep.Anchor != nil && earlier.Size == rep.Anchor.Size && earlier.Head != rep.Anchor.Head:
+			return Report{}, &VerifyError{Seq: rep.Anchor.Size, Line: 2, Problem: ProblemModified,
+				Reason: fmt.Sprintf("the anchor at size %d differs from the trusted checkpoint of that size: the trail was rewritten since that checkpoint", earlier.Size)}
+		case earlier != nil && earlier.Size < rep.First && (rep.Anchor == nil || earlier.Size != rep.Anchor.Size):
 			return Report{}, &VerifyError{Line: 1, Problem: ProblemTruncated,
 				Reason: fmt.Sprintf("the segment starts at event %d, after the trusted checkpoint at size %d", rep.First, earlier.Size)}
 		}
-		head = recs[0].ev.PrevHash
+		if rep.Anchor != nil {
+			head = rep.Anchor.Head
+		} else {
+			head = recs[0].ev.PrevHash
+		}
 	}
 	fail := func(seq uint64, line int, p Problem, format string, args ...any) (Report, error) {
 		return Report{}, &VerifyError{Seq: seq, Line: line, Problem: p, Reason: fmt.Sprintf(format, args...)}
@@ -392,6 +442,8 @@ func verify(r io.Reader, trusted ed25519.PublicKey, earlier *Checkpoint) (Report
 				return fail(e.Seq, rec.line, ProblemModified, "hash does not match its content")
 			case e.PrevHash != head && e.Seq == 1:
 				return fail(e.Seq, rec.line, ProblemModified, "first event does not link to the all-zero genesis hash")
+			case e.PrevHash != head && rep.Anchor != nil && e.Seq == rep.First:
+				return fail(e.Seq, rec.line, ProblemModified, "first event does not link to the head of the signed anchor at size %d", rep.Anchor.Size)
 			case e.PrevHash != head:
 				return fail(e.Seq, rec.line, ProblemModified, "previous hash does not match event %d (it or this link was rewritten)", e.Seq-1)
 			case e.Tenant != h.Tenant:
@@ -400,6 +452,10 @@ func verify(r io.Reader, trusted ed25519.PublicKey, earlier *Checkpoint) (Report
 			if earlier != nil && e.Seq == earlier.Size && e.Hash != earlier.Head {
 				return fail(e.Seq, rec.line, ProblemModified,
 					"the export's event %d differs from the trusted checkpoint's head: the trail was rewritten since that checkpoint", e.Seq)
+			}
+			if rep.Anchor != nil && rep.Pruning == nil && recordsPruneAt(*e, rep.Anchor.Size) {
+				pruning := *e
+				rep.Pruning = &pruning
 			}
 			head, lines[e.Seq] = e.Hash, rec.line
 			next++
@@ -437,6 +493,14 @@ func verify(r io.Reader, trusted ed25519.PublicKey, earlier *Checkpoint) (Report
 		return fail(next, len(recs)+2, ProblemTruncated,
 			"the export ends at event %d, before the trusted checkpoint at size %d: events were removed since that checkpoint", next-1, earlier.Size)
 	}
+	if rep.Anchor != nil && rep.Pruning == nil {
+		// The anchor is a checkpoint that was really signed, but only the audit-pruned event
+		// (signed by the checkpoints after it) says the events before it were removed by the
+		// retention policy and not by someone with write access to the database.
+		return fail(1, 2, ProblemDeleted,
+			"the export starts after the anchor at size %d, but none of its events records pruning the trail there: events 1 to %d were removed without a record",
+			rep.Anchor.Size, rep.Anchor.Size)
+	}
 	rep.Head = head
 	if h.Certificate != nil {
 		c, err := h.Certificate.certificate()
@@ -444,6 +508,15 @@ func verify(r io.Reader, trusted ed25519.PublicKey, earlier *Checkpoint) (Report
 			return Report{}, &VerifyError{Line: 1, Problem: ProblemFormat, Reason: "certificate: " + err.Error()}
 		}
 		if err := c.matches(*recs[0].ev, rep.First); err != nil {
+			return Report{}, &VerifyError{Seq: c.Seq, Line: 1, Problem: ProblemModified, Reason: "certificate: " + err.Error()}
+		}
+		var events []Event
+		for _, r := range recs {
+			if r.ev != nil {
+				events = append(events, *r.ev)
+			}
+		}
+		if err := c.matchesKeys(events); err != nil {
 			return Report{}, &VerifyError{Seq: c.Seq, Line: 1, Problem: ProblemModified, Reason: "certificate: " + err.Error()}
 		}
 		rep.Certificate = &c

@@ -73,6 +73,9 @@ func NewNotary(tenant string, signer Signer, state NotaryState, now func() time.
 	return &Notary{tenant: tenant, signer: signer, state: state, now: now}, nil
 }
 
+// Tenant returns the tenant whose checkpoints n signs.
+func (n *Notary) Tenant() string { return n.tenant }
+
 // LastCheckpoint implements CheckpointSigner.
 func (n *Notary) LastCheckpoint(ctx context.Context) (Checkpoint, bool, error) {
 	cp, _, ok, err := n.state.Load(ctx)

@@ -26,6 +26,7 @@ import (
 	"github.com/securetext/securetext/workloads/envelope"
 	"github.com/securetext/securetext/workloads/keystore"
 	"github.com/securetext/securetext/workloads/phone"
+	"github.com/securetext/securetext/workloads/retention"
 	"github.com/securetext/securetext/workloads/sealed"
 	"github.com/securetext/securetext/workloads/store"
 )
@@ -53,8 +54,15 @@ type APIConfig struct {
 	// RetryAfter is what a 503 asks senders to wait (default 30 s).
 	RetryAfter time.Duration
 	// Keys opens the replies patients write in the viewer, so that a sender reads them in
-	// its message's events; nil: replied events carry no text.
+	// its message's events; nil: replied events carry no text. A discovery export opens the
+	// held messages with it too.
 	Keys KeyUnwrapper
+	// Holds returns the tenant's retention settings, whose active legal holds a compliance
+	// account can export; nil: there are none.
+	Holds func() retention.Settings
+	// Manifests signs discovery manifests with the tenant's audit key (the keystore); nil: no
+	// export can be made.
+	Manifests ManifestSigner
 }
 
 // API is the REST API for senders (EHRs, scripts): submit a message, read its status and
@@ -64,7 +72,9 @@ type APIConfig struct {
 //
 // Responses never carry a recipient's phone number or a message's content, and neither do
 // its logs: they hold message ids, sender ids and reason codes. The one text they carry is a
-// patient's reply, in the events of the message it answers, for the sender who sent it.
+// patient's reply, in the events of the message it answers, for the sender who sent it. The
+// exception is a discovery export (discovery.go), which a compliance account's key alone
+// opens: it holds the messages a legal hold keeps, decrypted, and is audited.
 type API struct {
 	cfg     APIConfig
 	intake  *Intake
@@ -98,12 +108,14 @@ func NewAPI(cfg APIConfig, intake *Intake, senders *Senders) *API {
 	a.mux.Handle("GET /v1/messages/{id}", a.authenticated(a.status))
 	a.mux.Handle("DELETE /v1/messages/{id}", a.authenticated(a.revoke))
 	a.mux.Handle("GET /v1/messages/{id}/events", a.authenticated(a.events))
+	a.mux.Handle("GET /v1/holds/{name}/export", a.scoped(true, a.exportHold))
 	a.mux.HandleFunc("GET /v1/openapi.yaml", serveOpenAPI)
 	// A pattern without a method is less specific than the same path with one, so these
 	// catch only the methods above do not serve, and answer 405 as a problem document.
 	a.mux.Handle("/v1/messages", methodNotAllowed("POST"))
 	a.mux.Handle("/v1/messages/{id}", methodNotAllowed("GET, HEAD, DELETE"))
 	a.mux.Handle("/v1/messages/{id}/events", methodNotAllowed("GET, HEAD"))
+	a.mux.Handle("/v1/holds/{name}/export", methodNotAllowed("GET"))
 	a.mux.Handle("/v1/openapi.yaml", methodNotAllowed("GET, HEAD"))
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, newProblem(http.StatusNotFound, reasonNotFound,
@@ -154,40 +166,76 @@ func internalProblem() *problem {
 		"the server failed unexpectedly; retry later, and tell the operator if it keeps failing")
 }
 
-// senderHandler serves a request of an authenticated sender.
+// senderHandler serves a request of an authenticated account: a sender, or for a discovery
+// export a compliance account.
 type senderHandler func(w http.ResponseWriter, r *http.Request, sender string)
 
-// authenticated runs h for requests that carry a valid API key (RFC 6750 bearer token).
-func (a *API) authenticated(h senderHandler) http.Handler {
+// authenticated runs h for requests that carry a valid sender API key (RFC 6750 bearer token).
+// A compliance account's key answers 403: it exports legal holds and does nothing else.
+func (a *API) authenticated(h senderHandler) http.Handler { return a.scoped(false, h) }
+
+// scoped runs h for requests that carry a valid key of a compliance account (compliance) or of
+// a sender (!compliance). No key, or an unknown one, answers 401; a valid key of the other
+// scope answers 403 saying which key the request needs.
+func (a *API) scoped(compliance bool, h senderHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sender, cause, detail := a.authenticate(r)
+		account, isCompliance, cause, detail := a.authenticate(r)
 		if cause != "" {
 			a.cfg.Metrics.Refuse(store.ChannelAPI, ReasonUnauthenticated)
 			a.log.InfoContext(r.Context(), "api request refused", "reason", ReasonUnauthenticated, "cause", cause, "remote", r.RemoteAddr)
 			a.answer(w, newProblem(http.StatusUnauthorized, ReasonUnauthenticated, detail))
 			return
 		}
-		h(w, r, sender)
+		if isCompliance != compliance {
+			a.cfg.Metrics.Refuse(store.ChannelAPI, reasonForbidden)
+			a.log.InfoContext(r.Context(), "api request refused", "reason", reasonForbidden, "cause", "wrong-scope",
+				"account", account, "compliance", isCompliance, "remote", r.RemoteAddr)
+			a.answer(w, a.scopeProblem(compliance))
+			return
+		}
+		h(w, r, account)
 	})
 }
 
-// authenticate returns the sender holding the request's API key, or why there is none: a
-// short cause for logs and a detail for the sender.
-func (a *API) authenticate(r *http.Request) (sender, cause, detail string) {
+// scopeProblem is the answer to a valid key of the wrong scope for a request that needs a
+// compliance key (compliance) or a sender's.
+func (a *API) scopeProblem(compliance bool) *problem {
+	if !compliance {
+		return newProblem(http.StatusForbidden, reasonForbidden,
+			"this is a compliance key (stc_…): it exports legal holds (GET /v1/holds/{name}/export) and cannot send or read messages; use a sender's API key (stk_…)")
+	}
+	detail := "exporting a legal hold needs a compliance key (stc_…), and a sender's API key cannot do it: ask the operator for one (securetext compliance -id NAME makes it)"
+	if !a.senders.HasCompliance() {
+		detail += "; this gateway has no compliance accounts yet: they are listed under compliance: in its senders file"
+	}
+	return newProblem(http.StatusForbidden, reasonForbidden, detail)
+}
+
+// authenticate returns the account holding the request's API key and whether it is a
+// compliance account, or why there is none: a short cause for logs and a detail for the caller.
+func (a *API) authenticate(r *http.Request) (account string, compliance bool, cause, detail string) {
 	values := r.Header.Values("Authorization")
 	if len(values) == 0 {
-		return "", "missing", "send your API key in the Authorization header: Authorization: Bearer stk_…"
+		return "", false, "missing", "send your API key in the Authorization header: Authorization: Bearer stk_…"
 	}
 	scheme, key, ok := strings.Cut(values[0], " ")
 	key = strings.TrimSpace(key)
 	if len(values) > 1 || !ok || !strings.EqualFold(scheme, "Bearer") || key == "" {
-		return "", "malformed", "the Authorization header must be the word Bearer, a space and your API key (stk_…)"
+		return "", false, "malformed", "the Authorization header must be the word Bearer, a space and your API key (stk_…)"
+	}
+	const invalid = "the API key is not valid: check that you sent the whole key, or ask the operator for a new one"
+	if strings.HasPrefix(key, ComplianceKeyPrefix) {
+		id, err := a.senders.ComplianceKeyLogin(key)
+		if err != nil {
+			return "", false, "unknown-key", invalid
+		}
+		return id, true, "", ""
 	}
 	sender, err := a.senders.APIKeyLogin(key)
 	if err != nil {
-		return "", "unknown-key", "the API key is not valid: check that you sent the whole key, or ask the operator for a new one"
+		return "", false, "unknown-key", invalid
 	}
-	return sender, "", ""
+	return sender, false, "", ""
 }
 
 // messageRequest is the body of POST /v1/messages.

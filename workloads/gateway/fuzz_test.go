@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/securetext/securetext/workloads/content"
+	"github.com/securetext/securetext/workloads/discovery"
 	"github.com/securetext/securetext/workloads/phone"
 )
 
@@ -345,6 +346,10 @@ func FuzzLoadSenders(f *testing.F) {
 		"senders:\n- id: 12\n- id: true\n- id: ~\n",
 		"- not a mapping\n",
 		"senders:\n\t- id: tab\n",
+		"senders: []\ncompliance:\n- id: legal-1\n  apiKeyHashes: [\"" + keyHash + "\"]\n",
+		"senders:\n- id: ehr\n  apiKeyHashes: [\"" + keyHash + "\"]\ncompliance:\n- id: legal-1\n  apiKeyHashes: [\"" + keyHash + "\"]\n",
+		"senders:\n- id: ehr\ncompliance:\n- id: ehr\n  apiKeyHashes: [\"" + keyHash + "\"]\n",
+		"senders: []\ncompliance:\n- id: legal-1\n",
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))
@@ -376,6 +381,14 @@ func FuzzLoadSenders(f *testing.F) {
 		}
 		if _, err := s.APIKeyLogin(APIKeyPrefix + "guess"); !errors.Is(err, ErrBadCredentials) {
 			t.Fatalf("an unknown API key logs in: %v", err)
+		}
+		if _, err := s.ComplianceKeyLogin(ComplianceKeyPrefix + "guess"); !errors.Is(err, ErrBadCredentials) {
+			t.Fatalf("an unknown compliance key logs in: %v", err)
+		}
+		for _, acc := range file.Compliance {
+			if !discovery.ValidWord(acc.ID) || s.Has(acc.ID) || len(acc.APIKeyHashes) == 0 {
+				t.Fatalf("loaded compliance account %q is not a usable account apart from the senders", acc.ID)
+			}
 		}
 		asJSON, err := json.Marshal(file)
 		if err != nil {

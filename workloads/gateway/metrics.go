@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/securetext/securetext/workloads/store"
 )
@@ -16,6 +17,14 @@ type Metrics struct {
 	refused  *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	smsSends *prometheus.CounterVec
+}
+
+// NewRegistry is a registry with the Go runtime's and the process's series, for Config.Registry:
+// the gateway's and its retention sweeper's series go on it.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
 }
 
 // NewMetrics registers the gateway's series on reg (nil: a private registry, for tests).

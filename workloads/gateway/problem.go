@@ -13,6 +13,7 @@ const (
 	problemTypeBase = "https://securetext.io/problems/"
 
 	reasonMalformed        = "malformed-request"      // 400: the request cannot be read
+	reasonForbidden        = "forbidden"              // 403: the key's scope does not cover the request
 	reasonNotFound         = "not-found"              // 404
 	reasonMethodNotAllowed = "method-not-allowed"     // 405
 	reasonFinal            = "message-final"          // 409: the message's status is final
@@ -23,6 +24,7 @@ const (
 var problemTitles = map[string]string{
 	reasonMalformed:           "Malformed request",
 	ReasonUnauthenticated:     "Authentication required",
+	reasonForbidden:           "Not allowed with this key",
 	reasonNotFound:            "Not found",
 	reasonMethodNotAllowed:    "Method not allowed",
 	reasonFinal:               "Message can no longer change",

@@ -10,21 +10,22 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/time/rate"
 
 	"github.com/securetext/securetext/workloads/audit"
 	"github.com/securetext/securetext/workloads/internal/serve"
+	"github.com/securetext/securetext/workloads/retention"
 	"github.com/securetext/securetext/workloads/sms"
 	"github.com/securetext/securetext/workloads/store"
 )
 
 // Keys is what the gateway needs from the keystore: data keys for intake, unwrapping for the
-// notifier, signatures for audit checkpoints, and a health check.
+// notifier, signatures for audit checkpoints and discovery manifests, and a health check.
 type Keys interface {
 	KeyWrapper
 	KeyUnwrapper
 	audit.CheckpointSigner
+	ManifestSigner
 	Health(ctx context.Context) error
 }
 
@@ -72,6 +73,9 @@ type Config struct {
 	// PolicyLinkExpiry, if set, returns the unreadLinkExpiry of the tenant's retention policy
 	// (0 while there is none), which caps every link's expiry (Intake.PolicyLinkExpiry).
 	PolicyLinkExpiry func() time.Duration
+	// RetentionSettings, if set, returns the tenant's retention settings as they stand: their
+	// active legal holds are what compliance accounts export (GET /v1/holds/{name}/export).
+	RetentionSettings func() retention.Settings
 
 	// Background are more loops that run beside the servers until the gateway stops: the
 	// retention sweeper and the watcher of its settings file.
@@ -104,8 +108,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	reg := cfg.Registry
 	if reg == nil {
-		reg = prometheus.NewRegistry()
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg = NewRegistry()
 	}
 	metrics := NewMetrics(reg)
 	metrics.StartSMS(cfg.ProviderName)
@@ -165,7 +168,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle("/", NewAPI(APIConfig{Region: cfg.Region, AllowedCountries: cfg.AllowedCountries, Logger: log, Metrics: metrics, Keys: cfg.Keys}, intake, cfg.Senders))
+	mux.Handle("/", NewAPI(APIConfig{Region: cfg.Region, AllowedCountries: cfg.AllowedCountries, Logger: log, Metrics: metrics,
+		Keys: cfg.Keys, Holds: cfg.RetentionSettings, Manifests: cfg.Keys}, intake, cfg.Senders))
 	mux.Handle("/sms/"+cfg.ProviderName+"/", cfg.SMS.Handler(notifier))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {

@@ -43,8 +43,10 @@ type DataKey struct {
 // Service is what gateway and viewer ask of the keystore. Transit (Vault) and Local (a key
 // file, development only) implement it in-process, Client implements it over the network, and
 // Server serves any Service. Checkpoints are signed through audit.CheckpointSigner, which
-// Client and Server carry too: the raw Sign of Transit and Local is for an audit.Notary only,
-// never served, so no caller can get an arbitrary checkpoint body signed.
+// Client and Server carry too, and discovery manifests through SignManifest (manifest.go): the
+// raw Sign of Transit and Local is for an audit.Notary, which builds each checkpoint body, and
+// for discovery statements the keystore parses back byte for byte; it is never served, so no
+// caller can get an arbitrary body signed.
 type Service interface {
 	// WrapNewKey returns a fresh random data key and its wrapped form.
 	WrapNewKey(ctx context.Context) (DataKey, error)

@@ -36,22 +36,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "securetext_keystore_request_duration_seconds",
-			Help:    "Time to answer an API request, by operation (wrap-new, unwrap, last-checkpoint, extend-checkpoint, public-key, health) and status code; refused callers included.",
+			Help:    "Time to answer an API request, by operation (wrap-new, unwrap, rewrap, key-versions, last-checkpoint, extend-checkpoint, public-key, health) and status code; refused callers included.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"operation", "code"}),
 		requestKeys: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "securetext_keystore_request_keys",
-			Help:    "Data keys asked for in one request, by operation (wrap-new, unwrap): how well the clients coalesce their calls.",
+			Help:    "Data keys asked for in one request, by operation (wrap-new, unwrap, rewrap): how well the clients coalesce their calls.",
 			Buckets: keyCountBuckets,
 		}, []string{"operation"}),
 		vaultBatchKeys: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "securetext_keystore_vault_batch_keys",
-			Help:    "Data keys in one Vault Transit call, by operation (encrypt, decrypt): how well the keystore coalesces concurrent requests into batch_input.",
+			Help:    "Data keys in one Vault Transit call, by operation (encrypt, decrypt, rewrap): how well the keystore coalesces concurrent requests into batch_input.",
 			Buckets: keyCountBuckets,
 		}, []string{"operation"}),
 		vaultBatchDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "securetext_keystore_vault_batch_duration_seconds",
-			Help:    "Time of one Vault Transit call, by operation (encrypt, decrypt), whatever its outcome.",
+			Help:    "Time of one Vault Transit call, by operation (encrypt, decrypt, rewrap), whatever its outcome.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"operation"}),
 	}

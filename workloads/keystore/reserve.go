@@ -33,7 +33,8 @@ type ReserveConfig struct {
 	Disabled bool
 	// Size is the most keys held. Default DefaultReserveSize, at most MaxReserve.
 	Size int
-	// MaxAge is how long a key may wait to be used. Default DefaultReserveMaxAge.
+	// MaxAge is how long a key may wait to be used. Default DefaultReserveMaxAge, at most
+	// MaxReserveMaxAge.
 	MaxAge time.Duration
 }
 
@@ -44,6 +45,9 @@ const MaxReserve = maxWrapCount
 const (
 	DefaultReserveSize   = 128
 	DefaultReserveMaxAge = 30 * time.Second
+	// MaxReserveMaxAge keeps a reserved key, wrapped before a rotation of the wrapping key,
+	// from being stored later than RotationSettle after the rotation.
+	MaxReserveMaxAge = RotationSettle / 4
 )
 
 // reserveRetry is how long a reserve waits after a failed refill before it tries again;
@@ -86,7 +90,7 @@ func newReserve(cfg ReserveConfig, timeout time.Duration, fetch func(ctx context
 	if cfg.MaxAge <= 0 {
 		cfg.MaxAge = DefaultReserveMaxAge
 	}
-	r := &reserve{size: min(cfg.Size, MaxReserve), maxAge: cfg.MaxAge, timeout: timeout, fetch: fetch,
+	r := &reserve{size: min(cfg.Size, MaxReserve), maxAge: min(cfg.MaxAge, MaxReserveMaxAge), timeout: timeout, fetch: fetch,
 		now: time.Now, afterFunc: time.AfterFunc}
 	r.fillCtx, r.stopFill = context.WithCancel(context.Background())
 	return r

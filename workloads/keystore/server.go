@@ -163,6 +163,9 @@ func NewServer(svc Service, cfg ServerConfig) (*Server, error) {
 	s.mux.Handle("POST /v1/checkpoint", s.authorized("extend-checkpoint", s.extendCheckpoint))
 	s.mux.Handle("GET /v1/public-key", s.authorized("public-key", s.publicKey))
 	s.mux.Handle("GET /v1/health", s.authorized("health", s.health))
+	s.mux.Handle("POST /v1/manifest", s.authorizedOnly("sign-manifest", manifestComponents, s.signManifestRoute))
+	s.mux.Handle("GET /v1/keys/versions", s.authorizedOnly("key-versions", keyRingComponents, s.keyVersions))
+	s.mux.Handle("POST /v1/keys/rewrap", s.authorizedOnly("rewrap", keyRingComponents, s.rewrap))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "not-found", "Not found",
 			"no route "+r.Method+" "+r.URL.Path+"; see the keystore README for the API")
@@ -317,13 +320,19 @@ func (s *Server) refuse(ctx context.Context, op, reason, component string, detai
 // handler stays safe even if it is served with a TLS configuration other than TLSConfig.
 // Every request, refused or not, is recorded as operation op (instrument).
 func (s *Server) authorized(op string, next http.HandlerFunc) http.Handler {
+	return s.authorizedOnly(op, s.allowed, next)
+}
+
+// authorizedOnly is authorized for the components in only that the server allows.
+func (s *Server) authorizedOnly(op string, only []string, next http.HandlerFunc) http.Handler {
+	allowed := slices.DeleteFunc(slices.Clone(s.allowed), func(c string) bool { return !slices.Contains(only, c) })
 	return s.instrument(op, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var chain []*x509.Certificate
 		if r.TLS != nil {
 			chain = r.TLS.PeerCertificates
 		}
 		verify := func(chain []*x509.Certificate) error { return s.verifyChain(chain, time.Now()) }
-		_, refusal := tenantpki.Authorize(chain, s.tenant, s.allowed, verify)
+		_, refusal := tenantpki.Authorize(chain, s.tenant, allowed, verify)
 		if refusal == nil {
 			next(w, r)
 			return
@@ -344,7 +353,7 @@ func (s *Server) authorized(op string, next http.HandlerFunc) http.Handler {
 				"the client certificate names another tenant than this keystore serves")
 		default:
 			writeProblem(w, http.StatusForbidden, "forbidden", "Caller not allowed",
-				"component "+refusal.Component+" may not call this keystore; allowed: "+strings.Join(s.allowed, ", "))
+				"component "+refusal.Component+" may not call this keystore operation; allowed: "+strings.Join(allowed, ", "))
 		}
 	}))
 }

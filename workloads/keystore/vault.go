@@ -194,7 +194,7 @@ func (t *Transit) Sign(ctx context.Context, msg []byte) ([]byte, string, error) 
 	defer cancel()
 	body := map[string]any{"input": base64.StdEncoding.EncodeToString(msg)}
 	if _, err := t.call(ctx, "sign/"+t.cfg.SigningKey, body, &out); err != nil {
-		return nil, "", fmt.Errorf("sign audit checkpoint: %w", err)
+		return nil, "", fmt.Errorf("sign with the audit key: %w", err)
 	}
 	version, sig, err := parseVaultSignature(out.Data.Signature)
 	if err != nil {
@@ -202,11 +202,11 @@ func (t *Transit) Sign(ctx context.Context, msg []byte) ([]byte, string, error) 
 	}
 	pub, err := t.publicKey(ctx, version)
 	if err != nil {
-		return nil, "", fmt.Errorf("sign audit checkpoint: %w", err)
+		return nil, "", fmt.Errorf("sign with the audit key: %w", err)
 	}
 	// A signature that does not verify is never handed out: it would fail the audit export.
 	if !ed25519.Verify(pub, msg, sig) {
-		return nil, "", unavailable("sign audit checkpoint", errors.New("Vault's signature does not verify under the key's public key"))
+		return nil, "", unavailable("sign with the audit key", errors.New("Vault's signature does not verify under the key's public key"))
 	}
 	return sig, audit.KeyID(pub), nil
 }

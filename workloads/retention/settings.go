@@ -46,6 +46,9 @@ type Policy struct {
 	ContentPurgeAfter Duration `json:"contentPurgeAfter"`
 	AuditRetention    Duration `json:"auditRetention"`
 	SweepInterval     Duration `json:"sweepInterval"`
+	// KeyRotationPeriod is how often the operator rotates the tenant's wrapping key at least
+	// (keys.go); the workloads only report, the operator acts on it.
+	KeyRotationPeriod Duration `json:"keyRotationPeriod"`
 }
 
 // Hold is one active LegalHold.
@@ -86,6 +89,9 @@ type Message struct {
 	Recipient string // E.164
 	Sender    string // the sender's address or API key name
 	CreatedAt time.Time
+	// WrappedKey is the message's wrapped data key, which the sweep moves to newer versions of
+	// the wrapping key (keys.go); not a matter for holds.
+	WrappedKey string
 }
 
 // Matches reports whether m selects msg.
@@ -135,8 +141,11 @@ func (s Settings) HeldBy(msg Message) []string {
 
 // Limits of the durations, as the RetentionPolicy CRD's rules say.
 const (
-	MinDuration      = time.Minute
-	MaxSweepInterval = 24 * time.Hour
+	MinDuration          = time.Minute
+	MaxSweepInterval     = 24 * time.Hour
+	MinKeyRotationPeriod = 24 * time.Hour
+	// DefaultKeyRotationPeriod is the CRD's default keyRotationPeriod.
+	DefaultKeyRotationPeriod = 720 * time.Hour
 )
 
 // Validate checks p with the RetentionPolicy CRD's rules and says what to fix.
@@ -155,6 +164,9 @@ func (p *Policy) Validate() error {
 		if d.v.D < MinDuration {
 			errs = append(errs, fmt.Errorf("%s %s: must be at least %s", d.name, d.v.D, MinDuration))
 		}
+	}
+	if p.KeyRotationPeriod.D < MinKeyRotationPeriod {
+		errs = append(errs, fmt.Errorf("keyRotationPeriod %s: must be at least %s", p.KeyRotationPeriod.D, MinKeyRotationPeriod))
 	}
 	if p.SweepInterval.D > MaxSweepInterval {
 		errs = append(errs, fmt.Errorf("sweepInterval %s: must be at most %s", p.SweepInterval.D, MaxSweepInterval))
@@ -204,6 +216,10 @@ func Parse(data []byte) (Settings, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&s); err != nil {
 		return Settings{}, fmt.Errorf("read retention settings: %w", err)
+	}
+	if s.Policy != nil && s.Policy.KeyRotationPeriod.D == 0 {
+		// Settings rendered before the field existed: the CRD's default.
+		s.Policy.KeyRotationPeriod.D = DefaultKeyRotationPeriod
 	}
 	if err := s.Validate(); err != nil {
 		return Settings{}, fmt.Errorf("retention settings: %w", err)

@@ -63,7 +63,7 @@ func TestHeldByAddsUp(t *testing.T) {
 func validPolicy() *Policy {
 	return &Policy{Name: "hipaa-standard", Generation: 3,
 		UnreadLinkExpiry: Duration{72 * time.Hour}, ContentPurgeAfter: Duration{720 * time.Hour},
-		AuditRetention: Duration{52608 * time.Hour}, SweepInterval: Duration{time.Hour}}
+		AuditRetention: Duration{52608 * time.Hour}, SweepInterval: Duration{time.Hour}, KeyRotationPeriod: Duration{720 * time.Hour}}
 }
 
 func TestSettingsValidate(t *testing.T) {
@@ -78,6 +78,7 @@ func TestSettingsValidate(t *testing.T) {
 		{"link expiry below a minute", func(s *Settings) { s.Policy.UnreadLinkExpiry.D = time.Second }, "unreadLinkExpiry 1s: must be at least 1m0s"},
 		{"sweep interval zero", func(s *Settings) { s.Policy.SweepInterval.D = 0 }, "sweepInterval 0s: must be at least"},
 		{"sweep interval over a day", func(s *Settings) { s.Policy.SweepInterval.D = 25 * time.Hour }, "must be at most 24h0m0s"},
+		{"key rotation under a day", func(s *Settings) { s.Policy.KeyRotationPeriod.D = 23 * time.Hour }, "keyRotationPeriod 23h0m0s: must be at least 24h0m0s"},
 		{"purge before links expire", func(s *Settings) { s.Policy.ContentPurgeAfter.D = time.Hour }, "content cannot be purged while its link still works"},
 		{"audit shorter than content", func(s *Settings) { s.Policy.AuditRetention.D = 700 * time.Hour }, "the record of a message must outlive its content"},
 		{"hold without name", func(s *Settings) { s.Holds[0].Name = "" }, "hold 0: name is empty"},

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/securetext/securetext/workloads/audit"
+	"github.com/securetext/securetext/workloads/keystore"
 )
 
 // Store is what the sweeper needs of the tenant's store (*store.Store implements it).
@@ -38,6 +39,17 @@ type Store interface {
 	// SaveSweep keeps r as the last sweep of name (RecordName) for every replica to report,
 	// unless a sweep that finished later is kept already.
 	SaveSweep(ctx context.Context, name string, r Result) error
+	// AuditPrunable returns the chained audit events that pruning the events older than before
+	// may remove, (after, through]: after the anchor, up to the newest signed checkpoint that
+	// covers only such events. AuditMessages lists up to limit events of that range that name
+	// a message, in sequence order, with their messages. PruneAudit cuts the trail at the
+	// newest such checkpoint below keepFrom, recording ev, and deletes up to limit events at
+	// or below the cut, oldest first; it is called until it reports Done.
+	AuditPrunable(ctx context.Context, before time.Time) (after, through uint64, err error)
+	AuditMessages(ctx context.Context, after, through uint64, limit int) ([]AuditMessage, error)
+	PruneAudit(ctx context.Context, before time.Time, keepFrom uint64, ev audit.Event, limit int) (AuditPrune, error)
+	// KeyStore is what the key step needs (keys.go).
+	KeyStore
 }
 
 // LeaseName is the store lease that makes one sweeper of a tenant's replicas the active one.
@@ -82,6 +94,12 @@ type SweeperConfig struct {
 	// LeaseTTL is how long the lease outlives a sweeper that stops renewing it (a crash):
 	// renewed after every batch (default 2 minutes).
 	LeaseTTL time.Duration
+	// Keys, when set, lets the sweep move stored data keys to newer versions of the wrapping
+	// key and report which versions may be destroyed (keys.go): the keystore's Client in a
+	// cluster. Without it purge events name no key version bound.
+	Keys keystore.KeyRing
+	// Metrics, when set, records each sweep (NewMetrics).
+	Metrics *Metrics
 	// Pause is how long the sweeper waits after each batch, as a multiple of the time the
 	// batch took (default 0: none). The sweep then leaves the database to intake for that
 	// share of the time: a batch slowed down by a busy database is followed by a longer pause.
@@ -112,7 +130,15 @@ type Result struct {
 	MessagesSkipped int `json:"messagesSkipped"`
 	// HoldEvents counts the hold-applied and hold-released events this sweep recorded.
 	HoldEvents int `json:"holdEvents"`
-	Errors     int `json:"errors"` // failed store calls; each is logged
+	// AuditEventsPruned counts the audit events deleted as older than auditRetention;
+	// AuditPrunedThrough is the size of the signed checkpoint the audit trail now starts
+	// after (0 while it was never pruned).
+	AuditEventsPruned  int    `json:"auditEventsPruned"`
+	AuditPrunedThrough uint64 `json:"auditPrunedThrough,omitempty"`
+	// Keys is what the key step found and did; nil without SweeperConfig.Keys, or when the
+	// sweep stopped before the key holder answered.
+	Keys   *KeyStatus `json:"keys,omitempty"`
+	Errors int        `json:"errors"` // failed store and keystore calls; each is logged
 }
 
 // Sweeper expires unread links and purges content as the tenant's policy says, never touching
@@ -236,6 +262,7 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (res Result, err error) {
 		s.last.HeldByHold = maps.Clone(res.HeldByHold)
 		s.mu.Unlock()
 		s.report(res, err)
+		s.cfg.Metrics.observe(res, err)
 	}()
 	p := set.Policy
 	if p == nil {
@@ -259,6 +286,12 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (res Result, err error) {
 	}
 	ran = true
 
+	var versions keystore.KeyVersions
+	if s.cfg.Keys != nil {
+		if versions, err = s.startKeys(ctx, &res); err != nil {
+			return res, err
+		}
+	}
 	if err := s.recordHolds(ctx, &res, set); err != nil {
 		return res, err
 	}
@@ -266,6 +299,13 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (res Result, err error) {
 	detail := map[string]string{"rule": p.Name}
 	if p.Generation != 0 {
 		detail["generation"] = strconv.FormatInt(p.Generation, 10)
+	}
+	purgeDetail := maps.Clone(detail)
+	if res.Keys != nil {
+		// The message's data key was wrapped by this version or an older one: once the versions
+		// up to it are destroyed (a key-versions-destroyed event with a higher min_version), no
+		// copy of the database can be decrypted.
+		purgeDetail["key_version_max"] = strconv.Itoa(res.Keys.Latest)
 	}
 	expireBy := res.Started.Add(-p.UnreadLinkExpiry.D)
 	purgeBy := res.Started.Add(-p.ContentPurgeAfter.D)
@@ -284,13 +324,18 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (res Result, err error) {
 		err = s.phase(ctx, &res, set, phase{
 			what: "purge content", list: s.cfg.Store.PurgeCandidates, createdBy: purgeBy, done: &res.MessagesPurged,
 			act: func(ctx context.Context, ids []string) (int, error) {
-				return s.cfg.Store.PurgeMessages(ctx, ids, audit.Event{Kind: audit.KindPurged, Actor: Actor, Detail: detail})
+				return s.cfg.Store.PurgeMessages(ctx, ids, audit.Event{Kind: audit.KindPurged, Actor: Actor, Detail: purgeDetail})
 			},
 			countHeld: func(Message) bool { return true },
 		})
 	}
-	// Pruning audit events older than auditRetention comes here, once it can cut the chain at a
-	// signed checkpoint (package audit): until then, audit events are kept for good.
+	if err == nil && s.cfg.Keys != nil {
+		err = s.rewrapKeys(ctx, &res, versions)
+	}
+	// Audit events older than auditRetention go up to a signed checkpoint (prune.go).
+	if err == nil {
+		err = s.pruneAudit(ctx, &res, set, p, detail)
+	}
 	if err != nil {
 		return res, err
 	}
@@ -347,7 +392,7 @@ func (s *Sweeper) phase(ctx context.Context, res *Result, set Settings, ph phase
 		if len(ids) > 0 {
 			began := time.Now()
 			n, err := ph.act(ctx, ids)
-			pause := time.Duration(s.cfg.Pause * float64(time.Since(began)))
+			took := time.Since(began)
 			if err != nil {
 				res.Errors++
 				if ctx.Err() != nil {
@@ -361,27 +406,45 @@ func (s *Sweeper) phase(ctx context.Context, res *Result, set Settings, ph phase
 			if err == nil {
 				res.MessagesSkipped += len(ids) - n
 			}
-			if pause > 0 {
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-s.after(pause):
-				}
+			if err := s.pause(ctx, took); err != nil {
+				return err
 			}
 		}
 		if len(batch) < s.cfg.BatchSize {
 			return nil
 		}
 		after = batch[len(batch)-1]
-		held, err := s.cfg.Store.AcquireLease(ctx, LeaseName, s.holder, s.now().Add(s.cfg.LeaseTTL))
-		if err != nil {
-			res.Errors++
-			return fmt.Errorf("retention sweep: renew lease: %w", err)
-		}
-		if !held {
-			return errLeaseLost
+		if err := s.renewLease(ctx, res); err != nil {
+			return err
 		}
 	}
+}
+
+// pause waits the configured multiple of took, the time a batch took (SweeperConfig.Pause).
+func (s *Sweeper) pause(ctx context.Context, took time.Duration) error {
+	pause := time.Duration(s.cfg.Pause * float64(took))
+	if pause <= 0 {
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.after(pause):
+		return nil
+	}
+}
+
+// renewLease extends the sweep lease after a batch; it fails when another sweeper took it over.
+func (s *Sweeper) renewLease(ctx context.Context, res *Result) error {
+	held, err := s.cfg.Store.AcquireLease(ctx, LeaseName, s.holder, s.now().Add(s.cfg.LeaseTTL))
+	if err != nil {
+		res.Errors++
+		return fmt.Errorf("retention sweep: renew lease: %w", err)
+	}
+	if !held {
+		return errLeaseLost
+	}
+	return nil
 }
 
 // report logs a sweep's result: counts, hold names and the rule, no message or patient data.

@@ -36,6 +36,8 @@ func TestSweeper(t *testing.T) {
 				{"NoPolicy", testNoPolicy},
 				{"RunReleasesLease", testRunReleasesLease},
 				{"HoldEventsRecordedOnce", testHoldEventsRecordedOnce},
+				{"KeyTrimReachesBackups", testKeyTrimReachesBackups},
+				{"KeyFloorWaitsForSettle", testKeyFloorWaitsForSettle},
 			} {
 				t.Run(tc.name, func(t *testing.T) { tc.test(t, newDatabase) })
 			}
@@ -48,7 +50,8 @@ var epoch = time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
 func policy() *retention.Policy {
 	return &retention.Policy{Name: "hipaa-standard", Generation: 3,
 		UnreadLinkExpiry: retention.Duration{D: 72 * time.Hour}, ContentPurgeAfter: retention.Duration{D: 720 * time.Hour},
-		AuditRetention: retention.Duration{D: 52608 * time.Hour}, SweepInterval: retention.Duration{D: time.Hour}}
+		AuditRetention: retention.Duration{D: 52608 * time.Hour}, SweepInterval: retention.Duration{D: time.Hour},
+		KeyRotationPeriod: retention.Duration{D: 720 * time.Hour}}
 }
 
 // settings are settings a test changes between sweeps.

@@ -18,6 +18,7 @@ var policyDefaults = map[string]time.Duration{
 	"contentPurgeAfter": 2160 * time.Hour,
 	"auditRetention":    52608 * time.Hour,
 	"sweepInterval":     time.Hour,
+	"keyRotationPeriod": DefaultKeyRotationPeriod,
 }
 
 // yamlPolicySpec is a RetentionPolicy's spec as YAML: the CRD's fields, nothing else.
@@ -26,6 +27,7 @@ type yamlPolicySpec struct {
 	ContentPurgeAfter string `yaml:"contentPurgeAfter"`
 	AuditRetention    string `yaml:"auditRetention"`
 	SweepInterval     string `yaml:"sweepInterval"`
+	KeyRotationPeriod string `yaml:"keyRotationPeriod"`
 }
 
 // yamlObject is a Kubernetes object as YAML, as far as this package reads one. Its metadata
@@ -123,6 +125,7 @@ func ParsePolicyYAML(data []byte) (*Policy, error) {
 		{"contentPurgeAfter", spec.ContentPurgeAfter, &p.ContentPurgeAfter},
 		{"auditRetention", spec.AuditRetention, &p.AuditRetention},
 		{"sweepInterval", spec.SweepInterval, &p.SweepInterval},
+		{"keyRotationPeriod", spec.KeyRotationPeriod, &p.KeyRotationPeriod},
 	} {
 		if f.in == "" {
 			f.out.D = policyDefaults[f.name]

@@ -24,17 +24,17 @@ kind: RetentionPolicy
 metadata: {name: short, labels: {team: compliance}}
 spec: {unreadLinkExpiry: 1m, contentPurgeAfter: 2m, auditRetention: 10m, sweepInterval: 1m}`,
 		want: &Policy{Name: "short", UnreadLinkExpiry: Duration{time.Minute}, ContentPurgeAfter: Duration{2 * time.Minute},
-			AuditRetention: Duration{10 * time.Minute}, SweepInterval: Duration{time.Minute}},
+			AuditRetention: Duration{10 * time.Minute}, SweepInterval: Duration{time.Minute}, KeyRotationPeriod: Duration{720 * time.Hour}},
 	}, {
 		name: "the spec alone, defaults for the rest",
 		in:   `contentPurgeAfter: 1000h`,
 		want: &Policy{Name: "dev", UnreadLinkExpiry: Duration{720 * time.Hour}, ContentPurgeAfter: Duration{1000 * time.Hour},
-			AuditRetention: Duration{52608 * time.Hour}, SweepInterval: Duration{time.Hour}},
+			AuditRetention: Duration{52608 * time.Hour}, SweepInterval: Duration{time.Hour}, KeyRotationPeriod: Duration{720 * time.Hour}},
 	}, {
 		name: "an object with no spec takes every default",
 		in:   "kind: RetentionPolicy\nmetadata: {name: hipaa-standard}\n",
 		want: &Policy{Name: "hipaa-standard", UnreadLinkExpiry: Duration{720 * time.Hour}, ContentPurgeAfter: Duration{2160 * time.Hour},
-			AuditRetention: Duration{52608 * time.Hour}, SweepInterval: Duration{time.Hour}},
+			AuditRetention: Duration{52608 * time.Hour}, SweepInterval: Duration{time.Hour}, KeyRotationPeriod: Duration{720 * time.Hour}},
 	}, {
 		name: "unknown field", in: "unreadLinkExpiry: 1h\npurgeAfter: 2h\n", wantErr: "field purgeAfter not found",
 	}, {
@@ -46,6 +46,8 @@ spec: {unreadLinkExpiry: 1m, contentPurgeAfter: 2m, auditRetention: 10m, sweepIn
 		name: "sweep interval too long", in: "sweepInterval: 25h\n", wantErr: "sweepInterval 25h0m0s: must be at most 24h0m0s",
 	}, {
 		name: "below a minute", in: "sweepInterval: 30s\n", wantErr: "sweepInterval 30s: must be at least 1m0s",
+	}, {
+		name: "key rotation under a day", in: "keyRotationPeriod: 12h\n", wantErr: "keyRotationPeriod 12h0m0s: must be at least 24h0m0s",
 	}, {
 		name: "another kind", in: "kind: LegalHold\nmetadata: {name: x}\n", wantErr: "want a RetentionPolicy",
 	}} {

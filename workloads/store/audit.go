@@ -419,17 +419,9 @@ func (s *Store) Checkpoints(ctx context.Context) ([]audit.Checkpoint, error) {
 	defer rows.Close()
 	var cps []audit.Checkpoint
 	for rows.Next() {
-		var (
-			c        audit.Checkpoint
-			size     int64
-			signedAt string
-		)
-		if err := rows.Scan(&c.Tenant, &size, hashDest{&c.Head}, &signedAt, &c.KeyID, &c.Signature); err != nil {
+		c, err := scanCheckpoint(rows.Scan)
+		if err != nil {
 			return nil, failed("read audit checkpoints", err)
-		}
-		c.Size = uint64(size)
-		if c.Time, err = time.Parse(checkpointTime, signedAt); err != nil {
-			return nil, failed(fmt.Sprintf("read audit checkpoint at size %d", size), err)
 		}
 		cps = append(cps, c)
 	}

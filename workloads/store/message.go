@@ -515,21 +515,21 @@ func oneMessage(id string) messageSet {
 	return messageSet{byID: `id = $1`, byMessageID: `message_id = $1`, arg: id}
 }
 
-// messages is the set of the messages whose ids are list, a JSON array of strings.
-func (s *Store) messages(list string) messageSet {
-	ids := s.db.jsonStrings("$1")
-	return messageSet{byID: s.db.idIn("id", ids), byMessageID: s.db.idIn("message_id", ids), arg: list}
+// chosenMessages is the set of the messages whose ids are list, a JSON array of strings, and
+// whose status meets condition (SQL on messages' columns). Statements that come after the
+// transaction locked those messages see the same set, provided that no status can come to
+// meet condition again once it stopped (changeMessages); the statement that changes the
+// status must be the last to use the set.
+func (s *Store) chosenMessages(list, condition string) messageSet {
+	byID := s.db.idIn("id", s.db.jsonStrings("$1")) + ` AND ` + condition
+	return messageSet{byID: byID, byMessageID: s.db.idIn("message_id", `SELECT id FROM messages WHERE `+byID), arg: list}
 }
 
 // setStatus returns the statements that set the messages of set to status to. A final status
 // also shreds the key if it is purged, and cancels the notification if it was not sent yet.
+// The messages are changed last, for a set chosen by status (chosenMessages).
 func (s *Store) setStatus(set messageSet, to Status, now time.Time) []step {
-	steps := []step{{
-		sql: `UPDATE messages SET status = $2, status_changed_at = $3,
-				wrapped_key = CASE WHEN $2 = 'purged' THEN NULL ELSE wrapped_key END
-			WHERE ` + set.byID,
-		args: []any{set.arg, to, now},
-	}}
+	var steps []step
 	if to.Final() {
 		steps = append(steps, step{
 			sql: `UPDATE outbox SET failed_at = $2, last_error = $3, claimed_until = NULL, payload = NULL
@@ -537,12 +537,17 @@ func (s *Store) setStatus(set messageSet, to Status, now time.Time) []step {
 			args: []any{set.arg, now, "message-" + string(to)},
 		})
 	}
-	return steps
+	return append(steps, step{
+		sql: `UPDATE messages SET status = $2, status_changed_at = $3,
+				wrapped_key = CASE WHEN $2 = 'purged' THEN NULL ELSE wrapped_key END
+			WHERE ` + set.byID,
+		args: []any{set.arg, to, now},
+	})
 }
 
 // purgeSteps returns the statements that purge the messages of set: their parts and replies
 // are deleted, their wrapped data keys destroyed (so that copies of the ciphertext in backups
-// cannot be opened either), and their status set to purged.
+// cannot be opened either), and their status set to purged, last (see setStatus).
 func (s *Store) purgeSteps(set messageSet, now time.Time) []step {
 	steps := []step{
 		{sql: `DELETE FROM message_parts WHERE ` + set.byMessageID, args: []any{set.arg}},

@@ -28,10 +28,6 @@ const (
 	unpurgedCondition = `status <> 'purged'`
 )
 
-// unread reports whether a message in status st has a link that still works and was not used
-// to read it: what ExpireMessages expires. It is unreadCondition in Go.
-func (st Status) unread() bool { return !st.Final() && st != StatusRead }
-
 // ExpiryCandidates returns up to limit messages created at or before createdBy whose link still
 // works (not read, not expired, revoked or purged), in (created_at, id) order after after (the
 // last message of the previous page; the zero Message starts at the oldest).
@@ -52,7 +48,7 @@ func (s *Store) candidates(ctx context.Context, what, condition string, createdB
 	// The recipient's phone is read per row, by its primary key: a join would make SQLite
 	// match the partial index's condition against an aliased column, which it does not.
 	rows, err := s.db.query(ctx, `SELECT id, (SELECT phone FROM recipients WHERE recipients.id = messages.recipient_id),
-			sender, created_at
+			sender, created_at, wrapped_key
 		FROM messages
 		WHERE `+condition+` AND created_at <= $1 AND (created_at, id) > ($2, $3)
 		ORDER BY created_at, id LIMIT $4`,
@@ -64,7 +60,7 @@ func (s *Store) candidates(ctx context.Context, what, condition string, createdB
 	var list []retention.Message
 	for rows.Next() {
 		var m retention.Message
-		if err := rows.Scan(&m.ID, &m.Recipient, &m.Sender, timeDest{&m.CreatedAt}); err != nil {
+		if err := rows.Scan(&m.ID, &m.Recipient, &m.Sender, timeDest{&m.CreatedAt}, stringDest{&m.WrappedKey}); err != nil {
 			return nil, failed(what, err)
 		}
 		list = append(list, m)
@@ -80,7 +76,7 @@ func (s *Store) candidates(ctx context.Context, what, condition string, createdB
 // audited for each (its MessageID filled in, a zero Time is now), in one transaction. It
 // returns how many it expired; the others had moved on or do not exist.
 func (s *Store) ExpireMessages(ctx context.Context, ids []string, ev audit.Event) (int, error) {
-	n, err := s.changeMessages(ctx, ids, ev, Status.unread, func(set messageSet, now time.Time) []step {
+	n, err := s.changeMessages(ctx, ids, ev, unreadCondition, func(set messageSet, now time.Time) []step {
 		return s.setStatus(set, StatusExpired, now)
 	})
 	if err != nil {
@@ -93,17 +89,25 @@ func (s *Store) ExpireMessages(ctx context.Context, ids []string, ev audit.Event
 // audits ev for each, in one transaction. It returns how many it purged: a message purged
 // already (by another sweeper, say) is left alone and gets no second event.
 func (s *Store) PurgeMessages(ctx context.Context, ids []string, ev audit.Event) (int, error) {
-	n, err := s.changeMessages(ctx, ids, ev, func(st Status) bool { return st != StatusPurged }, s.purgeSteps)
+	n, err := s.changeMessages(ctx, ids, ev, unpurgedCondition, s.purgeSteps)
 	if err != nil {
 		return 0, failed(fmt.Sprintf("purge %d messages", len(ids)), err)
 	}
 	return n, nil
 }
 
-// changeMessages is changeMessage for many messages: in one transaction it locks messages ids
-// in id order (so that two sweepers cannot deadlock), keeps those whose status choose accepts,
-// runs change on them and audits ev for each. It returns how many it changed.
-func (s *Store) changeMessages(ctx context.Context, ids []string, ev audit.Event, choose func(Status) bool, change func(set messageSet, now time.Time) []step) (int, error) {
+// changeMessages is changeMessage for many messages, in one transaction sent as one batch (on
+// PostgreSQL one round trip, the commit included): it locks messages ids that meet condition,
+// in id order so that two sweepers cannot deadlock, audits ev for each of them, runs change on
+// them and returns how many it changed.
+//
+// The statements choose the messages by condition again, each under the locks the first one
+// took. That holds the set still because condition (unreadCondition, unpurgedCondition) is
+// one a message can stop meeting but never meet again. They are separate statements, not one
+// with data-modifying CTEs, because in READ COMMITTED each statement reads a snapshot taken
+// when it starts: a statement that waited for a message's lock has an older snapshot and would
+// miss, say, a reply that the lock's holder (AddReply) inserted before it committed.
+func (s *Store) changeMessages(ctx context.Context, ids []string, ev audit.Event, condition string, change func(set messageSet, now time.Time) []step) (int, error) {
 	if len(ids) == 0 {
 		return 0, nil
 	}
@@ -127,52 +131,22 @@ func (s *Store) changeMessages(ctx context.Context, ids []string, ev audit.Event
 	if err != nil {
 		return 0, err
 	}
-	var n int
-	err = s.db.inTx(ctx, func(q querier) error {
-		n = 0
-		rows, err := q.query(ctx, `SELECT id, status FROM messages WHERE `+s.messages(string(list)).byID+` ORDER BY id`+s.db.lockRow(), string(list))
-		if err != nil {
-			return err
-		}
-		var chosen []string
-		for rows.Next() {
-			var (
-				id   string
-				from Status
-			)
-			if err := rows.Scan(&id, &from); err != nil {
-				rows.Close()
-				return err
-			}
-			if choose(from) {
-				chosen = append(chosen, id)
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		if len(chosen) == 0 {
-			return nil
-		}
-		chosenList, err := json.Marshal(chosen)
-		if err != nil {
-			return err
-		}
-		set := s.messages(string(chosenList))
-		steps := append(change(set, now), step{
-			// One event per changed message, from the pending event's values.
+	set := s.chosenMessages(string(list), condition)
+	var n int64
+	steps := append([]step{
+		{sql: `SELECT id FROM messages WHERE ` + set.byID + ` ORDER BY id` + s.db.lockRow(), args: []any{set.arg}},
+		{
+			// One event per chosen message, from the pending event's values.
 			sql: `INSERT INTO audit_pending (occurred_at, kind, actor, message_id, detail)
-				SELECT $2, $3, $4, id, $5 FROM messages WHERE ` + set.byID,
-			args: []any{set.arg, insertEvent.args[0], insertEvent.args[1], insertEvent.args[2], insertEvent.args[4]},
-		})
-		if err := q.batch(ctx, steps); err != nil {
-			return err
-		}
-		n = len(chosen)
-		return nil
-	})
-	return n, err
+				SELECT $2, $3, $4, id, $5 FROM messages WHERE ` + set.byID + ` ORDER BY id`,
+			args:     []any{set.arg, insertEvent.args[0], insertEvent.args[1], insertEvent.args[2], insertEvent.args[4]},
+			affected: func(k int64) error { n = k; return nil },
+		},
+	}, change(set, now)...)
+	if err := s.db.transact(ctx, steps); err != nil {
+		return 0, err
+	}
+	return int(n), nil
 }
 
 // AcquireLease gives lease name to holder until until, if nobody holds it, its holder's time

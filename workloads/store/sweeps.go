@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/securetext/securetext/workloads/retention"
@@ -36,11 +37,16 @@ func (s *Store) SaveSweep(ctx context.Context, name string, r retention.Result) 
 	return nil
 }
 
-// LastSweep returns the last sweep saved under name, or ErrNotFound before the first.
+// LastSweep returns the last sweep saved under name, or ErrNotFound (and
+// retention.ErrNoSweep) before the first.
 func (s *Store) LastSweep(ctx context.Context, name string) (retention.Result, error) {
 	var raw string
 	if err := s.db.queryRow(ctx, `SELECT result FROM retention_sweeps WHERE name = $1`, name).Scan(&raw); err != nil {
-		return retention.Result{}, failed("read retention sweep "+name, noRows(err))
+		err = failed("read retention sweep "+name, noRows(err))
+		if errors.Is(err, ErrNotFound) {
+			err = fmt.Errorf("%w (%w)", err, retention.ErrNoSweep)
+		}
+		return retention.Result{}, err
 	}
 	var r retention.Result
 	if err := json.Unmarshal([]byte(raw), &r); err != nil {

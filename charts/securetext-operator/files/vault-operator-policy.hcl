@@ -44,8 +44,9 @@ path "sys/mounts/securetext/+/state" {
 }
 
 # Tenant keys: read, create (POST keys/<name>, an update to Transit), configure
-# deletion_allowed (keys/<name>/config), rotate (keys/<name>/rotate), destroy (DELETE
-# keys/<name>, Shred only).
+# deletion_allowed and min_decryption_version (keys/<name>/config), rotate (keys/<name>/rotate),
+# destroy the old versions of the wrapping key that no stored message needs (keys/<name>/trim,
+# so that purged content is gone from backups too), destroy (DELETE keys/<name>, Shred only).
 path "securetext/+/transit/keys/*" {
   capabilities = ["read", "update", "delete"]
 }

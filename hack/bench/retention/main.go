@@ -10,10 +10,14 @@
 //     that purges every message not held, with the same intake running throughout, and
 //     reports purges per second and the intake rate during the sweep against the one before.
 //
+// With -waits it also samples pg_stat_activity during the sweep and prints what the sweep's
+// statements and the others waited for (a lock, the WAL, or nothing: a CPU). It always prints
+// how busy the machine's CPUs were with intake alone and during the sweep.
+//
 // Afterwards it checks that every message not held is purged with its parts gone, and that
 // every held one is intact. Missing a target prints MISS; a check that fails exits non-zero.
 //
-//	go run ./hack/bench/retention [-messages 1000000] [-batch 500] [-writers 32]
+//	go run ./hack/bench/retention [-messages 1000000] [-batch 500] [-writers 32] [-pause 0] [-waits]
 //
 // It needs PostgreSQL's server binaries (Debian's postgresql package).
 package main
@@ -48,6 +52,7 @@ type options struct {
 	messages, size, batch, writers int
 	intakeDuration                 time.Duration
 	pause                          float64
+	waits                          bool
 }
 
 func main() {
@@ -58,6 +63,7 @@ func main() {
 	flag.IntVar(&o.writers, "writers", 32, "concurrent Store.AcceptMessage callers")
 	flag.DurationVar(&o.intakeDuration, "intake-duration", 15*time.Second, "length of the intake run without a sweep")
 	flag.Float64Var(&o.pause, "pause", 0, "the sweeper's Pause: wait this multiple of each batch's time after it")
+	flag.BoolVar(&o.waits, "waits", false, "sample what the database's backends wait for during the sweep, and print it")
 	flag.Parse()
 	if o.messages <= 0 || o.size <= 0 || o.batch <= 0 || o.writers < 0 || o.intakeDuration <= 0 {
 		fmt.Fprintln(os.Stderr, "bench: -messages, -size, -batch and -intake-duration must be positive")
@@ -109,10 +115,12 @@ func run(ctx context.Context, o options) error {
 	defer func() { stopSequencer(); sequencer.Wait() }()
 
 	logf("intake alone: %d writers for %s", o.writers, o.intakeDuration)
+	busy0, total0 := cpuTicks()
 	base, err := intake(ctx, s, o.writers, func(stop <-chan struct{}) { sleepOr(ctx, o.intakeDuration, stop) })
 	if err != nil {
 		return err
 	}
+	busy1, total1 := cpuTicks()
 
 	var holds []string
 	for i := 0; i < patients; i += 100 {
@@ -121,7 +129,8 @@ func run(ctx context.Context, o options) error {
 	settings := retention.Settings{
 		Policy: &retention.Policy{Name: "bench", Generation: 1,
 			UnreadLinkExpiry: retention.Duration{D: 72 * time.Hour}, ContentPurgeAfter: retention.Duration{D: 720 * time.Hour},
-			AuditRetention: retention.Duration{D: 52608 * time.Hour}, SweepInterval: retention.Duration{D: time.Hour}},
+			AuditRetention: retention.Duration{D: 52608 * time.Hour}, SweepInterval: retention.Duration{D: time.Hour},
+			KeyRotationPeriod: retention.Duration{D: retention.DefaultKeyRotationPeriod}},
 		Holds: []retention.Hold{{Name: "matter-bench", Reason: "bench", Matcher: retention.Matcher{Recipients: holds}}},
 	}
 	sw, err := retention.NewSweeper(retention.SweeperConfig{Store: s, Settings: func() retention.Settings { return settings },
@@ -132,10 +141,15 @@ func run(ctx context.Context, o options) error {
 	logf("sweeping with %d writers running", o.writers)
 	var res retention.Result
 	var sweepErr error
+	var waits *waitSampler
+	if o.waits {
+		waits = startWaitSampler(ctx, dsn)
+	}
 	during, err := intake(ctx, s, o.writers, func(<-chan struct{}) { res, sweepErr = sw.SweepOnce(ctx) })
 	if err != nil {
 		return err
 	}
+	busy2, total2 := cpuTicks()
 	if sweepErr != nil {
 		return fmt.Errorf("sweep: %w", sweepErr)
 	}
@@ -151,6 +165,18 @@ func run(ctx context.Context, o options) error {
 		o.messages, o.size, held, o.batch, o.pause, o.writers)
 	fmt.Println("| run | work | time | rate | target |")
 	fmt.Println("| --- | ---: | ---: | ---: | --- |")
+	defer func() {
+		if waits != nil {
+			waits.finish()
+		}
+	}()
+	cpu := func(busy, total int64) string {
+		if total <= 0 {
+			return "?"
+		}
+		return fmt.Sprintf("%.0f %%", 100*float64(busy)/float64(total))
+	}
+	defer fmt.Printf("\nMachine CPU busy: intake alone %s, during the sweep %s.\n", cpu(busy1-busy0, total1-total0), cpu(busy2-busy1, total2-total1))
 	if o.writers == 0 {
 		fmt.Printf("| sweep alone | %d purged, %d held, %d links expired | %.1f s | **%.0f purges/s** | ≥ %d/s %s |\n",
 			res.MessagesPurged, res.MessagesHeld, res.LinksExpired, sweepTime.Seconds(), purgeRate, targetPurgesPerSecond, verdict(purgeRate >= targetPurgesPerSecond))

@@ -122,6 +122,14 @@ func verifyExport(path, key, trustedPath string, stdout io.Writer) error {
 			fmt.Fprintf(stdout, " (generation %s)", c.Generation)
 		}
 		fmt.Fprintf(stdout, "; event %d of the signed audit trail\n", c.Seq)
+		switch d := c.KeysDestroyed; {
+		case d != nil:
+			fmt.Fprintf(stdout, "unrecoverable from backups too: its data key was wrapped by key version %d or older, and event %d records destroying every version below %d at %s\n",
+				c.KeyVersionMax, d.Seq, d.MinVersion, d.At.Format(time.RFC3339))
+		case c.KeyVersionMax > 0:
+			fmt.Fprintf(stdout, "backups: its data key was wrapped by key version %d or older; no event in this file records destroying that version yet (the README's bound says by when)\n",
+				c.KeyVersionMax)
+		}
 	} else if rep.First > 1 {
 		fmt.Fprintf(stdout, "a segment from event %d: the events before it are not in this file\n", rep.First)
 	}

@@ -50,6 +50,17 @@ func auditExport(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	defer st.Close()
 	if *checkpoint {
+		// Chain what is pending first, so that the export covers the events of moments ago,
+		// among them the record of a pruning that an export starting at its anchor needs.
+		for {
+			n, err := st.SequenceAudit(ctx, auditExportPage)
+			if err != nil {
+				return fmt.Errorf("audit export: %w", err)
+			}
+			if n == 0 {
+				break
+			}
+		}
 		if _, _, err := st.CheckpointAudit(ctx, keys); err != nil {
 			return fmt.Errorf("audit export: sign a checkpoint of the current head: %w", err)
 		}
@@ -58,26 +69,12 @@ func auditExport(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return fmt.Errorf("audit export: %w", err)
 	}
-	checkpoints, err := st.Checkpoints(ctx)
+	// The events up to the newest checkpoint (later ones would be unprotected, and verify
+	// refuses an export whose tail no checkpoint covers), from the start of the trail: event 1,
+	// or the anchor of a pruned trail.
+	events, checkpoints, err := st.AuditTrail(ctx)
 	if err != nil {
 		return fmt.Errorf("audit export: %w", err)
-	}
-	// Read events only up to the newest checkpoint: later ones would be unprotected, and
-	// verify refuses an export whose tail no checkpoint covers.
-	var upTo uint64
-	for _, c := range checkpoints {
-		upTo = max(upTo, c.Size)
-	}
-	var events []audit.Event
-	for uint64(len(events)) < upTo {
-		page, err := st.AuditEvents(ctx, uint64(len(events)), min(auditExportPage, int(upTo)-len(events)))
-		if err != nil {
-			return fmt.Errorf("audit export: %w", err)
-		}
-		if len(page) == 0 {
-			return fmt.Errorf("audit export: the chain ends at %d events but a checkpoint covers %d", len(events), upTo)
-		}
-		events = append(events, page...)
 	}
 
 	w := stdout

@@ -139,11 +139,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, starte
 	}
 	var background []func(context.Context)
 	var settings retention.Settings
+	reg := gateway.NewRegistry()
 	if *policyFile != "" || *holdsFile != "" {
 		if settings, err = retention.LoadFiles(*policyFile, *holdsFile); err != nil {
 			return err
 		}
-		sw, err := newSweeper(st, func() retention.Settings { return settings }, log)
+		ring, _ := keys.Service.(keystore.KeyRing) // the local key file: one version, never destroyed
+		sw, err := newSweeper(st, func() retention.Settings { return settings }, ring, reg, log)
 		if err != nil {
 			return err
 		}
@@ -151,7 +153,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, starte
 	}
 	return gateway.Run(ctx, gateway.Config{
 		Tenant: devTenant, TenantName: devTenantName, TextDomain: devDomain, Region: "US",
-		Store: st, Keys: keys, Senders: senders, TLS: tlsConfig,
+		Store: st, Keys: keys, Senders: senders, TLS: tlsConfig, Registry: reg,
 		SMTPAddr: *smtpAddr, APIAddr: *apiAddr, MetricsAddr: *metricsAddr,
 		TrustedNetworks: trusted,
 		SMS:             provider, ProviderName: sms.TypeConsole, ViewerURL: viewerURL,

@@ -11,9 +11,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/securetext/securetext/workloads/gateway"
+	"github.com/securetext/securetext/workloads/keystore"
 	"github.com/securetext/securetext/workloads/phone"
 	"github.com/securetext/securetext/workloads/retention"
 	"github.com/securetext/securetext/workloads/store"
@@ -145,7 +147,8 @@ func runGateway(ctx context.Context, args []string, lookupEnv func(string) (stri
 		return err
 	}
 	defer st.Close()
-	background, linkExpiry, err := retentionLoops(f.retentionFile, st, log)
+	reg := gateway.NewRegistry()
+	background, linkExpiry, settings, err := retentionLoops(f.retentionFile, st, keys, reg, log)
 	if err != nil {
 		return err
 	}
@@ -156,7 +159,7 @@ func runGateway(ctx context.Context, args []string, lookupEnv func(string) (stri
 	return gateway.Run(ctx, gateway.Config{
 		Tenant: f.tenant, TenantName: f.tenantName, TextDomain: f.textDomain,
 		Region: f.region, AllowedCountries: f.allowedCountries,
-		Store: st, Keys: keys, Senders: senders,
+		Store: st, Keys: keys, Senders: senders, Registry: reg,
 		TLS:      tlsConfig,
 		SMTPAddr: f.smtpAddr, SMTPSAddr: f.smtpsAddr, APIAddr: f.apiAddr, MetricsAddr: f.metricsAddr,
 		TrustedNetworks: trusted, MaxMessageBytes: f.maxMessageBytes,
@@ -165,6 +168,7 @@ func runGateway(ctx context.Context, args []string, lookupEnv func(string) (stri
 		SMSRate: rate.Limit(f.smsRate), SMSBurst: f.smsBurst, SMSLease: f.smsLease, QuietHours: quiet,
 		AuditCheckpointInterval: f.checkpointInterval,
 		PolicyLinkExpiry:        linkExpiry,
+		RetentionSettings:       settings,
 		Background:              background,
 		Status:                  status,
 		StatusAddr:              f.status.addr,
@@ -179,31 +183,34 @@ func runGateway(ctx context.Context, args []string, lookupEnv func(string) (stri
 const retentionPause = 1
 
 // retentionLoops are the gateway's retention sweeper and the watcher of its settings file
-// (none when file is empty), and the policy's link expiry as it stands. Every gateway replica
-// runs them; a lease in the database lets one sweep at a time.
-func retentionLoops(file string, st *store.Store, log *slog.Logger) ([]func(context.Context), func() time.Duration, error) {
+// (none when file is empty), the policy's link expiry as it stands, and the settings as they
+// stand (whose legal holds are exported). Every gateway replica runs them; a lease in the
+// database lets one sweep at a time.
+func retentionLoops(file string, st *store.Store, keys keystore.KeyRing, reg prometheus.Registerer, log *slog.Logger) ([]func(context.Context), func() time.Duration, func() retention.Settings, error) {
 	if file == "" {
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
 	src, err := retention.LoadSource(file, log)
 	if err != nil {
-		return nil, nil, fmt.Errorf("-retention-file: %w", err)
+		return nil, nil, nil, fmt.Errorf("-retention-file: %w", err)
 	}
-	sw, err := newSweeper(st, src.Settings, log)
+	sw, err := newSweeper(st, src.Settings, keys, reg, log)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	loops := []func(context.Context){
 		func(ctx context.Context) { src.Watch(ctx, retention.DefaultWatchInterval) },
 		sw.Run,
 	}
-	return loops, func() time.Duration { return src.Settings().LinkExpiry() }, nil
+	return loops, func() time.Duration { return src.Settings().LinkExpiry() }, src.Settings, nil
 }
 
-// newSweeper is the retention sweeper of st, named in its lease by the host (the pod's name).
-func newSweeper(st *store.Store, settings func() retention.Settings, log *slog.Logger) (*retention.Sweeper, error) {
+// newSweeper is the retention sweeper of st, named in its lease by the host (the pod's name),
+// which moves stored data keys to new versions of the wrapping key through keys.
+func newSweeper(st *store.Store, settings func() retention.Settings, keys keystore.KeyRing, reg prometheus.Registerer, log *slog.Logger) (*retention.Sweeper, error) {
 	host, _ := os.Hostname()
 	return retention.NewSweeper(retention.SweeperConfig{
-		Store: st, Settings: settings, Holder: host, Pause: retentionPause, Logger: log,
+		Store: st, Settings: settings, Holder: host, Keys: keys, Pause: retentionPause,
+		Metrics: retention.NewMetrics(reg), Logger: log,
 	})
 }

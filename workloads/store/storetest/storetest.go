@@ -43,6 +43,7 @@ func Run(t *testing.T, newDatabase func(t *testing.T) string) {
 		{"RetentionCandidates", testRetentionCandidates},
 		{"ExpireAndPurgeMessages", testExpireAndPurgeMessages},
 		{"ConcurrentPurge", testConcurrentPurge},
+		{"ListMessages", testListMessages},
 		{"Leases", testLeases},
 		{"SweepRecord", testSweepRecord},
 		{"ReadsNotFound", testReadsNotFound},
@@ -73,6 +74,10 @@ func Run(t *testing.T, newDatabase func(t *testing.T) string) {
 		{"AuditCheckpointHead", testAuditCheckpointHead},
 		{"AuditRewriteRefused", testAuditRewriteRefused},
 		{"AuditCheckpointBacklog", testAuditCheckpointBacklog},
+		{"AuditPruneAtCheckpoint", testAuditPruneAtCheckpoint},
+		{"AuditPruneNeedsOldCheckpoint", testAuditPruneNeedsOldCheckpoint},
+		{"AuditPruneKeepsHeld", testAuditPruneKeepsHeld},
+		{"AuditPruneStoppedMidway", testAuditPruneStoppedMidway},
 		{"ReopenIsNoOp", testReopenIsNoOp},
 		{"OtherTenantRefused", testOtherTenantRefused},
 	} {
