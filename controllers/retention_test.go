@@ -147,16 +147,24 @@ func gatewayTemplate(t *testing.T, ns string) string {
 // TestRetentionSettingsFollowPolicyAndHolds: a tenant naming a policy gets it in its settings;
 // a change of the policy, a new hold and a released one reach the settings, without rolling
 // the gateway; the policy and the holds report Ready.
-func TestRetentionSettingsFollowPolicyAndHolds(t *testing.T) {
-	ctx := context.Background()
-	const name, ns = "retained", "securetext-retained"
-	policy := newPolicy("retained-standard", "720h")
+// tenantWithPolicy creates a RetentionPolicy and a tenant that uses it (both deleted when the
+// test ends), waits for the tenant's namespace and gives it a database.
+func tenantWithPolicy(t *testing.T, name, ns string, policy *securetextv1alpha1.RetentionPolicy) *securetextv1alpha1.SecureTextTenant {
+	t.Helper()
 	createCleaned(t, k8s, policy)
 	tenant := newTenant(name)
 	tenant.Spec.RetentionPolicyName = policy.Name
 	createCleaned(t, k8s, tenant)
-	eventually(t, "namespace "+ns, func() error { return k8s.Get(ctx, client.ObjectKey{Name: ns}, &corev1.Namespace{}) })
+	eventually(t, "namespace "+ns, func() error { return k8s.Get(context.Background(), client.ObjectKey{Name: ns}, &corev1.Namespace{}) })
 	provideDatabase(t, ns)
+	return tenant
+}
+
+func TestRetentionSettingsFollowPolicyAndHolds(t *testing.T) {
+	ctx := context.Background()
+	const name, ns = "retained", "securetext-retained"
+	policy := newPolicy("retained-standard", "720h")
+	tenant := tenantWithPolicy(t, name, ns, policy)
 	condition(t, name, securetextv1alpha1.ConditionWorkloadsReady, metav1.ConditionFalse, securetextv1alpha1.ReasonWorkloadsProgressing)
 
 	statusCondition(t, k8s, policy, securetextv1alpha1.ConditionReady, metav1.ConditionTrue, securetextv1alpha1.ReasonRetentionPolicyValid)

@@ -79,12 +79,7 @@ func TestSweepStatusFlowsBack(t *testing.T) {
 	const name, ns = "swept", "securetext-swept"
 	policy := newPolicy("swept-standard", "720h")
 	policy.Spec.SweepInterval = "1m"
-	createCleaned(t, k8s, policy)
-	tenant := newTenant(name)
-	tenant.Spec.RetentionPolicyName = policy.Name
-	createCleaned(t, k8s, tenant)
-	eventually(t, "namespace "+ns, func() error { return k8s.Get(ctx, client.ObjectKey{Name: ns}, &corev1.Namespace{}) })
-	provideDatabase(t, ns)
+	tenantWithPolicy(t, name, ns, policy)
 	hold := newHold(ns, "matter-9", "+12025550143")
 	createCleaned(t, k8s, hold)
 	other := newHold(ns, "matter-10", "+12025550144")
@@ -173,12 +168,7 @@ func TestDeletedTenantLeavesPolicyStatus(t *testing.T) {
 	const name, ns = "swept-gone", "securetext-swept-gone"
 	policy := newPolicy("swept-gone-standard", "720h")
 	policy.Spec.SweepInterval = "1m"
-	createCleaned(t, k8s, policy)
-	tenant := newTenant(name)
-	tenant.Spec.RetentionPolicyName = policy.Name
-	createCleaned(t, k8s, tenant)
-	eventually(t, "namespace "+ns, func() error { return k8s.Get(ctx, client.ObjectKey{Name: ns}, &corev1.Namespace{}) })
-	provideDatabase(t, ns)
+	tenant := tenantWithPolicy(t, name, ns, policy)
 	st := startGatewayStatus(t, name, ns)
 	finished := time.Now().UTC().Truncate(time.Second)
 	if err := st.SaveSweep(ctx, retention.RecordName, retention.Result{Started: finished.Add(-time.Minute), Finished: finished,

@@ -30,6 +30,7 @@ import (
 	"github.com/securetext/securetext/workloads/keystore"
 	"github.com/securetext/securetext/workloads/retention"
 	"github.com/securetext/securetext/workloads/store"
+	"github.com/securetext/securetext/workloads/store/storetest"
 )
 
 // The document describes the export's lines as the items of an array; this decoder reads the
@@ -181,26 +182,6 @@ func (e *discoveryEnv) addReply(t *testing.T, id, text string) {
 	}
 }
 
-// chainedEvents links the pending events and returns the whole chain.
-func chainedEvents(t *testing.T, s *store.Store) []audit.Event {
-	t.Helper()
-	ctx := context.Background()
-	for {
-		n, err := s.SequenceAudit(ctx, 1000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			break
-		}
-	}
-	events, err := s.AuditEvents(ctx, 0, 100000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return events
-}
-
 func exportEvents(events []audit.Event) []audit.Event {
 	var out []audit.Event
 	for _, e := range events {
@@ -229,7 +210,7 @@ func TestDiscoveryExport(t *testing.T) {
 			if err := e.Store.Purge(ctx, purged.ID, audit.Event{Kind: audit.KindPurged, Actor: "retention"}); err != nil {
 				t.Fatal(err)
 			}
-			chainedEvents(t, e.Store)
+			storetest.ChainedEvents(t, e.Store)
 
 			x := e.export(t, testHold.Name)
 			ids := []string{held.ID, purged.ID}
@@ -280,7 +261,7 @@ func TestDiscoveryExport(t *testing.T) {
 				rep.Statement.Tenant != testTenant || rep.Statement.Messages != 2 || rep.KeyID != audit.KeyID(pub) || !rep.Signed {
 				t.Errorf("verified %+v", rep)
 			}
-			exported := exportEvents(chainedEvents(t, e.Store))
+			exported := exportEvents(storetest.ChainedEvents(t, e.Store))
 			if len(exported) != 1 {
 				t.Fatalf("%d discovery-exported events, want 1", len(exported))
 			}
@@ -391,7 +372,7 @@ func TestDiscoveryScopes(t *testing.T) {
 			t.Errorf("%s of the export: %d %s, Allow %q; want 405 allowing GET", method, resp.StatusCode, body, resp.Header.Get("Allow"))
 		}
 	}
-	if len(exportEvents(chainedEvents(t, e.Store))) != 0 {
+	if len(exportEvents(storetest.ChainedEvents(t, e.Store))) != 0 {
 		t.Error("a refused export was audited")
 	}
 
@@ -443,7 +424,7 @@ func TestDiscoveryExportKeystoreDown(t *testing.T) {
 	if err == nil || resp.StatusCode != http.StatusOK || bytes.Contains(got, []byte(`"manifest"`)) || !bytes.Contains(got, []byte("PHI-body")) {
 		t.Errorf("signature failed mid-export: %d, read error %v, %d bytes; want the lines and then a broken transfer", resp.StatusCode, err, len(got))
 	}
-	if len(exportEvents(chainedEvents(t, e.Store))) != 0 {
+	if len(exportEvents(storetest.ChainedEvents(t, e.Store))) != 0 {
 		t.Error("a failed export was audited")
 	}
 	if !strings.Contains(e.logs.String(), "api discovery export aborted") {

@@ -178,14 +178,7 @@ func testKeyTrimReachesBackups(t *testing.T, newDatabase func(*testing.T) string
 		t.Errorf("key status of the next sweep: %+v", res.Keys)
 	}
 	var destroyed, purgedEv []audit.Event
-	if _, err := s.SequenceAudit(ctx, 1000); err != nil {
-		t.Fatal(err)
-	}
-	all, err := s.AuditEvents(ctx, 0, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range all {
+	for _, e := range storetest.ChainedEvents(t, s) {
 		switch e.Kind {
 		case audit.KindKeyVersionsDestroyed:
 			destroyed = append(destroyed, e)

@@ -105,20 +105,7 @@ func acceptAt(t *testing.T, s *store.Store, clock *storetest.Clock, change func(
 // events links the pending audit events and counts each message's events of each kind.
 func events(t *testing.T, s *store.Store) map[string]map[audit.Kind]int {
 	t.Helper()
-	ctx := context.Background()
-	for {
-		n, err := s.SequenceAudit(ctx, 1000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			break
-		}
-	}
-	all, err := s.AuditEvents(ctx, 0, 1_000_000)
-	if err != nil {
-		t.Fatal(err)
-	}
+	all := storetest.ChainedEvents(t, s)
 	byMessage := map[string]map[audit.Kind]int{}
 	for _, e := range all {
 		if byMessage[e.MessageID] == nil {
@@ -464,19 +451,7 @@ func testHoldEventsRecordedOnce(t *testing.T, newDatabase func(*testing.T) strin
 		t.Errorf("the release of matter-117 recorded %d events, want 1", res.HoldEvents)
 	}
 
-	for {
-		n, err := st.SequenceAudit(context.Background(), 1000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			break
-		}
-	}
-	all, err := st.AuditEvents(context.Background(), 0, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
+	all := storetest.ChainedEvents(t, st)
 	type got struct{ kind, hold, actor string }
 	var holds []got
 	for _, e := range all {

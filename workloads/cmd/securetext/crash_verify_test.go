@@ -14,6 +14,7 @@ import (
 	"github.com/securetext/securetext/workloads/content"
 	"github.com/securetext/securetext/workloads/envelope"
 	"github.com/securetext/securetext/workloads/store"
+	"github.com/securetext/securetext/workloads/store/storetest"
 	"github.com/securetext/securetext/workloads/token"
 )
 
@@ -51,15 +52,7 @@ func verifyCrashStore(t *testing.T, st *store.Store, dsn string, env *crashEnv, 
 	p := &crashProblems{t: t}
 	// The gateway's sequencer chains pending events as they come; what its last run left is
 	// chained here, as its next start would do.
-	for {
-		n, err := st.SequenceAudit(ctx, 1000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			break
-		}
-	}
+	storetest.LinkAll(t, st)
 
 	// The store has no "list every message": read the ids, and what the store API does not
 	// show (outbox rows, idempotency keys), with SQL.

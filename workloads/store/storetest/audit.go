@@ -378,3 +378,28 @@ func testAuditCheckpointHead(t *testing.T, h harness) {
 		t.Fatalf("checkpoint after growth: size %d signed=%v err=%v; want size 3", cp.Size, signed, err)
 	}
 }
+
+// LinkAll chains every pending audit event of s, as the gateway's sequencer does.
+func LinkAll(t testing.TB, s *store.Store) {
+	t.Helper()
+	for {
+		n, err := s.SequenceAudit(context.Background(), 1000)
+		if err != nil {
+			t.Fatalf("link pending audit events: %v", err)
+		}
+		if n == 0 {
+			return
+		}
+	}
+}
+
+// ChainedEvents chains every pending audit event of s and returns the whole chain.
+func ChainedEvents(t testing.TB, s *store.Store) []audit.Event {
+	t.Helper()
+	LinkAll(t, s)
+	events, err := s.AuditEvents(context.Background(), 0, 1_000_000)
+	if err != nil {
+		t.Fatalf("read audit events: %v", err)
+	}
+	return events
+}
