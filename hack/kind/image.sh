@@ -1,0 +1,502 @@
+#!/usr/bin/env bash
+# The kind node image for Kubernetes v1.37.2, built offline, and the kube-router image that gives
+# kind clusters NetworkPolicy on these machines. `kind build node-image` cannot run here (it pulls
+# pause, etcd, coredns, kindnetd and local-path images), so this replays it without downloads:
+#
+#   - every binary from its Go module (the module proxy is the only source reached): kind,
+#     Kubernetes (hack/kind/tools/kube), etcd, CoreDNS with kubeadm's plugins
+#     (hack/kind/tools/coredns), crictl, kube-router; pause from its C source with gcc -static
+#   - kind's base image from Debian packages (debootstrap) and the files of kind's
+#     images/base/files, taken from the kind module
+#   - one small image per control-plane component, each tagged as kubeadm expects, imported
+#     into the node's containerd the way kind does it
+#
+#   hack/kind/image.sh [build]   build what is missing or stale; print each step and its time
+#
+# Every step keeps a stamp under bin/kind/stamps: a hash of the step's own code, the versions and
+# input files it uses and the stamps of the steps it builds on. A step runs again only when that
+# hash changes or its output (a file, or an image in the engine) is gone, so a second run takes
+# seconds. When the engine already holds the official kindest/node image, that image is used and
+# only kind and kube-router are built. bin/kind/node-image names the node image to use.
+#
+# Cost, measured on a 2-CPU machine with a cold Go build cache (and another job's tests running):
+# 31 min, of which the Kubernetes binaries 16 min and kube-router 10 min; the two debootstraps
+# (13 min, network-bound) run alongside the Go builds; a second run takes about 1 s. Disk: 2.0 GB
+# of images in the engine, 1.7 GB under bin/kind, 5.7 GB more Go build cache.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+
+KUBE_VERSION=v1.37.2
+KIND_VERSION=v0.33.0
+CRICTL_VERSION=v1.37.0
+# etcd: go.etcd.io/etcd/server/v3 v3.7.0 matches kubeadm's etcd image tag 3.7.0-0 (hack/kind/tools/kube).
+COREDNS_VERSION=v1.14.6
+KUBE_ROUTER_VERSION=v2.1.0
+DEBIAN_SUITE=bookworm
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+OFFICIAL_NODE_IMAGE=kindest/node:$KUBE_VERSION
+NODE_IMAGE=securetext/kind-node:$KUBE_VERSION
+BASE_IMAGE=securetext/kind-base:$DEBIAN_SUITE
+NETBASE_IMAGE=securetext/kind-netbase:$DEBIAN_SUITE
+KUBE_ROUTER_IMAGE=securetext/kube-router:$KUBE_ROUTER_VERSION
+
+# The packages of kind's base image that Debian has (kind builds containerd, runc, crictl and
+# the CNI plugins itself), plus systemd-sysv and dbus for systemd as init.
+NODE_PACKAGES=systemd,systemd-sysv,dbus,iptables,nftables,conntrack,socat,ethtool,util-linux,mount,kmod,ca-certificates,libseccomp2,containerd,runc,containernetworking-plugins,iproute2,procps,jq,pigz,e2fsprogs
+# kube-proxy and kube-router program the node's iptables and ipsets from their own images.
+NETBASE_PACKAGES=iptables,nftables,conntrack,ipset,iproute2,kmod
+
+KUBE_LDFLAGS="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION
+	-X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37
+	-X k8s.io/component-base/version.gitTreeState=clean
+	-X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
+KUBE_COMMANDS=(kubelet kubeadm kubectl kube-apiserver kube-controller-manager kube-scheduler kube-proxy etcd)
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+here=$root/hack/kind
+kind_dir=${SECURETEXT_BIN:-$root/bin}/kind
+bin=$kind_dir/bin
+stamps=$kind_dir/stamps
+work=$kind_dir/work
+debs=$kind_dir/cache/debootstrap
+report=$work/report.tsv
+
+wrapper=/usr/local/libexec/securetext/runc
+wrapper_name=securetext-runc
+daemon_json=/etc/docker/daemon.json
+
+fail() {
+	echo "image.sh: $*" >&2
+	exit 1
+}
+
+# ---- steps: each build_NAME makes one thing; step() decides whether it has to run ----
+
+# step NAME OUTPUT… -- INPUT…: runs build_NAME unless bin/kind/stamps/NAME holds the hash of
+# build_NAME's text and the INPUTs and every OUTPUT (a path, or image:NAME) is there.
+step() {
+	local name=$1 outputs=() key start
+	shift
+	while [[ $1 != -- ]]; do
+		outputs+=("$1")
+		shift
+	done
+	shift
+	key=$({ declare -f "build_$name"; printf '%s\n' "$@"; } | sha256sum | cut -d' ' -f1)
+	if [[ -f $stamps/$name && $(<"$stamps/$name") == "$key" ]] && present "${outputs[@]}"; then
+		record "$name" cached 0
+		return 0
+	fi
+	echo "image.sh: $name: building..." >&2
+	rm -f "$stamps/$name"
+	start=$SECONDS
+	"build_$name"
+	echo "$key" >"$stamps/$name"
+	record "$name" built $((SECONDS - start))
+	echo "image.sh: $name: built in $((SECONDS - start))s" >&2
+}
+
+present() {
+	local out
+	for out in "$@"; do
+		case $out in
+		image:*) docker image inspect "${out#image:}" >/dev/null 2>&1 || return 1 ;;
+		*) [[ -e $out ]] || return 1 ;;
+		esac
+	done
+}
+
+record() {
+	printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$report"
+}
+
+# stamp NAME… prints the stamps of steps that a step builds on, as one of its inputs.
+stamp() {
+	local name
+	for name in "$@"; do
+		cat "$stamps/$name"
+	done
+}
+
+# files_hash PATH… hashes files and the files under directories, by name and content.
+files_hash() {
+	find "$@" -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1
+}
+
+# module_dir PATH@VERSION downloads a Go module (once) and prints its directory.
+module_dir() {
+	local dir
+	dir=$(go mod download -json "$1" | jq -r '.Dir // empty')
+	[[ -n $dir ]] || fail "the Go module proxy did not serve $1"
+	echo "$dir"
+}
+
+image_id() {
+	docker image inspect -f '{{.Id}}' "$1"
+}
+
+# ---- Go and C binaries ----
+
+build_kind() {
+	CGO_ENABLED=0 GOBIN=$bin go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kind@$KIND_VERSION"
+}
+
+# One go build for all eight: they share most packages, so each is compiled once.
+build_kube() {
+	local pkgs=() c
+	for c in "${KUBE_COMMANDS[@]}"; do
+		pkgs+=("./$c")
+	done
+	(cd "$here/tools/kube" && CGO_ENABLED=0 go build -trimpath -ldflags "$KUBE_LDFLAGS" -o "$bin/" "${pkgs[@]}")
+}
+
+build_pause() {
+	local src
+	src=$(module_dir "k8s.io/kubernetes@$KUBE_VERSION")/build/pause/linux/pause.c
+	gcc -Os -Wall -Werror -static -DVERSION="$KUBE_VERSION" -o "$bin/pause" "$src"
+}
+
+build_crictl() {
+	CGO_ENABLED=0 GOBIN=$bin go install -trimpath \
+		-ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=${CRICTL_VERSION#v}" \
+		"sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
+}
+
+build_coredns() {
+	(cd "$here/tools/coredns" && CGO_ENABLED=0 go build -trimpath \
+		-ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" -o "$bin/coredns" .)
+}
+
+build_kube_router() {
+	CGO_ENABLED=0 GOBIN=$bin go install -trimpath \
+		-ldflags "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION" \
+		"github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION"
+}
+
+# ---- Debian root filesystems ----
+
+# debootstrap_to DIR PACKAGES: a minbase Debian in DIR, its packages cached in bin/kind/cache
+# for every later run and every other debootstrap.
+debootstrap_to() {
+	local dir=$1 packages=$2
+	rm -rf "$dir"
+	mkdir -p "$debs"
+	quietly "debootstrap $DEBIAN_SUITE into $dir" debootstrap --variant=minbase --cache-dir="$debs" \
+		--include="$packages" "$DEBIAN_SUITE" "$dir" "$DEBIAN_MIRROR"
+	rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
+}
+
+# import_rootfs DIR IMAGE [--change …]: the whole of DIR as one image layer.
+import_rootfs() {
+	local dir=$1 image=$2
+	shift 2
+	tar -C "$dir" --numeric-owner -c . | docker import "$@" - "$image" >/dev/null
+}
+
+# The base image, as kind's images/base/Dockerfile builds it, from Debian's packages:
+# containerd 1.6 and runc 1.1 from Debian stand in for kind's own builds.
+build_base() {
+	local dir=$work/rootfs-node files
+	files=$(module_dir "sigs.k8s.io/kind@$KIND_VERSION")/images/base/files
+	debootstrap_to "$dir" "$NODE_PACKAGES"
+
+	# kind's files, with the modes its Dockerfile gives them (the module cache is read-only).
+	cp -r --no-preserve=mode,ownership "$files/." "$dir/"
+	chmod 0755 "$dir/kind" "$dir/kind/bin" "$dir"/kind/bin/* "$dir"/usr/local/bin/*
+	# Without CAP_SYS_RESOURCE (see runc-wrapper.sh) runc cannot set the negative OOM scores
+	# kubelet asks for ("can't get final child's PID from pipe: EOF"); containerd then clamps them.
+	sed -i 's/^\( *restrict_oom_score_adj *=\).*/\1 true/' "$dir/etc/containerd/config.toml"
+	grep -q '^ *restrict_oom_score_adj = true' "$dir/etc/containerd/config.toml" ||
+		fail "kind $KIND_VERSION's containerd config has no restrict_oom_score_adj to set"
+
+	# Debian's containerd and CNI plugins where kind's units and containerd config look for them.
+	local b
+	for b in containerd ctr containerd-shim-runc-v2; do
+		ln -sf "/usr/bin/$b" "$dir/usr/local/bin/$b"
+	done
+	mkdir -p "$dir/opt/cni/bin"
+	for b in "$dir"/usr/lib/cni/*; do
+		ln -sf "/usr/lib/cni/${b##*/}" "$dir/opt/cni/bin/${b##*/}"
+	done
+	chroot "$dir" ctr oci spec |
+		jq '.hooks.createContainer[.hooks.createContainer | length] |= . + {"path": "/kind/bin/mount-product-files.sh"}' |
+		jq 'del(.process.rlimits)' >"$dir/etc/containerd/cri-base.json"
+
+	# The RUN steps of kind's Dockerfile.
+	find "$dir/lib/systemd/system/sysinit.target.wants/" -name systemd-tmpfiles-setup.service -delete
+	rm -f "$dir"/lib/systemd/system/multi-user.target.wants/* "$dir"/etc/systemd/system/*.wants/* \
+		"$dir"/lib/systemd/system/local-fs.target.wants/* "$dir"/lib/systemd/system/sockets.target.wants/*udev* \
+		"$dir"/lib/systemd/system/sockets.target.wants/*initctl* "$dir"/lib/systemd/system/basic.target.wants/*
+	echo "ReadKMsg=no" >>"$dir/etc/systemd/journald.conf"
+	ln -sf /usr/lib/systemd/systemd "$dir/sbin/init"
+	quietly "systemctl enable in $dir" chroot "$dir" systemctl enable kubelet.service containerd.service undo-mount-hacks.service
+	quietly "systemctl mask in $dir" chroot "$dir" systemctl mask systemd-binfmt.service
+	mkdir -p "$dir/etc/kubernetes/manifests"
+
+	import_rootfs "$dir" "$BASE_IMAGE-rootfs" --change 'ENV container=docker' \
+		--change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]'
+	# docker 20.10's import --change refuses STOPSIGNAL; systemd stops on SIGRTMIN+3.
+	printf 'FROM %s\nSTOPSIGNAL SIGRTMIN+3\n' "$BASE_IMAGE-rootfs" |
+		quietly "docker build $BASE_IMAGE" env DOCKER_BUILDKIT=0 docker build -t "$BASE_IMAGE" -
+	rm -rf "$dir"
+}
+
+# The image that kube-proxy and kube-router run from: iptables, ipset and iproute2, with the
+# iptables-wrapper of kubernetes-sigs (as kube-router's module ships it) so that they write rules
+# with the backend, legacy or nft, that the node already uses.
+build_netbase() {
+	local dir=$work/rootfs-net installer
+	installer=$(module_dir "github.com/cloudnativelabs/kube-router/v2@$KUBE_ROUTER_VERSION")/build/image-assets/iptables-wrapper-installer.sh
+	debootstrap_to "$dir" "$NETBASE_PACKAGES"
+	install -m 0755 "$installer" "$dir/iptables-wrapper-installer.sh"
+	quietly "iptables-wrapper-installer.sh" chroot "$dir" /iptables-wrapper-installer.sh --no-sanity-check
+	rm -f "$dir/iptables-wrapper-installer.sh"
+	import_rootfs "$dir" "$NETBASE_IMAGE" --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+	rm -rf "$dir"
+}
+
+# ---- images ----
+
+# binary_image IMAGE BINARY PATH [--change …]: an image of one static binary at PATH.
+binary_image() {
+	local image=$1 binary=$2 path=$3 dir
+	shift 3
+	dir=$(mktemp -d "$work/rootfs-binary.XXXXXX")
+	install -D -m 0755 "$binary" "$dir$path"
+	install -d -m 1777 "$dir/tmp"
+	import_rootfs "$dir" "$image" --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' "$@"
+	rm -rf "$dir"
+}
+
+# netbase_image IMAGE BINARY [ENTRYPOINT]: the netbase image with BINARY in /usr/local/bin.
+netbase_image() {
+	local image=$1 binary=$2 entrypoint=${3:-} dir
+	dir=$(mktemp -d "$work/context.XXXXXX")
+	cp "$binary" "$dir/"
+	{
+		echo "FROM $NETBASE_IMAGE"
+		echo "COPY ${binary##*/} /usr/local/bin/${binary##*/}"
+		[[ -z $entrypoint ]] || echo "ENTRYPOINT [\"$entrypoint\"]"
+	} >"$dir/Dockerfile"
+	quietly "docker build $image" env DOCKER_BUILDKIT=0 docker build -t "$image" "$dir"
+	rm -rf "$dir"
+}
+
+# kubeadm_images prints the images kubeadm pulls for KUBE_VERSION, then kind's sandbox image.
+kubeadm_images() {
+	"$bin/kubeadm" config images list --kubernetes-version "$KUBE_VERSION"
+	sed -n 's/^ *sandbox_image *= *"\(.*\)"/\1/p' \
+		"$(module_dir "sigs.k8s.io/kind@$KIND_VERSION")/images/base/files/etc/containerd/config.toml"
+}
+
+# The images preloaded into the node: each tagged as kubeadm (or kind's containerd config)
+# names it, saved for `ctr import` under bin/kind/work/images.
+build_component_images() {
+	local image name out=$work/images
+	rm -rf "$out"
+	mkdir -p "$out"
+	for image in $(kubeadm_images); do
+		name=${image##*/}
+		name=${name%%:*}
+		case $name in
+		kube-apiserver | kube-controller-manager | kube-scheduler | etcd)
+			binary_image "$image" "$bin/$name" "/usr/local/bin/$name" ;;
+		kube-proxy) netbase_image "$image" "$bin/kube-proxy" ;;
+		coredns) binary_image "$image" "$bin/coredns" /coredns --change 'ENTRYPOINT ["/coredns"]' ;;
+		pause) binary_image "$image" "$bin/pause" /pause --change 'ENTRYPOINT ["/pause"]' ;;
+		*) fail "kubeadm $KUBE_VERSION asks for $image, which this script does not build" ;;
+		esac
+		docker save -o "$out/$name-${image##*:}.tar" "$image"
+	done
+	docker save -o "$out/kube-router.tar" "$KUBE_ROUTER_IMAGE"
+}
+
+build_kube_router_image() {
+	netbase_image "$KUBE_ROUTER_IMAGE" "$bin/kube-router" /usr/local/bin/kube-router
+}
+
+# The node image, as `kind build node-image` assembles it: the base image with kubelet,
+# kubeadm, kubectl and crictl, /kind/version, and the images imported into containerd pinned, so
+# that kubelet never garbage-collects them.
+build_node() {
+	local c=securetext-kind-node-build tar waited=0
+	docker rm -f "$c" >/dev/null 2>&1 || true
+	build_container=$c
+	docker run -d --name "$c" --entrypoint=sleep --security-opt seccomp=unconfined "$BASE_IMAGE" infinity >/dev/null
+	local b
+	for b in kubelet kubeadm kubectl; do
+		docker cp "$bin/$b" "$c:/usr/bin/$b"
+	done
+	docker cp "$bin/crictl" "$c:/usr/local/bin/crictl"
+	echo "$KUBE_VERSION" | docker exec -i "$c" sh -c 'cat >/kind/version'
+	docker exec "$c" bash -c 'nohup containerd >/dev/null 2>&1 &'
+	# Debian's ctr 1.6 has no `ctr info`; `ctr version` answers once the socket does.
+	until docker exec "$c" ctr version >/dev/null 2>&1; do
+		((waited++ < 30)) || fail "containerd in the build container did not answer within 30s"
+		sleep 1
+	done
+	for tar in "$work"/images/*.tar; do
+		docker exec -i "$c" ctr --namespace=k8s.io images import --label=io.cri-containerd.pinned=pinned \
+			--all-platforms --no-unpack --digests - <"$tar" >/dev/null
+	done
+	# --digests adds an import-DATE@sha256 name per image, as in kind's own node images.
+	docker exec "$c" ctr --namespace=k8s.io images list -q | grep -v -e '^sha256:' -e '^import-' |
+		sed 's/^/image.sh:   preloaded /' >&2
+	docker exec "$c" pkill containerd
+	# sleep, the container's PID 1, reaps no children: a stopped containerd stays a zombie.
+	waited=0
+	while docker exec "$c" ps -C containerd -o stat= | grep -qv '^Z'; do
+		((waited++ < 30)) || fail "containerd in the build container did not stop within 30s"
+		sleep 1
+	done
+	docker commit --change 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]' "$c" "$NODE_IMAGE" >/dev/null
+	docker rm -f "$c" >/dev/null
+	build_container=""
+}
+
+# ---- the engine ----
+
+# lacks_sys_resource: the capability bounding set has no CAP_SYS_RESOURCE (bit 24).
+lacks_sys_resource() {
+	local bnd
+	bnd=$(awk '/^CapBnd:/ { print $2 }' /proc/self/status)
+	(((16#$bnd >> 24 & 1) == 0))
+}
+
+# install_runc_wrapper makes runc-wrapper.sh dockerd's default runtime: in daemon.json before
+# dockerd starts, or by a SIGHUP (dockerd reloads runtimes and default-runtime) when it runs.
+install_runc_wrapper() {
+	[[ -z ${DOCKER_HOST:-} ]] ||
+		fail "privileged containers need CAP_SYS_RESOURCE, which this machine lacks, and DOCKER_HOST=$DOCKER_HOST is an engine this script cannot configure"
+	[[ $(id -u) -eq 0 ]] ||
+		fail "privileged containers need the runc wrapper on this machine (no CAP_SYS_RESOURCE); installing it needs root: sudo $0"
+	command -v jq >/dev/null || apt_install jq
+	install -D -m 0755 "$here/runc-wrapper.sh" "$wrapper"
+	local current='{}' wanted
+	[[ ! -s $daemon_json ]] || current=$(<"$daemon_json")
+	wanted=$(jq --arg name "$wrapper_name" --arg path "$wrapper" \
+		'.runtimes[$name] = {path: $path} | .["default-runtime"] = $name' <<<"$current")
+	if [[ $wanted != "$current" ]]; then
+		mkdir -p "${daemon_json%/*}"
+		echo "$wanted" >"$daemon_json"
+		echo "image.sh: made $wrapper dockerd's default runtime in $daemon_json (no CAP_SYS_RESOURCE here)" >&2
+	fi
+}
+
+ensure_engine() {
+	if lacks_sys_resource; then
+		install_runc_wrapper
+	fi
+	"$root/hack/docker.sh" ensure
+	if lacks_sys_resource && [[ $(docker info -f '{{.DefaultRuntime}}') != "$wrapper_name" ]]; then
+		local pid waited=0
+		pid=$(cat /var/run/docker.pid 2>/dev/null) || fail "dockerd runs without $wrapper_name and has no /var/run/docker.pid to reload it by"
+		kill -HUP "$pid"
+		until [[ $(docker info -f '{{.DefaultRuntime}}' 2>/dev/null) == "$wrapper_name" ]]; do
+			((waited++ < 10)) || fail "dockerd (pid $pid) did not take $wrapper_name as its default runtime after SIGHUP; restart it"
+			sleep 1
+		done
+		echo "image.sh: dockerd (pid $pid) reloaded with $wrapper_name as its default runtime" >&2
+	fi
+}
+
+# preflight fails at once, naming everything missing, before anything slow starts.
+preflight() {
+	local missing=() packages=()
+	[[ $(id -u) -eq 0 ]] || missing+=("root (debootstrap and chroot need it): sudo $0")
+	command -v go >/dev/null || missing+=("the Go toolchain (go on PATH)")
+	[[ ${#missing[@]} -eq 0 ]] || fail "missing: $(printf '%s; ' "${missing[@]}")"
+	command -v debootstrap >/dev/null || packages+=(debootstrap)
+	command -v jq >/dev/null || packages+=(jq)
+	command -v gcc >/dev/null || packages+=(gcc)
+	[[ -e /usr/lib/x86_64-linux-gnu/libc.a || -e /usr/lib/libc.a ]] || packages+=(libc6-dev)
+	if ((${#packages[@]})); then
+		echo "image.sh: installing ${packages[*]}" >&2
+		apt_install "${packages[@]}"
+	fi
+}
+
+# ---- main ----
+
+build_container=""
+cleanup() {
+	[[ -z $build_container ]] || docker rm -f "$build_container" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+summary() {
+	local total=$1 node_image=$2
+	echo
+	printf '%-22s %-8s %s\n' STEP RESULT SECONDS
+	awk -F'\t' '{ printf "%-22s %-8s %s\n", $1, $2, $3 }' "$report"
+	echo "total: $total s"
+	echo
+	printf '%-52s %s\n' IMAGE SIZE
+	local image
+	for image in "$node_image" "$KUBE_ROUTER_IMAGE"; do
+		printf '%-52s %s\n' "$image" "$(docker image inspect -f '{{.Size}}' "$image" | awk '{ printf "%.0f MB", $1 / 1e6 }')"
+	done
+	echo "node image: $node_image (bin/kind/node-image)"
+}
+
+build() {
+	local start=$SECONDS go_version kube_inputs
+	mkdir -p "$bin" "$stamps" "$work"
+	: >"$report"
+	preflight
+	local engine_start=$SECONDS
+	ensure_engine
+	record engine ready $((SECONDS - engine_start))
+	go_version=$(go version)
+
+	step kind "$bin/kind" -- "$KIND_VERSION" "$go_version"
+
+	local official=""
+	if docker image inspect "$OFFICIAL_NODE_IMAGE" >/dev/null 2>&1; then
+		official=$OFFICIAL_NODE_IMAGE
+		echo "image.sh: the engine has $OFFICIAL_NODE_IMAGE: using it, building only kube-router" >&2
+	fi
+
+	# The Debian steps wait on the network and the Go steps on the CPU: run them side by side.
+	local debian_log=$work/debian.log debian_pid
+	(
+		step netbase "image:$NETBASE_IMAGE" -- "$DEBIAN_SUITE" "$NETBASE_PACKAGES" "$KUBE_ROUTER_VERSION" "$(declare -f debootstrap_to import_rootfs)"
+		[[ -n $official ]] || step base "image:$BASE_IMAGE" -- "$DEBIAN_SUITE" "$NODE_PACKAGES" "$KIND_VERSION" "$(declare -f debootstrap_to import_rootfs)"
+	) >"$debian_log" 2>&1 &
+	debian_pid=$!
+
+	step kube_router "$bin/kube-router" -- "$KUBE_ROUTER_VERSION" "$go_version"
+	if [[ -z $official ]]; then
+		kube_inputs=$(files_hash "$here/tools/kube")
+		step kube "${KUBE_COMMANDS[@]/#/$bin/}" -- "$KUBE_VERSION" "$KUBE_LDFLAGS" "$go_version" "$kube_inputs"
+		step pause "$bin/pause" -- "$KUBE_VERSION" "$(gcc --version | head -1)"
+		step crictl "$bin/crictl" -- "$CRICTL_VERSION" "$go_version"
+		step coredns "$bin/coredns" -- "$COREDNS_VERSION" "$go_version" "$(files_hash "$here/tools/coredns")"
+	fi
+
+	if ! wait "$debian_pid"; then
+		cat "$debian_log" >&2
+		fail "building the Debian images failed (log above, also in $debian_log)"
+	fi
+	grep -v '^image.sh: .*: building' "$debian_log" >&2 || true
+
+	step kube_router_image "image:$KUBE_ROUTER_IMAGE" -- "$(stamp kube_router netbase)" "$(declare -f netbase_image)"
+	local node_image=$official
+	if [[ -z $official ]]; then
+		step component_images "$work/images" -- "$(stamp kube pause coredns netbase kube_router_image)" \
+			"$(declare -f binary_image netbase_image import_rootfs kubeadm_images)"
+		step node "image:$NODE_IMAGE" -- "$(stamp base kube crictl component_images)" "$(image_id "$BASE_IMAGE")"
+		node_image=$NODE_IMAGE
+	fi
+	echo "$node_image" >"$kind_dir/node-image"
+	summary $((SECONDS - start)) "$node_image"
+}
+
+case "${1:-build}" in
+build) build ;;
+*)
+	echo "usage: $0 [build]" >&2
+	exit 2
+	;;
+esac
