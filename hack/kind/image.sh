@@ -11,7 +11,19 @@
 #   - one small image per control-plane component, each tagged as kubeadm expects, imported
 #     into the node's containerd the way kind does it
 #
+# and, for the end-to-end tests on kind, the images they deploy and the Helm CLI they deploy with:
+#
+#   - securetext/e2e-vault:dev, the project's Vault dev server (hack/tools/vault), and
+#     securetext/e2e-traefik:v3.7.13, Traefik from its module's source (patched: see
+#     build_traefik): static binaries FROM scratch, run as uid 65532, with the host's CA bundle
+#   - securetext/e2e-postgres:15, Debian's PostgreSQL 15 run as postgres (uid 999) by
+#     hack/kind/postgres-entrypoint.sh, which initialises an empty PGDATA
+#   - securetext/kind-probe:busybox, smoke.sh's client and server (Debian's busybox-static)
+#   - bin/kind/bin/helm, from helm.sh/helm/v4 (hack/kind/tools/helm)
+#
 #   hack/kind/image.sh [build]   build what is missing or stale; print each step and its time
+#   hack/kind/image.sh e2e       the same for the end-to-end images and helm (no node image needed)
+#   hack/kind/image.sh probe     only securetext/kind-probe:busybox, for smoke.sh
 #
 # Every step keeps a stamp under bin/kind/stamps: a hash of the step's own code, the versions and
 # input files it uses and the stamps of the steps it builds on. A step runs again only when that
@@ -23,6 +35,12 @@
 # 31 min, of which the Kubernetes binaries 16 min and kube-router 10 min; the two debootstraps
 # (13 min, network-bound) run alongside the Go builds; a second run takes about 1 s. Disk: 2.0 GB
 # of images in the engine, 1.7 GB under bin/kind, 5.7 GB more Go build cache.
+#
+# e2e, on the same machine (the Go build cache cold for its own packages): vault_dev 400 s,
+# traefik 433 s, helm 166 s, the images 2-5 s each, probe_image 0 s; postgres_rootfs 155 s
+# (debootstrap and apt, network-bound; 58 s with its packages cached) alongside the Go builds:
+# about 17 min in all, and about 1 s for a second run. Images: e2e-vault 109 MB, e2e-postgres
+# 367 MB, e2e-traefik 174 MB, kind-probe 2 MB; binaries under bin/kind/bin 349 MB (helm 67 MB).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
@@ -40,6 +58,27 @@ NODE_IMAGE=securetext/kind-node:$KUBE_VERSION
 BASE_IMAGE=securetext/kind-base:$DEBIAN_SUITE
 NETBASE_IMAGE=securetext/kind-netbase:$DEBIAN_SUITE
 KUBE_ROUTER_IMAGE=securetext/kube-router:$KUBE_ROUTER_VERSION
+
+# The images of the end-to-end tests on kind (e2e). Helm's version is the one that
+# hack/kind/tools/helm requires.
+TRAEFIK_VERSION=v3.7.13
+# Stand-ins for what Traefik's go.mod names and the module proxy does not serve (build_traefik).
+TRAEFIK_HTTP_AUTH=v0.4.1-0.20200324110947-a37a7636d23e
+TRAEFIK_DROPPED_DNS='edgedns|huaweicloud|oraclecloud|sakuracloud|ucloud|yandexcloud'
+POSTGRES_VERSION=15
+VAULT_IMAGE=securetext/e2e-vault:dev
+TRAEFIK_IMAGE=securetext/e2e-traefik:$TRAEFIK_VERSION
+POSTGRES_IMAGE=securetext/e2e-postgres:$POSTGRES_VERSION
+POSTGRES_ROOTFS_IMAGE=$POSTGRES_IMAGE-rootfs
+PROBE_IMAGE=securetext/kind-probe:busybox
+# The uid of the images FROM scratch (nonroot, as in distroless images) and of postgres.
+NONROOT_UID=65532
+POSTGRES_UID=999
+# Installed in the chroot after the postgres user exists; the debootstrap brings what they need
+# that creates no user.
+POSTGRES_PACKAGES="postgresql-$POSTGRES_VERSION"
+POSTGRES_BASE_PACKAGES=adduser,locales,tzdata,ssl-cert
+CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 
 # The packages of kind's base image that Debian has (kind builds containerd, runc, crictl and
 # the CNI plugins itself), plus systemd-sysv and dbus for systemd as init.
@@ -61,6 +100,8 @@ stamps=$kind_dir/stamps
 work=$kind_dir/work
 debs=$kind_dir/cache/debootstrap
 report=$work/report.tsv
+
+helm_version=""
 
 wrapper=/usr/local/libexec/securetext/runc
 wrapper_name=securetext-runc
@@ -355,6 +396,206 @@ build_node() {
 	build_container=""
 }
 
+# ---- the end-to-end images (e2e) ----
+
+# nonroot_files DIR: /etc/passwd and /etc/group naming root and nonroot (uid and gid 65532),
+# nonroot's home and an empty /tmp, for an image without a distribution.
+nonroot_files() {
+	local dir=$1
+	install -d -m 0755 "$dir/etc"
+	printf '%s\n' 'root:x:0:0:root:/root:/sbin/nologin' \
+		"nonroot:x:$NONROOT_UID:$NONROOT_UID:nonroot:/home/nonroot:/sbin/nologin" >"$dir/etc/passwd"
+	printf '%s\n' 'root:x:0:' "nonroot:x:$NONROOT_UID:" >"$dir/etc/group"
+	install -d -m 0700 -o "$NONROOT_UID" -g "$NONROOT_UID" "$dir/home/nonroot"
+	install -d -m 1777 "$dir/tmp"
+}
+
+# scratch_image IMAGE BINARY: an image of one static binary, /NAME and its entry point, run as
+# nonroot, with the host's CA bundle.
+scratch_image() {
+	local image=$1 binary=$2 dir
+	dir=$(mktemp -d "$work/rootfs-e2e.XXXXXX")
+	install -D -m 0755 "$binary" "$dir/${binary##*/}"
+	install -D -m 0644 "$CA_BUNDLE" "$dir/etc/ssl/certs/ca-certificates.crt"
+	nonroot_files "$dir"
+	import_rootfs "$dir" "$image" --change "USER $NONROOT_UID:$NONROOT_UID" \
+		--change "ENTRYPOINT [\"/${binary##*/}\"]"
+	rm -rf "$dir"
+}
+
+# The project's Vault dev server (hack/tools/vault), as the tests use it, for a pod.
+build_vault_dev() {
+	(cd "$root/hack/tools/vault" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin/vault-dev" ./vault-dev)
+}
+
+build_vault_image() {
+	local usage
+	scratch_image "$VAULT_IMAGE" "$bin/vault-dev"
+	usage=$(docker run --rm "$VAULT_IMAGE" -h 2>&1) || true
+	grep -q -- -root-token <<<"$usage" || fail "$VAULT_IMAGE does not run: docker run --rm $VAULT_IMAGE -h: $usage"
+}
+
+# Traefik from its module's source, copied to bin/kind/work/traefik-src and patched there:
+#
+#   - `go install` refuses the module, as its go.mod has replace directives, and one of them
+#     (github.com/traefik/traefik/dynamic/ext => ./pkg/config/dynamic/ext) points at a nested
+#     module, which a module zip never holds: it is written as upstream has it at this version,
+#     two empty extension points of the dynamic configuration (later versions add a RouterIng
+#     that this one does not use).
+#   - The module proxy here does not serve go.mod's fork of go-http-auth
+#     (containous/go-http-auth v0.4.1-0.20260804094822-b975dcaa8c48, 403 "not available"): the
+#     fork's commit of 2020 that Traefik v2 and early v3 used stands in (basic and digest auth).
+#   - Nor does it serve the SDKs of six of lego's ACME DNS providers (Akamai EdgeDNS, Huawei
+#     Cloud, Oracle Cloud, Sakura Cloud, UCloud, Yandex Cloud): the ACME provider imports a copy
+#     of lego's generated provider list without them (dnsChallenge.provider names one of those
+#     fails: "unrecognized DNS provider"); the other 200-odd stay.
+build_traefik() {
+	local src=$work/traefik-src lego_dns
+	rm -rf "$src"
+	cp -r "$(module_dir "github.com/traefik/traefik/v3@$TRAEFIK_VERSION")" "$src"
+	chmod -R u+w "$src"
+	lego_dns=$(module_dir "$(cd "$src" && go list -m -f '{{.Path}}@{{.Version}}' github.com/go-acme/lego/v5)")/providers/dns
+	mkdir -p "$src/pkg/config/dynamic/ext"
+	printf 'module github.com/traefik/traefik/dynamic/ext\n\ngo 1.26.0\n' >"$src/pkg/config/dynamic/ext/go.mod"
+	cat >"$src/pkg/config/dynamic/ext/ext.go" <<'EOF'
+package ext
+
+// HTTP is a dynamic.HTTP extension.
+type HTTP struct{}
+
+// Router is a dynamic.Router extension.
+type Router struct{}
+EOF
+	(cd "$src" && go mod edit -replace "github.com/abbot/go-http-auth=github.com/containous/go-http-auth@$TRAEFIK_HTTP_AUTH")
+	mkdir -p "$src/pkg/provider/acme/legodns"
+	awk -v gone="$TRAEFIK_DROPPED_DNS" '
+		$0 ~ "^\t\"github.com/go-acme/lego/v5/providers/dns/(" gone ")\"$" { next }
+		/^\tcase / { held = $0; next }
+		held != "" { if ($0 !~ "^\t\treturn (" gone ")\\.NewDNSProvider\\(\\)$") { print held; print }; held = ""; next }
+		{ print }' "$lego_dns/zz_gen_dns_providers.go" >"$src/pkg/provider/acme/legodns/providers.go"
+	sed -i 's|^\t"github.com/go-acme/lego/v5/providers/dns"$|\tdns "github.com/traefik/traefik/v3/pkg/provider/acme/legodns"|' \
+		"$src/pkg/provider/acme/provider.go"
+	grep -q legodns "$src/pkg/provider/acme/provider.go" || fail "Traefik's ACME provider no longer imports lego's providers/dns"
+	# -mod=mod: go.sum gains the stand-in go-http-auth.
+	(cd "$src" && CGO_ENABLED=0 go build -mod=mod -trimpath \
+		-ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" \
+		-o "$bin/traefik" ./cmd/traefik)
+	rm -rf "$src"
+}
+
+build_traefik_image() {
+	local version
+	scratch_image "$TRAEFIK_IMAGE" "$bin/traefik"
+	version=$(docker run --rm "$TRAEFIK_IMAGE" version)
+	grep -q "^Version: *$TRAEFIK_VERSION\$" <<<"$version" ||
+		fail "$TRAEFIK_IMAGE does not say it is $TRAEFIK_VERSION: $version"
+}
+
+# The Helm CLI (hack/kind/tools/helm), with the version `helm version` prints.
+build_helm() {
+	(cd "$here/tools/helm" && CGO_ENABLED=0 go build -trimpath \
+		-ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$helm_version" -o "$bin/helm" helm.sh/helm/v4/cmd/helm)
+	[[ $("$bin/helm" version --template '{{.Version}}') == "$helm_version" ]] ||
+		fail "$bin/helm does not say it is $helm_version"
+}
+
+# The client and server image of smoke.sh: Debian's busybox-static (wget, nc, httpd) and one page
+# to serve; it runs as root unless the pod asks for nonroot.
+build_probe_image() {
+	local dir
+	dir=$(mktemp -d "$work/rootfs-probe.XXXXXX")
+	mkdir -p "$dir/bin" "$dir/www"
+	cp /bin/busybox "$dir/bin/busybox"
+	chroot "$dir" /bin/busybox --install -s /bin
+	echo securetext-smoke >"$dir/www/index.html"
+	nonroot_files "$dir"
+	import_rootfs "$dir" "$PROBE_IMAGE" --change 'ENV PATH=/bin'
+	rm -rf "$dir"
+}
+
+probe_step() {
+	dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || apt_install busybox-static
+	step probe_image "image:$PROBE_IMAGE" -- "$(dpkg-query -W -f='${Version}' busybox-static)" \
+		"$(declare -f nonroot_files import_rootfs)"
+}
+
+# Debian's PostgreSQL without a cluster. Its package creates the user postgres with the next free
+# system uid, and the pods run as 999: the user is made with that uid before the package is
+# installed, in the chroot, by apt (the packages it fetches are kept in bin/kind/cache/apt-postgres).
+build_postgres_rootfs() {
+	local dir=$work/rootfs-postgres cache=$kind_dir/cache/apt-postgres
+	debootstrap_to "$dir" "$POSTGRES_BASE_PACKAGES"
+	chroot "$dir" groupadd -r -g "$POSTGRES_UID" postgres
+	chroot "$dir" useradd -r -u "$POSTGRES_UID" -g "$POSTGRES_UID" -d /var/lib/postgresql -s /bin/bash \
+		-c 'PostgreSQL administrator' postgres
+	# No cluster made by the package (the entry point makes one in PGDATA), no service started.
+	mkdir -p "$dir/etc/postgresql-common/createcluster.d"
+	echo 'create_main_cluster = false' >"$dir/etc/postgresql-common/createcluster.d/e2e.conf"
+	printf '#!/bin/sh\nexit 101\n' >"$dir/usr/sbin/policy-rc.d"
+	chmod 0755 "$dir/usr/sbin/policy-rc.d"
+	mkdir -p "$cache"
+	find "$cache" -name '*.deb' -exec cp -t "$dir/var/cache/apt/archives/" {} +
+	quietly "apt-get update in $dir" chroot "$dir" apt-get update
+	# shellcheck disable=SC2086 # a list of packages
+	quietly "apt-get install $POSTGRES_PACKAGES in $dir" chroot "$dir" env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y --no-install-recommends $POSTGRES_PACKAGES
+	find "$dir/var/cache/apt/archives" -name '*.deb' -exec mv -t "$cache/" {} +
+	rm -f "$dir/usr/sbin/policy-rc.d"
+	[[ $(chroot "$dir" id -u postgres) == "$POSTGRES_UID" ]] || fail "postgres is not uid $POSTGRES_UID in $dir"
+	install -d -m 0755 -o "$POSTGRES_UID" -g "$POSTGRES_UID" "$dir/var/lib/postgresql"
+	install -d -m 0700 -o "$POSTGRES_UID" -g "$POSTGRES_UID" "$dir/var/lib/postgresql/data"
+	# apt's lists and caches, documentation and translations (the server logs in English).
+	rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/*.bin "$dir"/usr/share/doc/* "$dir"/usr/share/man/* \
+		"$dir"/usr/share/info/* "$dir"/usr/share/locale/*
+	import_rootfs "$dir" "$POSTGRES_ROOTFS_IMAGE"
+	rm -rf "$dir"
+}
+
+# The PostgreSQL image: the root filesystem with hack/kind/postgres-entrypoint.sh, run as
+# postgres; docker build for STOPSIGNAL, which docker 20.10's import refuses.
+build_postgres_image() {
+	local dir
+	dir=$(mktemp -d "$work/context.XXXXXX")
+	install -m 0755 "$here/postgres-entrypoint.sh" "$dir/e2e-postgres"
+	cat >"$dir/Dockerfile" <<EOF
+FROM $POSTGRES_ROOTFS_IMAGE
+COPY e2e-postgres /usr/local/bin/e2e-postgres
+ENV PATH=/usr/lib/postgresql/$POSTGRES_VERSION/bin:/usr/sbin:/usr/bin:/sbin:/bin PGDATA=/var/lib/postgresql/data
+USER $POSTGRES_UID:$POSTGRES_UID
+EXPOSE 5432
+# Fast shutdown, as in the official postgres image: SIGTERM (smart) waits for every client to go.
+STOPSIGNAL SIGINT
+ENTRYPOINT ["/usr/local/bin/e2e-postgres"]
+EOF
+	quietly "docker build $POSTGRES_IMAGE" env DOCKER_BUILDKIT=0 docker build -t "$POSTGRES_IMAGE" "$dir"
+	rm -rf "$dir"
+	check_postgres_image
+}
+
+# check_postgres_image starts the image as a pod would (uid 999, no capabilities, PGDATA an empty
+# directory of root's with mode 0777, as kubelet makes an emptyDir) and logs in over TCP with a
+# password. The directory is bound from bin/kind/work: docker's tmpfs takes the image's mode.
+check_postgres_image() {
+	local c=securetext-e2e-postgres-check data ip waited=0
+	docker rm -f "$c" >/dev/null 2>&1 || true
+	data=$(mktemp -d "$work/pgdata.XXXXXX")
+	chmod 0777 "$data"
+	build_container=$c
+	docker run -d --name "$c" --user "$POSTGRES_UID:$POSTGRES_UID" --cap-drop=ALL -v "$data:/var/lib/postgresql/data" \
+		-e POSTGRES_PASSWORD=check -e POSTGRES_USER=app -e POSTGRES_DB=app "$POSTGRES_IMAGE" >/dev/null
+	until [[ -n ${ip:-} && $(docker exec -e PGPASSWORD=check "$c" psql -h "$ip" -U app -d app -XtAc 'select 1' 2>/dev/null) == 1 ]]; do
+		if ((waited++ >= 30)); then
+			docker logs "$c" >&2 || true
+			fail "$POSTGRES_IMAGE: app@${ip:-?}/app did not answer within 30s (its log above)"
+		fi
+		sleep 1
+		ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$c")
+	done
+	docker rm -f "$c" >/dev/null
+	build_container=""
+	rm -rf "$data"
+}
+
 # ---- the engine ----
 
 # lacks_sys_resource: the capability bounding set has no CAP_SYS_RESOURCE (bit 24).
@@ -425,19 +666,25 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# summary TOTAL IMAGE|/FILE…: each step's result and time, then the size of each image or file.
 summary() {
-	local total=$1 node_image=$2
+	local total=$1 out size
+	shift
 	echo
 	printf '%-22s %-8s %s\n' STEP RESULT SECONDS
 	awk -F'\t' '{ printf "%-22s %-8s %s\n", $1, $2, $3 }' "$report"
 	echo "total: $total s"
 	echo
 	printf '%-52s %s\n' IMAGE SIZE
-	local image
-	for image in "$node_image" "$KUBE_ROUTER_IMAGE"; do
-		printf '%-52s %s\n' "$image" "$(docker image inspect -f '{{.Size}}' "$image" | awk '{ printf "%.0f MB", $1 / 1e6 }')"
+	for out in "$@"; do
+		if [[ $out == /* ]]; then
+			size=$(stat -c %s "$out")
+			out=${out#"$root"/}
+		else
+			size=$(docker image inspect -f '{{.Size}}' "$out")
+		fi
+		printf '%-52s %s\n' "$out" "$(awk '{ printf "%.0f MB", $1 / 1e6 }' <<<"$size")"
 	done
-	echo "node image: $node_image (bin/kind/node-image)"
 }
 
 build() {
@@ -490,13 +737,65 @@ build() {
 		node_image=$NODE_IMAGE
 	fi
 	echo "$node_image" >"$kind_dir/node-image"
-	summary $((SECONDS - start)) "$node_image"
+	summary $((SECONDS - start)) "$node_image" "$KUBE_ROUTER_IMAGE"
+	echo "node image: $node_image (bin/kind/node-image)"
+}
+
+e2e() {
+	local start=$SECONDS go_version
+	mkdir -p "$bin" "$stamps" "$work"
+	report=$work/report-e2e.tsv
+	: >"$report"
+	preflight
+	local engine_start=$SECONDS
+	ensure_engine
+	record engine ready $((SECONDS - engine_start))
+	go_version=$(go version)
+	helm_version=$(cd "$here/tools/helm" && go list -m -f '{{.Version}}' helm.sh/helm/v4)
+
+	# The debootstrap waits on the network and the Go builds on the CPU: side by side.
+	local postgres_log=$work/postgres.log postgres_pid
+	(
+		step postgres_rootfs "image:$POSTGRES_ROOTFS_IMAGE" -- "$DEBIAN_SUITE" "$POSTGRES_BASE_PACKAGES" \
+			"$POSTGRES_PACKAGES" "$(declare -f debootstrap_to import_rootfs)"
+	) >"$postgres_log" 2>&1 &
+	postgres_pid=$!
+
+	step vault_dev "$bin/vault-dev" -- "$go_version" "$(files_hash "$root/hack/tools/vault")"
+	local scratch
+	scratch=$(declare -f scratch_image nonroot_files import_rootfs; files_hash "$CA_BUNDLE")
+	step vault_image "image:$VAULT_IMAGE" -- "$(stamp vault_dev)" "$scratch"
+	step traefik "$bin/traefik" -- "$TRAEFIK_VERSION" "$TRAEFIK_HTTP_AUTH" "$TRAEFIK_DROPPED_DNS" "$go_version"
+	step traefik_image "image:$TRAEFIK_IMAGE" -- "$(stamp traefik)" "$scratch"
+	step helm "$bin/helm" -- "$go_version" "$(files_hash "$here/tools/helm")"
+	probe_step
+
+	if ! wait "$postgres_pid"; then
+		cat "$postgres_log" >&2
+		fail "building the PostgreSQL root filesystem failed (log above, also in $postgres_log)"
+	fi
+	grep -v '^image.sh: .*: building' "$postgres_log" >&2 || true
+	step postgres_image "image:$POSTGRES_IMAGE" -- "$(stamp postgres_rootfs)" "$(image_id "$POSTGRES_ROOTFS_IMAGE")" \
+		"$(files_hash "$here/postgres-entrypoint.sh")" "$(declare -f check_postgres_image)"
+
+	summary $((SECONDS - start)) "$VAULT_IMAGE" "$POSTGRES_IMAGE" "$TRAEFIK_IMAGE" "$PROBE_IMAGE" "$bin/helm"
+}
+
+# probe: only smoke.sh's image, for smoke.sh; no summary.
+probe() {
+	mkdir -p "$stamps" "$work"
+	report=$work/report-probe.tsv
+	: >"$report"
+	"$root/hack/docker.sh" ensure
+	probe_step
 }
 
 case "${1:-build}" in
 build) build ;;
+e2e) e2e ;;
+probe) probe ;;
 *)
-	echo "usage: $0 [build]" >&2
+	echo "usage: $0 [build|e2e|probe]" >&2
 	exit 2
 	;;
 esac

@@ -10,7 +10,8 @@
 #
 # The cluster is reached only through kind's port mapping of the API server on 127.0.0.1; its
 # kubeconfig and a kubectl copied out of the node stay under bin/kind/smoke/. Nothing is pulled:
-# the client and server image is Debian's busybox-static, docker-imported.
+# the client and server image is Debian's busybox-static, docker-imported by
+# `hack/kind/image.sh probe` (a step of image.sh e2e too).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
@@ -45,22 +46,6 @@ mark() {
 
 k() {
 	"$kubectl" "$@"
-}
-
-# probe_image builds the client and server image: busybox (wget, httpd) and one page to serve.
-probe_image() {
-	if docker image inspect "$PROBE_IMAGE" >/dev/null 2>&1; then
-		return 0
-	fi
-	dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || apt_install busybox-static
-	local rootfs
-	rootfs=$(mktemp -d)
-	mkdir -p "$rootfs/bin" "$rootfs/www" "$rootfs/tmp"
-	cp /bin/busybox "$rootfs/bin/busybox"
-	chroot "$rootfs" /bin/busybox --install -s /bin
-	echo securetext-smoke >"$rootfs/www/index.html"
-	tar -C "$rootfs" --numeric-owner -c . | docker import --change 'ENV PATH=/bin' - "$PROBE_IMAGE" >/dev/null
-	rm -rf "$rootfs"
 }
 
 cluster_config() {
@@ -219,7 +204,8 @@ main() {
 	"$root/hack/docker.sh" ensure
 	docker image inspect "$node_image" >/dev/null 2>&1 || fail "the engine has no $node_image: run make kind-image"
 	docker image inspect "$KUBE_ROUTER_IMAGE" >/dev/null 2>&1 || fail "the engine has no $KUBE_ROUTER_IMAGE: run make kind-image"
-	probe_image
+	# The client and server image, built (once) by image.sh.
+	"$root/hack/kind/image.sh" probe
 	mkdir -p "$dir"
 
 	if "$kind" get clusters 2>/dev/null | grep -qx "$CLUSTER"; then

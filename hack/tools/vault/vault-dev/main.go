@@ -15,10 +15,15 @@
 //	{"addr":"http://127.0.0.1:8200","root_token":"hvs...."}
 //
 // and logs to stderr only. SIGINT or SIGTERM stop it; everything it stored is gone.
+//
+// Without TLS it listens on loopback only. With -tls-cert and -tls-key it serves HTTPS and may
+// listen on any address: that is how the kind end-to-end suite runs it as a pod in its cluster
+// (hack/kind/e2e), where the operator and the keystores refuse a Vault reached over plain HTTP.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -45,23 +50,25 @@ import (
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8200", "loopback `host:port` to serve on (port 0 picks a free port)")
 	rootToken := flag.String("root-token", "", "`id` of the root token to create (default: the generated initial root token)")
+	tlsCert := flag.String("tls-cert", "", "PEM `file` of the serving certificate (chain); with -tls-key, serve HTTPS on any address")
+	tlsKey := flag.String("tls-key", "", "PEM `file` of the serving certificate's private key")
 	flag.Parse()
 
 	logger := hclog.New(&hclog.LoggerOptions{Name: "vault-dev", Output: os.Stderr, Level: hclog.Info})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, logger, *addr, *rootToken); err != nil {
+	if err := run(ctx, logger, *addr, *rootToken, *tlsCert, *tlsKey); err != nil {
 		logger.Error("vault-dev failed", "error", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, logger hclog.Logger, addr, rootToken string) error {
-	ln, err := listenLoopback(addr)
+func run(ctx context.Context, logger hclog.Logger, addr, rootToken, tlsCert, tlsKey string) error {
+	ln, scheme, err := listen(addr, tlsCert, tlsKey)
 	if err != nil {
 		return err
 	}
-	apiAddr := "http://" + ln.Addr().String()
+	apiAddr := scheme + "://" + ln.Addr().String()
 
 	storage, err := inmem.NewInmem(nil, logger.Named("storage"))
 	if err != nil {
@@ -125,17 +132,33 @@ func run(ctx context.Context, logger hclog.Logger, addr, rootToken string) error
 	return nil
 }
 
-// listenLoopback refuses anything but a loopback address: this server has a well-known root token
-// and no TLS.
-func listenLoopback(addr string) (net.Listener, error) {
+// listen opens the server's listener and says its scheme. Plain HTTP is refused anywhere but a
+// loopback address, since this server has a root token that tests know; with a certificate and
+// key it serves TLS 1.2 or newer on any address.
+func listen(addr, certFile, keyFile string) (net.Listener, string, error) {
+	if (certFile == "") != (keyFile == "") {
+		return nil, "", errors.New("-tls-cert and -tls-key go together: give both or neither")
+	}
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, err
+		return nil, "", fmt.Errorf("-addr %q: %w", addr, err)
 	}
-	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-		return nil, fmt.Errorf("-addr %q: host must be a loopback IP address", addr)
+	if certFile == "" {
+		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+			return nil, "", fmt.Errorf("-addr %q: without -tls-cert the host must be a loopback IP address", addr)
+		}
+		ln, err := net.Listen("tcp", addr)
+		return ln, "http", err
 	}
-	return net.Listen("tcp", addr)
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, "", fmt.Errorf("-tls-cert/-tls-key: %w", err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", err
+	}
+	return tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}), "https", nil
 }
 
 // initDev does what `vault server -dev` does: initialise with a single unseal key, unseal, and
