@@ -13,22 +13,17 @@
 # the client and server image is Debian's busybox-static, docker-imported by
 # `hack/kind/image.sh probe` (a step of image.sh e2e too).
 set -euo pipefail
-. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 CLUSTER=securetext-smoke
 NAMESPACE=smoke
 PROBE_IMAGE=securetext/kind-probe:busybox
-KUBE_ROUTER_IMAGE=securetext/kube-router:v2.1.0
-OFFICIAL_NODE_IMAGE=kindest/node:v1.37.2
 # How long the cluster may take to get each thing ready, in seconds.
 READY_TIMEOUT=240
 # How long a policy change may take to reach the nodes' iptables, in seconds.
 POLICY_TIMEOUT=60
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-kind_dir=${SECURETEXT_BIN:-$root/bin}/kind
-kind=$kind_dir/bin/kind
-dir=$kind_dir/smoke
+dir=${SECURETEXT_BIN:-$root/bin}/kind/smoke
 export KUBECONFIG=$dir/kubeconfig
 kubectl=$dir/kubectl
 
@@ -46,27 +41,6 @@ mark() {
 
 k() {
 	"$kubectl" "$@"
-}
-
-cluster_config() {
-	cat <<'EOF'
-kind: Cluster
-apiVersion: kind.x-k8s.io/v1alpha4
-networking:
-  # kube-router is the CNI: kindnetd cannot enforce NetworkPolicy on these machines.
-  disableDefaultCNI: true
-  podSubnet: 10.244.0.0/16
-  apiServerAddress: 127.0.0.1
-kubeadmConfigPatches:
-- |
-  kind: KubeletConfiguration
-  # These hosts run cgroup v1, which kubelet 1.37 refuses unless told otherwise.
-  failCgroupV1: false
-nodes:
-- role: control-plane
-- role: worker
-- role: worker
-EOF
 }
 
 workloads() {
@@ -190,49 +164,17 @@ finish() {
 	fi
 	if [[ ${E2E_KEEP:-} == 1 ]]; then
 		echo "smoke.sh: kept cluster $CLUSTER (E2E_KEEP=1): KUBECONFIG=$KUBECONFIG $kubectl get pods -A" >&2
-	elif [[ -x $kind ]]; then
-		"$kind" delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
-		echo "smoke.sh: deleted cluster $CLUSTER" >&2
+	else
+		"$root/hack/kind/cluster.sh" down "$CLUSTER" || true
 	fi
 	exit "$status"
 }
 
 main() {
-	[[ -x $kind && -s $kind_dir/node-image ]] || fail "no kind node image yet: run make kind-image"
-	local node_image
-	node_image=$(<"$kind_dir/node-image")
-	"$root/hack/docker.sh" ensure
-	docker image inspect "$node_image" >/dev/null 2>&1 || fail "the engine has no $node_image: run make kind-image"
-	docker image inspect "$KUBE_ROUTER_IMAGE" >/dev/null 2>&1 || fail "the engine has no $KUBE_ROUTER_IMAGE: run make kind-image"
-	# The client and server image, built (once) by image.sh.
 	"$root/hack/kind/image.sh" probe
-	mkdir -p "$dir"
-
-	if "$kind" get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
-		echo "smoke.sh: deleting cluster $CLUSTER left by an earlier run" >&2
-		"$kind" delete cluster --name "$CLUSTER" >/dev/null
-	fi
 	trap finish EXIT
-	echo "smoke.sh: creating cluster $CLUSTER from $node_image" >&2
-	cluster_config | quietly "kind create cluster" "$kind" create cluster --name "$CLUSTER" \
-		--image "$node_image" --kubeconfig "$KUBECONFIG" --config - --wait 0s
-	mark "cluster created"
-	docker cp "$CLUSTER-control-plane:/usr/bin/kubectl" "$kubectl"
-	grep -q 'server: https://127.0.0.1:' "$KUBECONFIG" || fail "the kubeconfig does not point at 127.0.0.1"
-
-	if [[ $node_image == "$OFFICIAL_NODE_IMAGE" ]]; then
-		quietly "kind load $KUBE_ROUTER_IMAGE" "$kind" load docker-image --name "$CLUSTER" "$KUBE_ROUTER_IMAGE"
-	fi
-	quietly "kind load $PROBE_IMAGE" "$kind" load docker-image --name "$CLUSTER" "$PROBE_IMAGE"
-	mark "images loaded"
-
-	k apply -f "$root/hack/kind/kube-router.yaml" >/dev/null
-	k -n kube-system rollout status ds/kube-router --timeout="${READY_TIMEOUT}s" >/dev/null
-	mark "kube-router running"
-	k wait --for=condition=Ready nodes --all --timeout="${READY_TIMEOUT}s" >/dev/null
-	mark "3 nodes Ready"
-	k -n kube-system rollout status deploy/coredns --timeout="${READY_TIMEOUT}s" >/dev/null
-	mark "CoreDNS ready"
+	"$root/hack/kind/cluster.sh" up "$CLUSTER" "$dir" "$PROBE_IMAGE"
+	mark "cluster up: 3 nodes, kube-router and CoreDNS ready"
 
 	workloads | k apply -f - >/dev/null
 	k -n "$NAMESPACE" wait --for=condition=Ready pod --all --timeout="${READY_TIMEOUT}s" >/dev/null
@@ -267,7 +209,7 @@ main() {
 
 	echo
 	printf '%s\n' "${timings[@]}"
-	echo "smoke.sh: PASS: NetworkPolicy enforced on a 3-node kind cluster ($node_image) in $((SECONDS - start))s"
+	echo "smoke.sh: PASS: NetworkPolicy enforced on a 3-node kind cluster in $((SECONDS - start))s"
 }
 
 main "$@"

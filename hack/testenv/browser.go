@@ -77,6 +77,7 @@ type browserConfig struct {
 	trusted          []*x509.Certificate
 	ignoreCertErrors bool
 	timeout          time.Duration
+	loopbackHosts    []string
 }
 
 // WithViewport sets the emulated screen (default Phone). SetViewport changes it later.
@@ -96,6 +97,13 @@ func WithTrustedCerts(certs ...*x509.Certificate) BrowserOption {
 // tests; prefer WithTrustedCerts, which accepts only the servers under test.
 func WithIgnoreCertErrors() BrowserOption {
 	return func(c *browserConfig) { c.ignoreCertErrors = true }
+}
+
+// WithLoopbackHosts makes the browser resolve these host names to 127.0.0.1 and reach them
+// directly: a service's public names (view.clinic.test) served on a loopback port, such as an
+// ingress controller that kind publishes there. Every other name still fails to resolve.
+func WithLoopbackHosts(hosts ...string) BrowserOption {
+	return func(c *browserConfig) { c.loopbackHosts = append(c.loopbackHosts, hosts...) }
 }
 
 // WithTimeout bounds everything done with the returned context (default 3 minutes), so that a
@@ -216,6 +224,7 @@ func Browser(t testing.TB, opts ...BrowserOption) context.Context {
 	}
 	output := &LogTail{}
 	logger := &guardedLog{t: t}
+	bypass := strings.Join(append([]string{loopbackOnly}, cfg.loopbackHosts...), ";")
 
 	flags := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(exe),
@@ -228,8 +237,8 @@ func Browser(t testing.TB, opts ...BrowserOption) context.Context {
 		// Loopback only: everything but 127.0.0.1, localhost and [::1] goes to a sink. The
 		// tab's browser context has a proxy of its own (below); this one gets Chromium's own.
 		chromedp.ProxyServer("http://"+sink.addr()),
-		chromedp.Flag("proxy-bypass-list", loopbackOnly),
-		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, EXCLUDE [::1]"),
+		chromedp.Flag("proxy-bypass-list", bypass),
+		chromedp.Flag("host-resolver-rules", hostResolverRules(cfg.loopbackHosts)),
 		chromedp.Flag("force-webrtc-ip-handling-policy", "disable_non_proxied_udp"),
 		chromedp.Flag("disable-quic", true),
 		chromedp.Flag("disable-component-update", true),
@@ -276,7 +285,7 @@ func Browser(t testing.TB, opts ...BrowserOption) context.Context {
 		}
 		ctx, cancel := chromedp.NewContext(browserCtx, chromedp.WithNewBrowserContext(
 			func(p *target.CreateBrowserContextParams) {
-				p.ProxyServer, p.ProxyBypassList = "http://"+pageSink.addr(), loopbackOnly
+				p.ProxyServer, p.ProxyBypassList = "http://"+pageSink.addr(), bypass
 			}))
 		started <- opened{ctx, cancel, chromedp.Do(ctx)}
 	}()
@@ -349,6 +358,17 @@ func Browser(t testing.TB, opts ...BrowserOption) context.Context {
 // is reached directly. "<-loopback>" drops Chromium's implicit bypass list, which also lets
 // link-local (169.254/16) through.
 const loopbackOnly = "<-loopback>;localhost;127.0.0.1;[::1]"
+
+// hostResolverRules is the value of --host-resolver-rules: the loopback hosts mapped to
+// 127.0.0.1 (Chromium applies the first rule that matches), every other name but localhost and
+// the loopback addresses unresolvable.
+func hostResolverRules(loopbackHosts []string) string {
+	rules := make([]string, 0, len(loopbackHosts)+1)
+	for _, h := range loopbackHosts {
+		rules = append(rules, "MAP "+h+" 127.0.0.1")
+	}
+	return strings.Join(append(rules, "MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, EXCLUDE [::1]"), ", ")
+}
 
 // spkiList is the value of --ignore-certificate-errors-spki-list: base64 SHA-256 hashes of the
 // certificates' SubjectPublicKeyInfo, comma-separated.

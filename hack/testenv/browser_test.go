@@ -506,6 +506,43 @@ func TestBrowserLoopbackOnly(t *testing.T) {
 	}
 }
 
+// A host given to WithLoopbackHosts reaches the server on 127.0.0.1 under its own name (the Host
+// header the page sends is that name); a name not given still goes nowhere.
+func TestBrowserLoopbackHosts(t *testing.T) {
+	var hosts []string
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hosts = append(hosts, r.Host)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprint(w, "<!doctype html><title>mapped</title><p>mapped")
+	}))
+	t.Cleanup(srv.Close)
+	port := srv.Listener.Addr().(*net.TCPAddr).Port
+	ctx := Browser(t, WithLoopbackHosts("view.clinic.test"))
+
+	navigate(t, ctx, fmt.Sprintf("http://view.clinic.test:%d/", port))
+	title, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.title`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if title != "mapped" {
+		t.Errorf("view.clinic.test: title %q, want the loopback server's page", title)
+	}
+	resp, err := chromedp.Run(ctx, chromedp.NavigateResponse(fmt.Sprintf("http://api.clinic.test:%d/", port)))
+	if err == nil && resp.Status != http.StatusForbidden {
+		t.Errorf("api.clinic.test (not mapped): %d, want the sink's 403 or an error", resp.Status)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// The page and, as Chromium may ask for it, /favicon.ico.
+	want := fmt.Sprintf("view.clinic.test:%d", port)
+	if len(hosts) == 0 || slices.ContainsFunc(hosts, func(h string) bool { return h != want }) {
+		t.Errorf("the server saw hosts %q, want only %q", hosts, want)
+	}
+}
+
 // Chromium's own traffic (here: a tab opened in the browser's default context, outside the
 // page's, which stands for the updater and the other background services whose requests vary
 // with the build) is refused like the page's but kept apart from it: BlockedRequests lists
