@@ -144,7 +144,7 @@ kind-e2e-images: ## Build (once, then cached) the end-to-end images (Vault dev, 
 .PHONY: test-e2e
 test-e2e: kind-image kind-e2e-images images ## Run the end-to-end suite on a 3-node kind cluster (E2E_KEEP=1 keeps the cluster).
 	@hack/browser.sh ensure
-	@bash -c '. hack/lib.sh && { command -v swaks >/dev/null || apt_install swaks; }'
+	@bash -c '. hack/lib.sh && { command -v swaks >/dev/null && perl -MNet::SSLeay -e1 2>/dev/null || apt_install swaks libnet-ssleay-perl; }'
 	go test -tags e2e $(GO_TEST_FLAGS) -timeout 45m ./hack/kind/e2e/
 
 .PHONY: kind-smoke

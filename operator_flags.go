@@ -26,7 +26,7 @@ type operatorFlags struct {
 	workloadImage, keystoreImage, pullPolicy string
 
 	vaultAddr, keystoreVaultAddr, vaultCACert, vaultAuth, vaultAuthMount, vaultRole string
-	vaultTokenFile, vaultAudience                                                   string
+	vaultTokenFile, vaultAudience, vaultJWTFile                                     string
 
 	ingressNamespaceLabels, ingressPodLabels, ingressAnnotations kvFlag
 	ingressClass                                                 string
@@ -58,6 +58,8 @@ func (f *operatorFlags) register(fs *flag.FlagSet) {
 		"the operator's Kubernetes auth role (policy: config/rbac/vault-operator-policy.hcl)")
 	fs.StringVar(&f.vaultTokenFile, "vault-token-file", "", "file with a Vault token, for -vault-auth token (development)")
 	fs.StringVar(&f.vaultAudience, "vault-audience", "vault", "audience of the keystores' service account tokens for Vault")
+	fs.StringVar(&f.vaultJWTFile, "vault-jwt-file", vaultlogin.DefaultServiceAccountTokenPath,
+		"service account token the operator logs in to Vault with (-vault-auth kubernetes): a projected token of Vault's audience")
 
 	f.ingressNamespaceLabels = kvFlag{m: map[string]string{"kubernetes.io/metadata.name": "ingress-nginx"}}
 	f.ingressAnnotations = kvFlag{m: map[string]string{"nginx.ingress.kubernetes.io/backend-protocol": "HTTPS"}}
@@ -173,7 +175,7 @@ func (f *operatorFlags) options(log logr.Logger) (controllers.Options, func(), e
 	var auth vaultlogin.Auth
 	switch f.vaultAuth {
 	case "kubernetes":
-		auth = vaultlogin.KubernetesAuth{Mount: f.vaultAuthMount, Role: f.vaultRole}
+		auth = vaultlogin.KubernetesAuth{Mount: f.vaultAuthMount, Role: f.vaultRole, TokenPath: f.vaultJWTFile}
 	case "token":
 		auth = vaultlogin.TokenAuth{TokenPath: f.vaultTokenFile}
 	default:

@@ -172,7 +172,8 @@ func TestRenderSecurityContexts(t *testing.T) {
 		var keys []string
 		for _, tsc := range pod.TopologySpreadConstraints {
 			keys = append(keys, tsc.TopologyKey)
-			if tsc.WhenUnsatisfiable != corev1.ScheduleAnyway || !reflect.DeepEqual(tsc.LabelSelector.MatchLabels, dep.Spec.Selector.MatchLabels) {
+			if tsc.WhenUnsatisfiable != corev1.ScheduleAnyway || !reflect.DeepEqual(tsc.LabelSelector.MatchLabels, dep.Spec.Selector.MatchLabels) ||
+				!reflect.DeepEqual(tsc.MatchLabelKeys, []string{appsv1.DefaultDeploymentUniqueLabelKey}) {
 				t.Errorf("%s: topology spread %+v", dep.Name, tsc)
 			}
 		}

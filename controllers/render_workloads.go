@@ -217,13 +217,16 @@ func compactStrings(sorted []string) []string {
 }
 
 // topologySpread spreads a component's pods over zones and nodes, preferring but not requiring
-// it, so that a small cluster still schedules them.
+// it, so that a small cluster still schedules them. The spread counts the pods of one revision
+// (pod-template-hash): otherwise a rolling update counts the old ReplicaSet's pods, still
+// running, and places the new ones wherever those are not, often all on one node.
 func topologySpread(selector map[string]string) []corev1.TopologySpreadConstraint {
 	var out []corev1.TopologySpreadConstraint
 	for _, key := range []string{corev1.LabelTopologyZone, corev1.LabelHostname} {
 		out = append(out, corev1.TopologySpreadConstraint{
 			MaxSkew: 1, TopologyKey: key, WhenUnsatisfiable: corev1.ScheduleAnyway,
-			LabelSelector: &metav1.LabelSelector{MatchLabels: selector},
+			LabelSelector:  &metav1.LabelSelector{MatchLabels: selector},
+			MatchLabelKeys: []string{appsv1.DefaultDeploymentUniqueLabelKey},
 		})
 	}
 	return out

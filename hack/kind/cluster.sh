@@ -100,9 +100,10 @@ up() {
 	# The official node image has no kube-router; the one image.sh builds has it preloaded.
 	local load=("$@")
 	[[ $node_image != "$OFFICIAL_NODE_IMAGE" ]] || load+=("$KUBE_ROUTER_IMAGE")
-	for image in "${load[@]}"; do
-		quietly "kind load $image" "$kind" load docker-image --name "$name" "$image"
-	done
+	# One kind load for all: one archive, loaded into the three nodes side by side.
+	if ((${#load[@]})); then
+		quietly "kind load ${load[*]}" "$kind" load docker-image --name "$name" "${load[@]}"
+	fi
 	mark "${#load[@]} images loaded"
 
 	if ! {

@@ -365,21 +365,34 @@ func TestIsolation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	svc := func(tn *tenant, name string) string { return name + "." + tn.Namespace + ".svc.cluster.local" }
+	// Pods are probed by their addresses: a Service's virtual address answers a connection
+	// itself on some ports, a pod's never does.
+	pod := func(tn *tenant, labels map[string]string) string {
+		t.Helper()
+		pods := s.podsLabelled(t, tn.Namespace, labels)
+		if len(pods) == 0 {
+			t.Fatalf("no running pod %v in %s", labels, tn.Namespace)
+		}
+		return pods[0].Status.PodIP
+	}
+	component := func(tn *tenant, c string) string {
+		return pod(tn, map[string]string{"securetext.io/tenant": tn.Name, "app.kubernetes.io/component": c})
+	}
+	postgres := func(tn *tenant) string { return pod(tn, map[string]string{"app": "postgres"}) }
 	for _, c := range []struct {
 		from       int
 		host, port string
 		open       bool
 	}{
-		{0, svc(a, "keystore"), "8443", true},
-		{0, svc(a, "postgres"), "5432", true},
-		{0, svc(b, "keystore"), "8443", false},
-		{0, svc(b, "postgres"), "5432", false},
-		{0, svc(b, "viewer"), "443", false},
-		{1, svc(a, "viewer"), "443", true},
-		{1, svc(b, "viewer"), "443", true},
-		{2, svc(a, "viewer"), "443", false},
-		{2, svc(a, "keystore"), "8443", false},
+		{0, component(a, "keystore"), "8443", true},
+		{0, postgres(a), "5432", true},
+		{0, component(b, "keystore"), "8443", false},
+		{0, postgres(b), "5432", false},
+		{0, component(b, "viewer"), "9443", false},
+		{1, component(a, "viewer"), "9443", true},
+		{1, component(b, "viewer"), "9443", true},
+		{2, component(a, "viewer"), "9443", false},
+		{2, component(a, "keystore"), "8443", false},
 	} {
 		p := probes[c.from]
 		if err := s.expectReach(ctx, p.ns, p.name, c.host, c.port, c.open); err != nil {
@@ -574,6 +587,15 @@ func (s *suite) operatorReconciles(t testing.TB) float64 {
 				total += v
 			}
 		}
+	}
+	if total == 0 {
+		var seen []string
+		for l := range strings.Lines(string(body)) {
+			if strings.Contains(l, "reconcile_total") {
+				seen = append(seen, strings.TrimSpace(l))
+			}
+		}
+		t.Logf("%s: no successful SecureTextTenant reconcile counted; reconcile series: %q", leader, seen)
 	}
 	return total
 }
