@@ -177,8 +177,13 @@ func TestRenderSecurityContexts(t *testing.T) {
 				t.Errorf("%s: topology spread %+v", dep.Name, tsc)
 			}
 		}
-		if !reflect.DeepEqual(keys, []string{corev1.LabelTopologyZone, corev1.LabelHostname}) {
+		if !reflect.DeepEqual(keys, []string{corev1.LabelHostname}) {
 			t.Errorf("%s: topology keys %v", dep.Name, keys)
+		}
+		if a := pod.Affinity; a == nil || a.PodAntiAffinity == nil || len(a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution) != 1 ||
+			a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm.TopologyKey != corev1.LabelTopologyZone ||
+			!reflect.DeepEqual(a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm.LabelSelector.MatchLabels, dep.Spec.Selector.MatchLabels) {
+			t.Errorf("%s: affinity %+v, want a preferred anti-affinity over zones", dep.Name, pod.Affinity)
 		}
 		if !labels.SelectorFromSet(dep.Spec.Selector.MatchLabels).Matches(labels.Set(dep.Spec.Template.Labels)) {
 			t.Errorf("%s: selector does not match the pod labels", dep.Name)

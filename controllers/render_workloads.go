@@ -200,6 +200,7 @@ func (r *renderer) deployment(c Component, cm *corev1.ConfigMap, cc componentCon
 					Volumes:                       volumes,
 					TerminationGracePeriodSeconds: ptr.To(int64(30)),
 					TopologySpreadConstraints:     topologySpread(selectorLabels(r.t.Name, c)),
+					Affinity:                      zoneAffinity(selectorLabels(r.t.Name, c)),
 				},
 			},
 		},
@@ -216,20 +217,32 @@ func compactStrings(sorted []string) []string {
 	return out
 }
 
-// topologySpread spreads a component's pods over zones and nodes, preferring but not requiring
-// it, so that a small cluster still schedules them. The spread counts the pods of one revision
+// topologySpread spreads a component's pods over nodes, preferring but not requiring it, so
+// that a small cluster still schedules them. The spread counts the pods of one revision
 // (pod-template-hash): otherwise a rolling update counts the old ReplicaSet's pods, still
-// running, and places the new ones wherever those are not, often all on one node.
+// running, and places the new ones wherever those are not, often all on one node. Zones are
+// left to zoneAffinity: a spread constraint on a key that some nodes lack makes the scheduler
+// ignore every constraint of the pod on those nodes, so on a cluster without zone labels (kind,
+// most on-premises clusters) a zone constraint would switch off the spread over nodes too.
 func topologySpread(selector map[string]string) []corev1.TopologySpreadConstraint {
-	var out []corev1.TopologySpreadConstraint
-	for _, key := range []string{corev1.LabelTopologyZone, corev1.LabelHostname} {
-		out = append(out, corev1.TopologySpreadConstraint{
-			MaxSkew: 1, TopologyKey: key, WhenUnsatisfiable: corev1.ScheduleAnyway,
-			LabelSelector:  &metav1.LabelSelector{MatchLabels: selector},
-			MatchLabelKeys: []string{appsv1.DefaultDeploymentUniqueLabelKey},
-		})
-	}
-	return out
+	return []corev1.TopologySpreadConstraint{{
+		MaxSkew: 1, TopologyKey: corev1.LabelHostname, WhenUnsatisfiable: corev1.ScheduleAnyway,
+		LabelSelector:  &metav1.LabelSelector{MatchLabels: selector},
+		MatchLabelKeys: []string{appsv1.DefaultDeploymentUniqueLabelKey},
+	}}
+}
+
+// zoneAffinity prefers zones without another pod of the component, where nodes have zones.
+func zoneAffinity(selector map[string]string) *corev1.Affinity {
+	return &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
+		PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{
+			Weight: 50,
+			PodAffinityTerm: corev1.PodAffinityTerm{
+				LabelSelector: &metav1.LabelSelector{MatchLabels: selector},
+				TopologyKey:   corev1.LabelTopologyZone,
+			},
+		}},
+	}}
 }
 
 func (r *renderer) resources(c Component) corev1.ResourceRequirements {

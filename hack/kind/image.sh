@@ -687,14 +687,20 @@ summary() {
 	done
 }
 
-build() {
-	local start=$SECONDS go_version kube_inputs
+# begin REPORT: the directories, an empty report, the preflight checks and a running engine.
+begin() {
 	mkdir -p "$bin" "$stamps" "$work"
+	report=$1
 	: >"$report"
 	preflight
 	local engine_start=$SECONDS
 	ensure_engine
 	record engine ready $((SECONDS - engine_start))
+}
+
+build() {
+	local start=$SECONDS go_version kube_inputs
+	begin "$report"
 	go_version=$(go version)
 
 	step kind "$bin/kind" -- "$KIND_VERSION" "$go_version"
@@ -743,13 +749,7 @@ build() {
 
 e2e() {
 	local start=$SECONDS go_version
-	mkdir -p "$bin" "$stamps" "$work"
-	report=$work/report-e2e.tsv
-	: >"$report"
-	preflight
-	local engine_start=$SECONDS
-	ensure_engine
-	record engine ready $((SECONDS - engine_start))
+	begin "$work/report-e2e.tsv"
 	go_version=$(go version)
 	helm_version=$(cd "$here/tools/helm" && go list -m -f '{{.Version}}' helm.sh/helm/v4)
 

@@ -16,6 +16,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -124,6 +125,7 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e: setting up the cluster failed: %v\n", err)
 	} else {
 		s.printTimings()
+		s.reportMemory(ctx)
 		code = m.Run()
 	}
 	if code != 0 && s.k8s != nil {
@@ -604,4 +606,63 @@ func (s *suite) collect(ctx context.Context) {
 		}
 	}
 	fmt.Fprintf(os.Stderr, "e2e: pod logs, events and tenants in %s\n", dir)
+}
+
+// reportMemory prints the idle memory of each tenant's containers, the cgroup working set as
+// the kubelet's summary API reports it, beside the container's memory request.
+func (s *suite) reportMemory(ctx context.Context) {
+	type summary struct {
+		Pods []struct {
+			PodRef struct {
+				Name      string `json:"name"`
+				Namespace string `json:"namespace"`
+			} `json:"podRef"`
+			Containers []struct {
+				Name   string `json:"name"`
+				Memory struct {
+					WorkingSetBytes uint64 `json:"workingSetBytes"`
+				} `json:"memory"`
+			} `json:"containers"`
+		} `json:"pods"`
+	}
+	var nodes corev1.NodeList
+	if err := s.k8s.List(ctx, &nodes); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: memory: %v\n", err)
+		return
+	}
+	fmt.Fprintf(os.Stderr, "e2e: idle memory of the tenants' containers (working set, kubelet summary API)\n")
+	fmt.Fprintf(os.Stderr, "  %-18s %-38s %10s %10s\n", "NAMESPACE", "POD", "MiB", "REQUEST")
+	for _, n := range nodes.Items {
+		raw, err := s.clientset.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", n.Name, "proxy/stats/summary").DoRaw(ctx)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: memory of node %s: %v\n", n.Name, err)
+			continue
+		}
+		var sum summary
+		if err := json.Unmarshal(raw, &sum); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: memory of node %s: %v\n", n.Name, err)
+			continue
+		}
+		for _, p := range sum.Pods {
+			if !strings.HasPrefix(p.PodRef.Namespace, "securetext-") {
+				continue
+			}
+			var pod corev1.Pod
+			if err := s.k8s.Get(ctx, client.ObjectKey{Namespace: p.PodRef.Namespace, Name: p.PodRef.Name}, &pod); err != nil {
+				continue
+			}
+			for _, c := range p.Containers {
+				request := "-"
+				for _, pc := range pod.Spec.Containers {
+					if pc.Name == c.Name {
+						if q, ok := pc.Resources.Requests[corev1.ResourceMemory]; ok {
+							request = q.String()
+						}
+					}
+				}
+				fmt.Fprintf(os.Stderr, "  %-18s %-38s %10.1f %10s\n", p.PodRef.Namespace, p.PodRef.Name+"/"+c.Name,
+					float64(c.Memory.WorkingSetBytes)/(1<<20), request)
+			}
+		}
+	}
 }
