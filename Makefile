@@ -49,8 +49,9 @@ fmt: ## gofmt every Go file.
 	gofmt -w $$(git ls-files '*.go')
 
 .PHONY: vet
-vet: ## go vet the project and the tools modules.
+vet: ## go vet the project (the e2e suite's build tag too) and the tools modules.
 	go vet ./...
+	go vet -tags e2e ./hack/kind/e2e/
 	@for m in $(TOOLS_MODULES); do (cd $$m && go vet ./...); done
 
 .PHONY: lint
