@@ -289,15 +289,19 @@ func TestChartValueSets(t *testing.T) {
 		rel := render(t, "external Vault with a CA")
 		a := args(t, rel)
 		for _, want := range []string{"--vault-addr=https://vault.example.com:8200", "--keystore-vault-addr=https://vault.vault.svc:8200",
-			"--vault-ca-cert=/etc/securetext/vault-ca/ca.crt", "--database-cidrs=10.20.0.0/16", "--default-retention-policy=hipaa-standard"} {
+			"--vault-ca-cert=/etc/securetext/vault-ca/ca.crt", "--vault-jwt-file=/var/run/secrets/securetext/vault/token",
+			"--database-cidrs=10.20.0.0/16", "--default-retention-policy=hipaa-standard"} {
 			if !slices.Contains(a, want) {
 				t.Errorf("no %s in %v", want, a)
 			}
 		}
 		dep := rel.Find("Deployment", charts.Name)
 		vols, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "volumes")
-		if len(vols) != 1 || !strings.Contains(fmt.Sprint(vols[0]), "vault-ca") {
-			t.Errorf("Vault's CA Secret is not mounted: %v", vols)
+		// The operator logs in with a token of Vault's audience (its role is bound to it), and
+		// trusts Vault's CA.
+		if len(vols) != 2 || !strings.Contains(fmt.Sprint(vols[0]), "serviceAccountToken:map[audience:vault") ||
+			!strings.Contains(fmt.Sprint(vols[1]), "vault-ca") {
+			t.Errorf("no projected Vault token and Vault CA Secret: %v", vols)
 		}
 		np := rel.Find("NetworkPolicy", charts.Name)
 		if np == nil || !strings.Contains(fmt.Sprint(np.Object["spec"]), "203.0.113.10/32") {

@@ -432,15 +432,15 @@ func TestIsolation(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
-// owned lists the objects the operator made in a namespace (everything but pods, the API
-// server's own bookkeeping and the test's) with their resourceVersions: a second reconcile
-// that changes nothing leaves every one as it was.
-func (s *suite) owned(t testing.TB, ns string) map[string]string {
+// owned lists the objects the operator made in a namespace (everything but pods and the API
+// server's own bookkeeping) with one metadata field each, resourceVersion or generation: a
+// reconcile that changes nothing leaves every one as it was.
+func (s *suite) owned(t testing.TB, ns, field string) map[string]string {
 	t.Helper()
 	out, err := s.k(t.Context(), "-n", ns, "get",
 		"deployments,services,configmaps,secrets,serviceaccounts,networkpolicies,ingresses,poddisruptionbudgets,roles,rolebindings",
 		"-l", "app.kubernetes.io/managed-by=securetext-operator",
-		"-o", `jsonpath={range .items[*]}{.kind}/{.metadata.name} {.metadata.resourceVersion}{"\n"}{end}`)
+		"-o", `jsonpath={range .items[*]}{.kind}/{.metadata.name} {.metadata.`+field+`}{"\n"}{end}`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -465,73 +465,100 @@ func (s *suite) tenantObject(t testing.TB, name string) *securetextv1alpha1.Secu
 	return &stt
 }
 
-// Deleting every operator pod and every pod of tenant alpha loses nothing: the pods come back,
-// the tenants stay Ready, the operator's new leader reconciles both tenants without writing a
-// single object or status, and every message sent before is still there.
+// Restarts lose nothing and make the operator write nothing. First every operator pod is
+// deleted: the new leader reconciles both tenants and writes no object and no status. Then
+// every SecureText pod of tenant alpha is deleted (its database stays): they come back, the
+// tenant is Ready again, no object's spec has changed, and the messages sent before are there.
 func TestRestartLosesNothing(t *testing.T) {
 	ctx := t.Context()
+	tenants := []*tenant{s.a, s.b}
 	before := map[string]map[string]string{}
-	statusBefore := map[string]string{}
-	for _, tn := range []*tenant{s.a, s.b} {
-		before[tn.Name] = s.owned(t, tn.Namespace)
-		statusBefore[tn.Name] = s.tenantObject(t, tn.Name).ResourceVersion
+	tenantBefore := map[string]string{}
+	for _, tn := range tenants {
+		before[tn.Name] = s.owned(t, tn.Namespace, "resourceVersion")
+		tenantBefore[tn.Name] = s.tenantObject(t, tn.Name).ResourceVersion
 	}
-	reconciles := func() float64 { return s.operatorReconciles(t) }
-	if _, err := s.k(ctx, "-n", operatorNS, "delete", "pods", "-l", "app.kubernetes.io/name="+operator, "--wait=true"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.k(ctx, "-n", s.a.Namespace, "delete", "pods", "--all", "--wait=true"); err != nil {
+	if _, err := s.k(ctx, "-n", operatorNS, "delete", "pods", "-l", "app.kubernetes.io/name="+operator); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.rollout(ctx, operatorNS, "deployment/"+operator); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range append(components, "postgres") {
+	s.waitReconciled(t)
+	for _, tn := range tenants {
+		s.unchanged(t, tn.Namespace, "resourceVersion", before[tn.Name], "after the operator's restart")
+		if rv := s.tenantObject(t, tn.Name).ResourceVersion; rv != tenantBefore[tn.Name] {
+			t.Errorf("SecureTextTenant %s written after the operator's restart (resourceVersion %s -> %s)", tn.Name, tenantBefore[tn.Name], rv)
+		}
+	}
+
+	// Deployments and PodDisruptionBudgets get new status when pods go: their generation
+	// (spec) must stay; the other objects have no status and must not change at all.
+	generations := s.owned(t, s.a.Namespace, "generation")
+	versions := s.owned(t, s.a.Namespace, "resourceVersion")
+	if _, err := s.k(ctx, "-n", s.a.Namespace, "delete", "pods", "-l", "securetext.io/tenant="+s.a.Name); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range components {
 		if err := s.rollout(ctx, s.a.Namespace, "deployment/"+c); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// The new leader has reconciled each tenant at least once (its reconcile counter), and
-	// then once more for the pods that came back: wait until the count stops moving.
+	if err := s.waitReady(ctx, s.a); err != nil {
+		t.Fatalf("tenant %s after its pods' restart: %v", s.a.Name, err)
+	}
+	s.waitReconciled(t)
+	s.unchanged(t, s.a.Namespace, "generation", generations, "after the tenant's pods' restart")
+	s.unchanged(t, s.a.Namespace, "resourceVersion", versions, "after the tenant's pods' restart", "Deployment", "PodDisruptionBudget")
+	for _, m := range sent {
+		if m.id == "" {
+			continue
+		}
+		if code, out := s.call(t, m.tenant, http.MethodGet, "/v1/messages/"+m.id, nil); code != http.StatusOK {
+			t.Errorf("%s: message %s after the restarts: %d %v", m.tenant.Name, m.id, code, out)
+		}
+	}
+}
+
+// waitReconciled waits until the operator's leader has reconciled both tenants and its count
+// of reconciles has stood still for 10 seconds.
+func (s *suite) waitReconciled(t testing.TB) {
+	t.Helper()
 	var last float64
-	if err := eventually(ctx, 2*time.Minute, func() error {
-		n := reconciles()
-		if n < 2 || n != last {
-			last = n
-			return fmt.Errorf("the operator has reconciled %v times, still moving", n)
+	var since time.Time
+	if err := eventually(t.Context(), 3*time.Minute, func() error {
+		n := s.operatorReconciles(t)
+		if n != last {
+			last, since = n, time.Now()
+		}
+		if n < 2 || time.Since(since) < 10*time.Second {
+			return fmt.Errorf("the operator has reconciled %v times, the last change %s ago", n, time.Since(since).Round(time.Second))
 		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	for _, tn := range []*tenant{s.a, s.b} {
-		if err := s.waitReady(ctx, tn); err != nil {
-			t.Fatalf("tenant %s after the restart: %v", tn.Name, err)
-		}
-		after := s.owned(t, tn.Namespace)
-		for obj, rv := range before[tn.Name] {
-			if after[obj] != rv {
-				t.Errorf("%s: %s written after the restart (resourceVersion %s -> %s)", tn.Namespace, obj, rv, after[obj])
-			}
-		}
-		for obj := range after {
-			if _, ok := before[tn.Name][obj]; !ok {
-				t.Errorf("%s: %s made after the restart", tn.Namespace, obj)
-			}
-		}
-		if rv := s.tenantObject(t, tn.Name).ResourceVersion; rv != statusBefore[tn.Name] {
-			t.Errorf("SecureTextTenant %s written after the restart (resourceVersion %s -> %s)", tn.Name, statusBefore[tn.Name], rv)
+}
+
+// unchanged compares the operator's objects' field (resourceVersion or generation) with before,
+// leaving out the objects of the skipped kinds.
+func (s *suite) unchanged(t testing.TB, ns, field string, before map[string]string, when string, skip ...string) {
+	t.Helper()
+	after := s.owned(t, ns, field)
+	for obj := range after {
+		if slices.Contains(skip, obj[:strings.IndexByte(obj, '/')]) {
+			delete(after, obj)
+			delete(before, obj)
 		}
 	}
-	// Alpha's database lived in a pod that was deleted with the others, on an emptyDir: the
-	// messages sent through the API are read back from bravo, whose pods stayed; alpha's
-	// keystore and gateway must come back and serve a new message.
-	for _, m := range sent {
-		if m.tenant != s.b || m.id == "" {
-			continue
+	for obj, v := range before {
+		if after[obj] != v {
+			t.Errorf("%s: %s written %s (%s %s -> %s)", ns, obj, when, field, v, after[obj])
 		}
-		if code, out := s.call(t, m.tenant, http.MethodGet, "/v1/messages/"+m.id, nil); code != http.StatusOK {
-			t.Errorf("%s: message %s after the restart: %d %v", m.tenant.Name, m.id, code, out)
+	}
+	for obj := range after {
+		if _, ok := before[obj]; !ok {
+			t.Errorf("%s: %s made %s", ns, obj, when)
 		}
 	}
 }
@@ -634,7 +661,7 @@ func (s *suite) operatorLeader(t testing.TB) string {
 func TestShredTenantLeavesTheOther(t *testing.T) {
 	ctx := t.Context()
 	a, b := s.a, s.b
-	aBefore := s.owned(t, a.Namespace)
+	aBefore := s.owned(t, a.Namespace, "resourceVersion")
 	mountsBefore, err := s.vault.Sys().ListMountsWithContext(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -678,12 +705,7 @@ func TestShredTenantLeavesTheOther(t *testing.T) {
 	if err := s.waitReady(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	after := s.owned(t, a.Namespace)
-	for obj, rv := range aBefore {
-		if after[obj] != rv {
-			t.Errorf("%s: %s written when bravo was deleted (resourceVersion %s -> %s)", a.Namespace, obj, rv, after[obj])
-		}
-	}
+	s.unchanged(t, a.Namespace, "resourceVersion", aBefore, "when bravo was deleted")
 	m := message{tenant: a, subject: "Refill", body: "Your refill is ready. Reference " + rand.Text()}
 	if code, out := s.call(t, a, http.MethodPost, "/v1/messages", map[string]string{"to": "+12025550143", "subject": m.subject, "body": m.body}); code != http.StatusCreated {
 		t.Errorf("alpha after bravo's deletion: POST /v1/messages: %d %v", code, out)
