@@ -324,19 +324,10 @@ func conditionSummary(ctx context.Context, k8s client.Client, tenant string) str
 }
 
 func poll(ctx context.Context, timeout time.Duration, what string, check func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		err := check()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w", what, err)
-		case <-time.After(250 * time.Millisecond):
-		}
+	if err := testenv.Poll(ctx, timeout, 250*time.Millisecond, check); err != nil {
+		return fmt.Errorf("waiting for %s: %w", what, err)
 	}
+	return nil
 }
 
 // keystoreLogin is how the demo tenant's keystore logs in to Vault: the Kubernetes auth role

@@ -7,6 +7,7 @@
 package testenv
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -148,6 +149,24 @@ func Eventually(t testing.TB, what string, check func() error) {
 			t.Fatalf("%s: %v", what, err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Poll calls check every interval until it returns nil, or returns check's last error once
+// timeout has passed or ctx ends: Eventually for TestMain and tools, which have no t.
+func Poll(ctx context.Context, timeout, interval time.Duration, check func() error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		err := check()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("after %s: %w", timeout, err)
+		case <-time.After(interval):
+		}
 	}
 }
 

@@ -42,6 +42,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	securetextv1alpha1 "github.com/securetext/securetext/api/v1alpha1"
+	"github.com/securetext/securetext/hack/testenv"
 	"github.com/securetext/securetext/workloads/gateway"
 	"github.com/securetext/securetext/workloads/tenantpki"
 )
@@ -304,19 +305,7 @@ func (s *suite) rollout(ctx context.Context, ns, what string) error {
 
 // eventually retries f every second until it succeeds or timeout passes, returning its last error.
 func eventually(ctx context.Context, timeout time.Duration, f func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("after %s: %w", timeout, err)
-		case <-time.After(time.Second):
-		}
-	}
+	return testenv.Poll(ctx, timeout, time.Second, f)
 }
 
 // proveEnforcement shows that the CNI enforces NetworkPolicy before any SecureText check relies

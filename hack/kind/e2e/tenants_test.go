@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os/exec"
@@ -669,7 +670,7 @@ func TestShredTenantLeavesTheOther(t *testing.T) {
 	mount := func(tn *tenant) string { return "securetext/" + tn.Name + "/transit/" }
 	for _, tn := range []*tenant{a, b} {
 		if _, ok := mountsBefore[mount(tn)]; !ok {
-			t.Fatalf("no Transit mount %s before the deletion: %v", mount(tn), keys(mountsBefore))
+			t.Fatalf("no Transit mount %s before the deletion: %v", mount(tn), slices.Sorted(maps.Keys(mountsBefore)))
 		}
 	}
 	if err := s.k8s.Delete(ctx, s.tenantObject(t, b.Name)); err != nil {
@@ -710,13 +711,4 @@ func TestShredTenantLeavesTheOther(t *testing.T) {
 	if code, out := s.call(t, a, http.MethodPost, "/v1/messages", map[string]string{"to": "+12025550143", "subject": m.subject, "body": m.body}); code != http.StatusCreated {
 		t.Errorf("alpha after bravo's deletion: POST /v1/messages: %d %v", code, out)
 	}
-}
-
-func keys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }
