@@ -22,6 +22,13 @@ KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
 VERSION ?= $(shell hack/images.sh version)
 VERSION_LDFLAGS = -X main.version=$(VERSION)
 
+# Go builds one way everywhere: static (CGO_ENABLED=0) and -trimpath, as the images ship them.
+# The tests then exercise the code as it ships, and make test, make images, the tools under
+# hack/tools and hack/kind/image.sh share one Go build cache: a package compiled for one is
+# reused by the others (link flags such as -ldflags -X never enter a package's compilation).
+export CGO_ENABLED := 0
+export GOFLAGS := -trimpath $(filter-out -trimpath,$(GOFLAGS))
+
 GO_TEST_FLAGS ?= -count=1
 TOOLS_MODULES := hack/tools/kube hack/tools/vault
 

@@ -335,7 +335,7 @@ func TestChartLint(t *testing.T) {
 	}
 	for name, values := range valueSets {
 		t.Run(name, func(t *testing.T) {
-			res := lint.RunAll(charts.Dir(), values, releaseNS, lint.WithKubeVersion(kv))
+			res := lint.RunAll(chartDir(t), values, releaseNS, lint.WithKubeVersion(kv))
 			for _, msg := range res.Messages {
 				if msg.Severity > support.InfoSev {
 					t.Errorf("helm lint: %s", msg)
@@ -401,7 +401,7 @@ func TestLegalHoldCRDGuard(t *testing.T) {
 		t.Cleanup(func() { _ = k8s.Delete(context.Background(), obj.DeepCopy()) })
 	}
 
-	sample, err := os.ReadFile(filepath.Join(filepath.Dir(charts.Dir()), "..", "config", "samples", "securetext_v1alpha1_securetexttenant_demo.yaml"))
+	sample, err := os.ReadFile(filepath.Join(chartDir(t), "..", "..", "config", "samples", "securetext_v1alpha1_securetexttenant_demo.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,4 +472,14 @@ func eventually(t *testing.T, f func() error) error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// chartDir is charts.Dir, failing the test when the source tree is not found.
+func chartDir(t *testing.T) string {
+	t.Helper()
+	dir, err := charts.Dir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }

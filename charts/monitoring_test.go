@@ -307,7 +307,7 @@ func TestMetricCatalogCheckExpr(t *testing.T) {
 
 func readChartFile(t *testing.T, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(charts.Dir(), "files", name))
+	b, err := os.ReadFile(filepath.Join(chartDir(t), "files", name))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,8 +11,6 @@ import (
 	"testing"
 
 	yaml "go.yaml.in/yaml/v3"
-
-	"github.com/securetext/securetext/charts"
 )
 
 var updateReadme = flag.Bool("update", false, "rewrite the values table of the chart's README.md from values.yaml")
@@ -85,7 +83,7 @@ func defaultOf(n *yaml.Node) string {
 // valuesTable renders the README's table of every value.
 func valuesTable(t *testing.T) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(charts.Dir(), "values.yaml"))
+	data, err := os.ReadFile(filepath.Join(chartDir(t), "values.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +106,7 @@ func valuesTable(t *testing.T) string {
 // TestChartReadme: the chart's README lists every value of values.yaml with its default and
 // description, as generated from values.yaml's comments.
 func TestChartReadme(t *testing.T) {
-	path := filepath.Join(charts.Dir(), "README.md")
+	path := filepath.Join(chartDir(t), "README.md")
 	readme, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)

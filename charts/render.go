@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 
@@ -25,6 +24,8 @@ import (
 	"helm.sh/helm/v4/pkg/storage/driver"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/securetext/securetext/hack/testenv"
 )
 
 const (
@@ -35,17 +36,25 @@ const (
 	KubeVersion = "v1.37.2"
 )
 
-// Dir is the operator chart's directory in this source tree.
-func Dir() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), Name)
+// Dir is the operator chart's directory in this source tree, found from the working directory
+// (the project builds with -trimpath, so the source files' own paths are not known at run time).
+func Dir() (string, error) {
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, "charts", Name), nil
 }
 
 // Load reads the operator chart from Dir.
 func Load() (*chart.Chart, error) {
-	c, err := loader.LoadDir(Dir())
+	dir, err := Dir()
 	if err != nil {
-		return nil, fmt.Errorf("load chart %s: %w", Dir(), err)
+		return nil, err
+	}
+	c, err := loader.LoadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("load chart %s: %w", dir, err)
 	}
 	return c, nil
 }

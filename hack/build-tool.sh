@@ -3,8 +3,8 @@
 #
 # Builds bin/NAME from PACKAGE in the tools module MODULE_DIR, unless bin/NAME was already built
 # from the same sources: a stamp (hash of the Go version, the module's go.mod/go.sum, its Go
-# files and the flags) next to the binary decides. Prints one line per binary either way, so a
-# long cold build says what it is doing.
+# files, the flags, CGO_ENABLED and GOFLAGS) next to the binary decides. Prints one line per
+# binary either way, so a long cold build says what it is doing.
 set -euo pipefail
 
 name=$1 moddir=$2 pkg=$3 version=$4 ldflags=${5:-}
@@ -17,6 +17,7 @@ mkdir -p "$stampdir"
 stamp=$(
   {
     go version
+    go env CGO_ENABLED GOFLAGS
     echo "$pkg $version $ldflags"
     cat "$root/$moddir/go.mod" "$root/$moddir/go.sum"
     find "$root/$moddir" -name '*.go' -print0 | sort -z | xargs -0 cat

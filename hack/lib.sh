@@ -3,6 +3,12 @@
 
 prog=$(basename "$0")
 
+# kind_cache is where hack/kind/image.sh keeps what it builds for kind clusters (binaries, stamps,
+# Debian packages). It belongs to the machine, like the images in the engine that the stamps
+# describe, so that every clone on the machine reuses one build: $SECURETEXT_KIND_CACHE, else
+# $XDG_CACHE_HOME/securetext/kind, else ~/.cache/securetext/kind (Go's os.UserCacheDir).
+kind_cache=${SECURETEXT_KIND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/securetext/kind}
+
 # quietly runs a command with its output kept in a file, shown only if the command fails: apt,
 # the maintainer scripts and npm are chatty.
 #

@@ -24,7 +24,8 @@ READY_TIMEOUT=${READY_TIMEOUT:-240}
 HTTPS_NODE_PORT=30443
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-kind_dir=${SECURETEXT_BIN:-$root/bin}/kind
+# kind and the node image's name, from the machine's kind cache (hack/lib.sh).
+kind_dir=$kind_cache
 kind=$kind_dir/bin/kind
 
 fail() {

@@ -4,8 +4,9 @@
 # pause, etcd, coredns, kindnetd and local-path images), so this replays it without downloads:
 #
 #   - every binary from its Go module (the module proxy is the only source reached): kind,
-#     Kubernetes (hack/kind/tools/kube), etcd, CoreDNS with kubeadm's plugins
-#     (hack/kind/tools/coredns), crictl, kube-router; pause from its C source with gcc -static
+#     Kubernetes and etcd (hack/tools/kube, built as make kube-binaries builds them, so that the
+#     two share the Go build cache), CoreDNS with kubeadm's plugins (hack/kind/tools/coredns),
+#     crictl, kube-router; pause from its C source with gcc -static
 #   - kind's base image from Debian packages (debootstrap) and the files of kind's
 #     images/base/files, taken from the kind module
 #   - one small image per control-plane component, each tagged as kubeadm expects, imported
@@ -19,35 +20,38 @@
 #   - securetext/e2e-postgres:15, Debian's PostgreSQL 15 run as postgres (uid 999) by
 #     hack/kind/postgres-entrypoint.sh, which initialises an empty PGDATA
 #   - securetext/kind-probe:busybox, smoke.sh's client and server (Debian's busybox-static)
-#   - bin/kind/bin/helm, from helm.sh/helm/v4 (hack/kind/tools/helm)
+#   - the helm CLI, from helm.sh/helm/v4 (hack/kind/tools/helm)
 #
 #   hack/kind/image.sh [build]   build what is missing or stale; print each step and its time
 #   hack/kind/image.sh e2e       the same for the end-to-end images and helm (no node image needed)
 #   hack/kind/image.sh probe     only securetext/kind-probe:busybox, for smoke.sh
 #
-# Every step keeps a stamp under bin/kind/stamps: a hash of the step's own code, the versions and
-# input files it uses and the stamps of the steps it builds on. A step runs again only when that
-# hash changes or its output (a file, or an image in the engine) is gone, so a second run takes
-# seconds. When the engine already holds the official kindest/node image, that image is used and
-# only kind and kube-router are built. bin/kind/node-image names the node image to use.
+# Everything built lives in the machine's kind cache, $SECURETEXT_KIND_CACHE or
+# ~/.cache/securetext/kind (hack/lib.sh): binaries in bin/, the Debian packages in cache/, work
+# files in work/ and one stamp per step in stamps/. It belongs to the machine, as the images in
+# the engine do, so every clone on the machine uses one build; a lock lets one image.sh at a time
+# build. Each stamp is a hash of the step's own code, the versions and input files it uses and
+# the stamps of the steps it builds on. A step runs again only when that hash changes or its
+# output (a file, or an image in the engine) is gone, so a second run takes seconds. When the engine already holds the official kindest/node image, that image is used and
+# only kind and kube-router are built. node-image in the cache names the node image to use.
 #
 # Cost, measured on a 2-CPU machine with a cold Go build cache (and another job's tests running):
 # 31 min, of which the Kubernetes binaries 16 min and kube-router 10 min; the two debootstraps
 # (13 min, network-bound) run alongside the Go builds; a second run takes about 1 s. Disk: 2.0 GB
-# of images in the engine, 1.7 GB under bin/kind, 5.7 GB more Go build cache.
+# of images in the engine, 1.7 GB in the kind cache, 5.7 GB more Go build cache.
 #
 # e2e, on the same machine (the Go build cache cold for its own packages): vault_dev 400 s,
 # traefik 433 s, helm 166 s, the images 2-5 s each, probe_image 0 s; postgres_rootfs 155 s
 # (debootstrap and apt, network-bound; 58 s with its packages cached) alongside the Go builds:
 # about 17 min in all, and about 1 s for a second run. Images: e2e-vault 109 MB, e2e-postgres
-# 367 MB, e2e-traefik 174 MB, kind-probe 2 MB; binaries under bin/kind/bin 349 MB (helm 67 MB).
+# 367 MB, e2e-traefik 174 MB, kind-probe 2 MB; binaries in the cache 349 MB (helm 67 MB).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 KUBE_VERSION=v1.37.2
 KIND_VERSION=v0.33.0
 CRICTL_VERSION=v1.37.0
-# etcd: go.etcd.io/etcd/server/v3 v3.7.0 matches kubeadm's etcd image tag 3.7.0-0 (hack/kind/tools/kube).
+# etcd: go.etcd.io/etcd/server/v3 v3.7.0 matches kubeadm's etcd image tag 3.7.0-0 (hack/tools/kube).
 COREDNS_VERSION=v1.14.6
 KUBE_ROUTER_VERSION=v2.1.0
 DEBIAN_SUITE=bookworm
@@ -94,7 +98,7 @@ KUBE_COMMANDS=(kubelet kubeadm kubectl kube-apiserver kube-controller-manager ku
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 here=$root/hack/kind
-kind_dir=${SECURETEXT_BIN:-$root/bin}/kind
+kind_dir=$kind_cache
 bin=$kind_dir/bin
 stamps=$kind_dir/stamps
 work=$kind_dir/work
@@ -114,7 +118,7 @@ fail() {
 
 # ---- steps: each build_NAME makes one thing; step() decides whether it has to run ----
 
-# step NAME OUTPUT… -- INPUT…: runs build_NAME unless bin/kind/stamps/NAME holds the hash of
+# step NAME OUTPUT… -- INPUT…: runs build_NAME unless stamps/NAME holds the hash of
 # build_NAME's text and the INPUTs and every OUTPUT (a path, or image:NAME) is there.
 step() {
 	local name=$1 outputs=() key start
@@ -189,7 +193,7 @@ build_kube() {
 	for c in "${KUBE_COMMANDS[@]}"; do
 		pkgs+=("./$c")
 	done
-	(cd "$here/tools/kube" && CGO_ENABLED=0 go build -trimpath -ldflags "$KUBE_LDFLAGS" -o "$bin/" "${pkgs[@]}")
+	(cd "$root/hack/tools/kube" && CGO_ENABLED=0 go build -trimpath -ldflags "$KUBE_LDFLAGS" -o "$bin/" "${pkgs[@]}")
 }
 
 build_pause() {
@@ -217,7 +221,7 @@ build_kube_router() {
 
 # ---- Debian root filesystems ----
 
-# debootstrap_to DIR PACKAGES: a minbase Debian in DIR, its packages cached in bin/kind/cache
+# debootstrap_to DIR PACKAGES: a minbase Debian in DIR, its packages cached in the kind cache
 # for every later run and every other debootstrap.
 debootstrap_to() {
 	local dir=$1 packages=$2
@@ -332,7 +336,7 @@ kubeadm_images() {
 }
 
 # The images preloaded into the node: each tagged as kubeadm (or kind's containerd config)
-# names it, saved for `ctr import` under bin/kind/work/images.
+# names it, saved for `ctr import` under work/images in the kind cache.
 build_component_images() {
 	local image name out=$work/images
 	rm -rf "$out"
@@ -435,7 +439,7 @@ build_vault_image() {
 	grep -q -- -root-token <<<"$usage" || fail "$VAULT_IMAGE does not run: docker run --rm $VAULT_IMAGE -h: $usage"
 }
 
-# Traefik from its module's source, copied to bin/kind/work/traefik-src and patched there:
+# Traefik from its module's source, copied to work/traefik-src in the kind cache and patched there:
 #
 #   - `go install` refuses the module, as its go.mod has replace directives, and one of them
 #     (github.com/traefik/traefik/dynamic/ext => ./pkg/config/dynamic/ext) points at a nested
@@ -521,7 +525,7 @@ probe_step() {
 
 # Debian's PostgreSQL without a cluster. Its package creates the user postgres with the next free
 # system uid, and the pods run as 999: the user is made with that uid before the package is
-# installed, in the chroot, by apt (the packages it fetches are kept in bin/kind/cache/apt-postgres).
+# installed, in the chroot, by apt (the packages it fetches are kept in cache/apt-postgres in the kind cache).
 build_postgres_rootfs() {
 	local dir=$work/rootfs-postgres cache=$kind_dir/cache/apt-postgres
 	debootstrap_to "$dir" "$POSTGRES_BASE_PACKAGES"
@@ -574,7 +578,7 @@ EOF
 
 # check_postgres_image starts the image as a pod would (uid 999, no capabilities, PGDATA an empty
 # directory of root's with mode 0777, as kubelet makes an emptyDir) and logs in over TCP with a
-# password. The directory is bound from bin/kind/work: docker's tmpfs takes the image's mode.
+# password. The directory is bound from the cache's work/: docker's tmpfs takes the image's mode.
 check_postgres_image() {
 	local c=securetext-e2e-postgres-check data ip waited=0
 	docker rm -f "$c" >/dev/null 2>&1 || true
@@ -687,8 +691,21 @@ summary() {
 	done
 }
 
-# begin REPORT: the directories, an empty report, the preflight checks and a running engine.
+# lock: one image.sh at a time builds in the machine's kind cache (another clone's make, or a CI
+# job); the next one waits, then finds the steps stamped. The lock goes with the process.
+lock() {
+	mkdir -p "$kind_dir"
+	exec 9>"$kind_dir/lock"
+	if ! flock -n 9; then
+		echo "image.sh: another image.sh is building in $kind_dir; waiting for it to finish" >&2
+		flock 9
+	fi
+}
+
+# begin REPORT: the lock, the directories, an empty report, the preflight checks and a running
+# engine.
 begin() {
+	lock
 	mkdir -p "$bin" "$stamps" "$work"
 	report=$1
 	: >"$report"
@@ -721,7 +738,7 @@ build() {
 
 	step kube_router "$bin/kube-router" -- "$KUBE_ROUTER_VERSION" "$go_version"
 	if [[ -z $official ]]; then
-		kube_inputs=$(files_hash "$here/tools/kube")
+		kube_inputs=$(files_hash "$root/hack/tools/kube")
 		step kube "${KUBE_COMMANDS[@]/#/$bin/}" -- "$KUBE_VERSION" "$KUBE_LDFLAGS" "$go_version" "$kube_inputs"
 		step pause "$bin/pause" -- "$KUBE_VERSION" "$(gcc --version | head -1)"
 		step crictl "$bin/crictl" -- "$CRICTL_VERSION" "$go_version"
@@ -744,7 +761,7 @@ build() {
 	fi
 	echo "$node_image" >"$kind_dir/node-image"
 	summary $((SECONDS - start)) "$node_image" "$KUBE_ROUTER_IMAGE"
-	echo "node image: $node_image (bin/kind/node-image)"
+	echo "node image: $node_image ($kind_dir/node-image)"
 }
 
 e2e() {
@@ -783,6 +800,7 @@ e2e() {
 
 # probe: only smoke.sh's image, for smoke.sh; no summary.
 probe() {
+	lock
 	mkdir -p "$stamps" "$work"
 	report=$work/report-probe.tsv
 	: >"$report"

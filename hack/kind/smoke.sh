@@ -6,7 +6,7 @@
 # allow rule for app=probe restores that client and only it.
 #
 #   hack/kind/smoke.sh        make kind-smoke; E2E_KEEP=1 keeps the cluster (delete it with
-#                             bin/kind/bin/kind delete cluster --name securetext-smoke)
+#                             hack/kind/cluster.sh down securetext-smoke)
 #
 # The cluster is reached only through kind's port mapping of the API server on 127.0.0.1; its
 # kubeconfig and a kubectl copied out of the node stay under bin/kind/smoke/. Nothing is pulled:

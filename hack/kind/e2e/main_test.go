@@ -173,9 +173,19 @@ func (s *suite) setUp(ctx context.Context) error {
 	s.dir = filepath.Join(bin, "kind", "e2e")
 	s.kubeconfig = filepath.Join(s.dir, "kubeconfig")
 	s.kubectl = filepath.Join(s.dir, "kubectl")
-	s.helm = filepath.Join(bin, "kind", "bin", "helm")
+	// helm is in the machine's kind cache, where hack/kind/image.sh builds it (hack/lib.sh says
+	// where: $SECURETEXT_KIND_CACHE, else the user cache directory's securetext/kind).
+	cache := os.Getenv("SECURETEXT_KIND_CACHE")
+	if cache == "" {
+		dir, err := os.UserCacheDir()
+		if err != nil {
+			return fmt.Errorf("find the kind cache: %w", err)
+		}
+		cache = filepath.Join(dir, "securetext", "kind")
+	}
+	s.helm = filepath.Join(cache, "bin", "helm")
 	if _, err := os.Stat(s.helm); err != nil {
-		return errors.New("no bin/kind/bin/helm: run make kind-e2e-images (make test-e2e does)")
+		return fmt.Errorf("no %s: run make kind-e2e-images (make test-e2e does)", s.helm)
 	}
 
 	up := exec.CommandContext(ctx, filepath.Join(s.root, "hack/kind/cluster.sh"), "up", clusterName, s.dir,

@@ -1,4 +1,5 @@
-// Command etcd is the upstream etcd server, built from go.etcd.io/etcd/server/v3 for envtest.
+// Command etcd is the upstream etcd server, built from go.etcd.io/etcd/server/v3 for envtest
+// and the kind node image's etcd image.
 package main
 
 import (

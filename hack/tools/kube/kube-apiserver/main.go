@@ -1,4 +1,5 @@
-// Command kube-apiserver is the upstream kube-apiserver, built from k8s.io/kubernetes for envtest.
+// Command kube-apiserver is the upstream kube-apiserver, built from k8s.io/kubernetes for
+// envtest and the kind node image.
 package main
 
 import (

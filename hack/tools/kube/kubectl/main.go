@@ -1,4 +1,5 @@
-// Command kubectl is the upstream kubectl, built from k8s.io/kubectl for people and scripts.
+// Command kubectl is the upstream kubectl, built from k8s.io/kubectl for people, scripts and the
+// kind node image.
 package main
 
 import (
