@@ -24,19 +24,23 @@ const nonRootID = int64(65532)
 // `workloads`); each component runs it with its own subcommand.
 const binSecureText = "/usr/local/bin/securetext"
 
-// defaultResources size a component whose spec names no resources. The viewer hashes
-// passwords with argon2id (19 MiB each), so it gets the most memory.
+// defaultResources size a component whose spec names no resources. A memory request is what
+// the scheduler reserves: the component's idle working set (measured on kind by the end-to-end
+// suite: gateway 9 MiB, viewer 28 MiB, keystore 9-14 MiB) plus its ordinary work; the limit
+// covers its peak. The gateway's peak is a few messages of up to 25 MiB being parsed and
+// sealed at once. The viewer's is its argon2id slots (19 MiB each, one per CPU, at least two:
+// workloads/password), so its request holds two sign-ins at once and its limit a 16-CPU node's.
 var defaultResources = map[Component]corev1.ResourceRequirements{
 	ComponentGateway: {
-		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
 		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")},
 	},
 	ComponentViewer: {
-		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("256Mi")},
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
 		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")},
 	},
 	ComponentKeystore: {
-		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
 		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
 	},
 }

@@ -242,7 +242,10 @@ type ComponentSpec struct {
 	// +kubebuilder:validation:Maximum=100
 	// +optional
 	Replicas *int32 `json:"replicas,omitempty"`
-	// Resources of the component's container.
+	// Resources of the component's container. Unset, the operator's defaults apply: memory
+	// requests sized from the idle working set measured on a cluster plus ordinary work
+	// (gateway 64Mi, viewer 128Mi, keystore 32Mi), limits for the peak (512Mi, 512Mi, 256Mi),
+	// and CPU requests of 100m, 100m and 50m.
 	// +optional
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
 	// Autoscaling, when set, adds a HorizontalPodAutoscaler between replicas and maxReplicas.
