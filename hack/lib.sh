@@ -40,8 +40,19 @@ apt_install() {
 }
 
 # _apt_get is apt_install's work, run under quietly. errexit does not apply inside quietly's
-# `if !`, so each step returns its own failure.
+# `if !`, so each step returns its own failure. It holds a lock of the project's own: CI builds
+# the kind images in the background while other steps install what they need, and apt-get fails
+# at once, rather than waits, when another apt-get holds dpkg's lock.
 _apt_get() {
+	local lock status=0
+	exec {lock}>/var/lib/dpkg/securetext-apt.lock
+	flock "$lock"
+	_apt_get_locked "$@" || status=$?
+	exec {lock}>&-
+	return "$status"
+}
+
+_apt_get_locked() {
 	if ! apt-cache show "$1" >/dev/null 2>&1; then
 		apt-get update || return
 	fi
