@@ -37,15 +37,15 @@
 #
 # Cost on a 2-CPU machine, measured in a cold `.ci/run` (a fresh Go build cache and kind cache),
 # where make vet and make test have compiled Kubernetes and Vault before: 9 min (kube-router
-# 246 s, CoreDNS 125 s, crictl 58 s, linking the Kubernetes binaries 52 s; the two debootstraps,
-# 135 s and 174 s, network-bound, alongside); CoreDNS now shares Kubernetes' dependency versions
-# and compiles in about 25 s. A second run takes about 1 s. Disk: 2.0 GB of images in the
-# engine, 1.7 GB in the kind cache.
+# 246 s, CoreDNS 125 s with its own Kubernetes dependency versions, about 25 s with Kubernetes'
+# own, crictl 58 s, linking the Kubernetes binaries 52 s; the two debootstraps, 135 s and 174 s,
+# network-bound, alongside). A second run takes about 1 s. Disk: 2.0 GB of images in the engine,
+# 1.7 GB in the kind cache.
 #
-# e2e, in the same run: 11 min (Traefik 537 s before its DNS providers were cut to three, Helm
-# 117 s, vault_dev 12 s, the images 2-6 s each; postgres_rootfs 165 s, network-bound,
-# alongside), and about 1 s for a second run. Images: e2e-vault 109 MB, e2e-postgres 367 MB,
-# e2e-traefik 144 MB, kind-probe 2 MB; binaries in the cache about 320 MB (helm 67 MB).
+# e2e, in the same run: 11 min (Traefik 537 s with all of lego's DNS providers, Helm 117 s
+# with its own dependency versions, vault_dev 12 s, the images 2-6 s each; postgres_rootfs
+# 165 s, network-bound, alongside), and about 1 s for a second run. Images: e2e-vault 109 MB,
+# e2e-postgres 367 MB, e2e-traefik 144 MB, kind-probe 2 MB; binaries in the cache about 320 MB.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
