@@ -181,10 +181,11 @@ func (f *operatorFlags) options(log logr.Logger) (controllers.Options, func(), e
 	default:
 		return o, func() {}, fmt.Errorf("-vault-auth %q: use kubernetes or token", f.vaultAuth)
 	}
-	// The login runs in the background: until it succeeds, tenants report VaultReady=False
-	// with Vault's answer, and the operator keeps serving its probes and every other step.
+	// The login runs in the background, and the provisioner's calls wait for it (within their
+	// timeout): until it succeeds, tenants report VaultReady=False with why, and the operator
+	// keeps serving its probes and every other step.
 	session := vaultlogin.Start(client, auth, slog.New(logr.ToSlogHandler(log)))
-	o.Vault = &controllers.VaultProvisioner{Client: client, AuthMount: f.vaultAuthMount}
+	o.Vault = &controllers.VaultProvisioner{Client: client, AuthMount: f.vaultAuthMount, Login: session}
 	return o, session.Stop, nil
 }
 

@@ -161,6 +161,20 @@ type VaultProvisioner struct {
 	Timeout time.Duration
 	// Now is the clock for rotation; default time.Now.
 	Now func() time.Time
+	// Login is the session that keeps Client logged in (a *vaultlogin.Session); nil when
+	// Client carries a token nobody renews. See call.
+	Login VaultLogin
+}
+
+// VaultLogin is what the provisioner needs of the operator's Vault session
+// (vaultlogin.Session).
+type VaultLogin interface {
+	// WaitLoggedIn waits for the first login, or for ctx, and then says why there was none.
+	WaitLoggedIn(ctx context.Context) error
+	// Err is nil while the client is logged in.
+	Err() error
+	// RequestLogin asks for a new login.
+	RequestLogin()
 }
 
 // VaultResult says what Ensure, Remove or Shred did.
@@ -720,6 +734,12 @@ func (p *VaultProvisioner) now() time.Time {
 
 // call runs one Vault request with the call timeout, records its latency under operation, and
 // classifies its error. op says what was being done, for the error message.
+//
+// With a Login session, the request waits (within the timeout) for the session's first login
+// and is not sent while the session is logged out: Vault answers a request without a token
+// with 403, which would read as the operator being refused, and every reconcile right after
+// the operator starts would report it. A 403 asks the session for a new login, in case the
+// token was revoked or expired early.
 func (p *VaultProvisioner) call(ctx context.Context, operation, op string, fn func(context.Context) (*vaultapi.Secret, error)) (*vaultapi.Secret, error) {
 	timeout := p.Timeout
 	if timeout <= 0 {
@@ -727,15 +747,34 @@ func (p *VaultProvisioner) call(ctx context.Context, operation, op string, fn fu
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	if err := p.loggedIn(ctx); err != nil {
+		verr := classifyVaultError("log in to Vault before "+op, err)
+		vaultRequestErrors.WithLabelValues("login", verr.Reason).Inc()
+		return nil, verr
+	}
 	start := time.Now()
 	s, err := fn(ctx)
 	vaultRequestDuration.WithLabelValues(operation).Observe(time.Since(start).Seconds())
 	if err != nil {
 		verr := classifyVaultError(op, err)
 		vaultRequestErrors.WithLabelValues(operation, verr.Reason).Inc()
+		if verr.Reason == securetextv1alpha1.ReasonVaultForbidden && p.Login != nil {
+			p.Login.RequestLogin()
+		}
 		return s, verr
 	}
 	return s, nil
+}
+
+// loggedIn is nil when the client may send requests: there is no session, or it is logged in.
+func (p *VaultProvisioner) loggedIn(ctx context.Context) error {
+	if p.Login == nil {
+		return nil
+	}
+	if err := p.Login.WaitLoggedIn(ctx); err != nil {
+		return err
+	}
+	return p.Login.Err()
 }
 
 // VaultError is a failed Vault step. Reason is one of the ReasonVault* constants, for the

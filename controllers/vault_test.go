@@ -1,10 +1,12 @@
 package controllers
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"regexp"
@@ -23,6 +25,7 @@ import (
 	"github.com/securetext/securetext/hack/testenv"
 	"github.com/securetext/securetext/workloads/keystore"
 	"github.com/securetext/securetext/workloads/retention"
+	"github.com/securetext/securetext/workloads/vaultlogin"
 	"github.com/securetext/securetext/workloads/vaultpolicy"
 )
 
@@ -499,6 +502,142 @@ func TestVaultUnavailable(t *testing.T) {
 		if VaultReason(err) != securetextv1alpha1.ReasonVaultUnavailable || !IsVaultTemporary(err) {
 			t.Fatalf("stopped Vault: %v (reason %q), want %s", err, VaultReason(err), securetextv1alpha1.ReasonVaultUnavailable)
 		}
+	})
+}
+
+// gatedAuth logs in with token once gate is closed; entered is closed when the first login
+// starts. logins counts the logins.
+type gatedAuth struct {
+	token   string
+	gate    chan struct{}
+	entered chan struct{}
+	once    sync.Once
+	mu      sync.Mutex
+	logins  int
+}
+
+func (a *gatedAuth) Login(ctx context.Context, c *vaultapi.Client) (*vaultapi.Secret, error) {
+	a.once.Do(func() { close(a.entered) })
+	select {
+	case <-a.gate:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	a.mu.Lock()
+	a.logins++
+	a.mu.Unlock()
+	c.SetToken(a.token)
+	return nil, nil
+}
+
+func (a *gatedAuth) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.logins
+}
+
+// tokenless records the requests sent without a Vault token.
+type tokenless struct {
+	next http.RoundTripper
+	mu   sync.Mutex
+	sent []string
+}
+
+func (c *tokenless) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Header.Get("X-Vault-Token") == "" {
+		c.mu.Lock()
+		c.sent = append(c.sent, req.Method+" "+req.URL.Path)
+		c.mu.Unlock()
+	}
+	return c.next.RoundTrip(req)
+}
+
+func (c *tokenless) requests() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.sent)
+}
+
+// The operator logs in to Vault in the background. Its calls wait for the first login instead
+// of going out without a token (Vault would answer 403, and every tenant reconciled while the
+// operator starts would report VaultForbidden); a login that fails is the error, with no
+// request sent; a 403 asks for a new login.
+func TestVaultCallsWaitForLogin(t *testing.T) {
+	f := startVaultFixture(t)
+	tv := testTenant("acme")
+	quiet := slog.New(slog.DiscardHandler)
+
+	t.Run("first login", func(t *testing.T) {
+		p, counter := f.provisioner(t, "")
+		noToken := &tokenless{next: counter.next}
+		counter.next = noToken
+		p.Client.ClearToken()
+		auth := &gatedAuth{token: f.v.RootToken, gate: make(chan struct{}), entered: make(chan struct{})}
+		session := vaultlogin.Start(p.Client, auth, quiet)
+		t.Cleanup(session.Stop)
+		p.Login = session
+
+		done := make(chan error, 1)
+		go func() {
+			_, err := p.Ensure(t.Context(), tv)
+			done <- err
+		}()
+		<-auth.entered
+		select {
+		case err := <-done:
+			t.Fatalf("Ensure returned before the operator's first login: %v", err)
+		case <-time.After(200 * time.Millisecond):
+		}
+		close(auth.gate)
+		if err := <-done; err != nil {
+			t.Fatalf("Ensure after the first login: %v", err)
+		}
+		if sent := noToken.requests(); len(sent) > 0 {
+			t.Fatalf("requests sent without a token: %v", sent)
+		}
+	})
+
+	t.Run("login fails", func(t *testing.T) {
+		p, counter := f.provisioner(t, "")
+		p.Client.ClearToken()
+		p.Timeout = time.Second
+		jwt := t.TempDir() + "/token"
+		if err := os.WriteFile(jwt, []byte("not-a-service-account-token"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		session := vaultlogin.Start(p.Client, vaultlogin.KubernetesAuth{Role: "securetext-operator", TokenPath: jwt}, quiet)
+		t.Cleanup(session.Stop)
+		p.Login = session
+		_, err := p.Ensure(t.Context(), tv)
+		if err == nil || !strings.Contains(err.Error(), "log in to Vault before read mount securetext/acme/transit") {
+			t.Fatalf("Ensure with a login Vault refuses: %v; want the login's failure", err)
+		}
+		t.Logf("Ensure with a login Vault refuses: %v (reason %s)", err, VaultReason(err))
+		counter.mu.Lock()
+		defer counter.mu.Unlock()
+		for _, r := range counter.all {
+			if r != http.MethodPut+" /v1/auth/kubernetes/login" {
+				t.Errorf("request sent without a login: %s", r)
+			}
+		}
+	})
+
+	t.Run("forbidden asks for a new login", func(t *testing.T) {
+		p, _ := f.provisioner(t, "")
+		auth := &gatedAuth{token: f.token(t, "nothing"), gate: make(chan struct{}), entered: make(chan struct{})}
+		close(auth.gate)
+		session := vaultlogin.Start(p.Client, auth, quiet)
+		t.Cleanup(session.Stop)
+		p.Login = session
+		if _, err := p.Ensure(t.Context(), tv); VaultReason(err) != securetextv1alpha1.ReasonVaultForbidden {
+			t.Fatalf("Ensure with a token without rights: %v, want %s", err, securetextv1alpha1.ReasonVaultForbidden)
+		}
+		testenv.Eventually(t, "a second login", func() error {
+			if n := auth.count(); n < 2 {
+				return fmt.Errorf("%d logins", n)
+			}
+			return nil
+		})
 	})
 }
 

@@ -570,8 +570,13 @@ func (s *suite) waitReady(ctx context.Context, t *tenant) error {
 
 // collect writes what a failed run needs to be understood to testoutput/e2e/: every pod's
 // logs (the previous container's too), the events and the objects of the namespaces involved.
+// An earlier run's files are removed first, so that every file there is of this run.
 func (s *suite) collect(ctx context.Context) {
 	dir := filepath.Join(s.root, "testoutput", "e2e")
+	if err := os.RemoveAll(dir); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		return
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		return

@@ -474,10 +474,10 @@ func TestRestartLosesNothing(t *testing.T) {
 	ctx := t.Context()
 	tenants := []*tenant{s.a, s.b}
 	before := map[string]map[string]string{}
-	tenantBefore := map[string]string{}
+	tenantBefore := map[string]*securetextv1alpha1.SecureTextTenant{}
 	for _, tn := range tenants {
 		before[tn.Name] = s.owned(t, tn.Namespace, "resourceVersion")
-		tenantBefore[tn.Name] = s.tenantObject(t, tn.Name).ResourceVersion
+		tenantBefore[tn.Name] = s.tenantObject(t, tn.Name)
 	}
 	if _, err := s.k(ctx, "-n", operatorNS, "delete", "pods", "-l", "app.kubernetes.io/name="+operator); err != nil {
 		t.Fatal(err)
@@ -488,8 +488,9 @@ func TestRestartLosesNothing(t *testing.T) {
 	s.waitReconciled(t)
 	for _, tn := range tenants {
 		s.unchanged(t, tn.Namespace, "resourceVersion", before[tn.Name], "after the operator's restart")
-		if rv := s.tenantObject(t, tn.Name).ResourceVersion; rv != tenantBefore[tn.Name] {
-			t.Errorf("SecureTextTenant %s written after the operator's restart (resourceVersion %s -> %s)", tn.Name, tenantBefore[tn.Name], rv)
+		if b, a := tenantBefore[tn.Name], s.tenantObject(t, tn.Name); a.ResourceVersion != b.ResourceVersion {
+			t.Errorf("SecureTextTenant %s written after the operator's restart (resourceVersion %s -> %s)\n%s",
+				tn.Name, b.ResourceVersion, a.ResourceVersion, tenantChange(b, a))
 		}
 	}
 
@@ -519,6 +520,30 @@ func TestRestartLosesNothing(t *testing.T) {
 			t.Errorf("%s: message %s after the restarts: %d %v", m.tenant.Name, m.id, code, out)
 		}
 	}
+}
+
+// tenantChange describes what differs between two versions of a tenant, and who wrote the
+// second (its managed fields), for the message of a write that should not have happened.
+func tenantChange(before, after *securetextv1alpha1.SecureTextTenant) string {
+	var b strings.Builder
+	show := func(what string, v any) {
+		j, _ := json.Marshal(v)
+		fmt.Fprintf(&b, "  %s: %s\n", what, j)
+	}
+	if !slices.Equal(before.Finalizers, after.Finalizers) {
+		show("finalizers before", before.Finalizers)
+		show("finalizers after", after.Finalizers)
+	}
+	if !maps.Equal(before.Annotations, after.Annotations) || !maps.Equal(before.Labels, after.Labels) {
+		show("annotations and labels before", []any{before.Annotations, before.Labels})
+		show("annotations and labels after", []any{after.Annotations, after.Labels})
+	}
+	show("status before", before.Status)
+	show("status after", after.Status)
+	for _, f := range after.ManagedFields {
+		fmt.Fprintf(&b, "  managed by %s (%s %s) at %s\n", f.Manager, f.Operation, f.Subresource, f.Time)
+	}
+	return b.String()
 }
 
 // waitReconciled waits until the operator's leader has reconciled both tenants and its count
