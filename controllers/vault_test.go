@@ -34,16 +34,28 @@ const operatorPolicyFile = "../config/rbac/vault-operator-policy.hcl"
 // vaultCounter counts the requests a provisioner sends, so tests can prove that a no-op
 // Ensure only reads.
 type vaultCounter struct {
-	next http.RoundTripper
-	mu   sync.Mutex
-	all  []string // "METHOD /v1/path"
+	next    http.RoundTripper
+	mu      sync.Mutex
+	all     []string // "METHOD /v1/path"
+	noToken []string // those sent without a Vault token, kept
 }
 
 func (c *vaultCounter) RoundTrip(req *http.Request) (*http.Response, error) {
+	r := req.Method + " " + req.URL.Path
 	c.mu.Lock()
-	c.all = append(c.all, req.Method+" "+req.URL.Path)
+	c.all = append(c.all, r)
+	if req.Header.Get("X-Vault-Token") == "" {
+		c.noToken = append(c.noToken, r)
+	}
 	c.mu.Unlock()
 	return c.next.RoundTrip(req)
+}
+
+// tokenless returns the requests sent without a Vault token.
+func (c *vaultCounter) tokenless() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.noToken)
 }
 
 // writes returns the non-GET requests since the last call, and forgets all requests.
@@ -536,28 +548,6 @@ func (a *gatedAuth) count() int {
 	return a.logins
 }
 
-// tokenless records the requests sent without a Vault token.
-type tokenless struct {
-	next http.RoundTripper
-	mu   sync.Mutex
-	sent []string
-}
-
-func (c *tokenless) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Header.Get("X-Vault-Token") == "" {
-		c.mu.Lock()
-		c.sent = append(c.sent, req.Method+" "+req.URL.Path)
-		c.mu.Unlock()
-	}
-	return c.next.RoundTrip(req)
-}
-
-func (c *tokenless) requests() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.sent)
-}
-
 // The operator logs in to Vault in the background. Its calls wait for the first login instead
 // of going out without a token (Vault would answer 403, and every tenant reconciled while the
 // operator starts would report VaultForbidden); a login that fails is the error, with no
@@ -569,8 +559,6 @@ func TestVaultCallsWaitForLogin(t *testing.T) {
 
 	t.Run("first login", func(t *testing.T) {
 		p, counter := f.provisioner(t, "")
-		noToken := &tokenless{next: counter.next}
-		counter.next = noToken
 		p.Client.ClearToken()
 		auth := &gatedAuth{token: f.v.RootToken, gate: make(chan struct{}), entered: make(chan struct{})}
 		session := vaultlogin.Start(p.Client, auth, quiet)
@@ -592,7 +580,7 @@ func TestVaultCallsWaitForLogin(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatalf("Ensure after the first login: %v", err)
 		}
-		if sent := noToken.requests(); len(sent) > 0 {
+		if sent := counter.tokenless(); len(sent) > 0 {
 			t.Fatalf("requests sent without a token: %v", sent)
 		}
 	})
@@ -613,9 +601,7 @@ func TestVaultCallsWaitForLogin(t *testing.T) {
 			t.Fatalf("Ensure with a login Vault refuses: %v; want the login's failure", err)
 		}
 		t.Logf("Ensure with a login Vault refuses: %v (reason %s)", err, VaultReason(err))
-		counter.mu.Lock()
-		defer counter.mu.Unlock()
-		for _, r := range counter.all {
+		for _, r := range counter.tokenless() {
 			if r != http.MethodPut+" /v1/auth/kubernetes/login" {
 				t.Errorf("request sent without a login: %s", r)
 			}
