@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"text/template"
@@ -613,7 +614,9 @@ func (s *suite) collect(ctx context.Context) {
 }
 
 // reportMemory prints the idle memory of each tenant's containers, the cgroup working set as
-// the kubelet's summary API reports it, beside the container's memory request.
+// the kubelet's summary API reports it, beside the container's memory request, sorted by pod.
+// Pods of a rollout that has not finished (terminating, or not yet ready) are left out: the
+// summary reports them with a working set of zero or of a process still starting.
 func (s *suite) reportMemory(ctx context.Context) {
 	type summary struct {
 		Pods []struct {
@@ -634,8 +637,7 @@ func (s *suite) reportMemory(ctx context.Context) {
 		fmt.Fprintf(os.Stderr, "e2e: memory: %v\n", err)
 		return
 	}
-	fmt.Fprintf(os.Stderr, "e2e: idle memory of the tenants' containers (working set, kubelet summary API)\n")
-	fmt.Fprintf(os.Stderr, "  %-18s %-38s %10s %10s\n", "NAMESPACE", "POD", "MiB", "REQUEST")
+	var lines []string
 	for _, n := range nodes.Items {
 		raw, err := s.clientset.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", n.Name, "proxy/stats/summary").DoRaw(ctx)
 		if err != nil {
@@ -652,7 +654,8 @@ func (s *suite) reportMemory(ctx context.Context) {
 				continue
 			}
 			var pod corev1.Pod
-			if err := s.k8s.Get(ctx, client.ObjectKey{Namespace: p.PodRef.Namespace, Name: p.PodRef.Name}, &pod); err != nil {
+			if err := s.k8s.Get(ctx, client.ObjectKey{Namespace: p.PodRef.Namespace, Name: p.PodRef.Name}, &pod); err != nil ||
+				pod.DeletionTimestamp != nil || !podReady(&pod) {
 				continue
 			}
 			for _, c := range p.Containers {
@@ -664,9 +667,22 @@ func (s *suite) reportMemory(ctx context.Context) {
 						}
 					}
 				}
-				fmt.Fprintf(os.Stderr, "  %-18s %-38s %10.1f %10s\n", p.PodRef.Namespace, p.PodRef.Name+"/"+c.Name,
-					float64(c.Memory.WorkingSetBytes)/(1<<20), request)
+				lines = append(lines, fmt.Sprintf("  %-18s %-46s %6.1f %8s\n", p.PodRef.Namespace, p.PodRef.Name+"/"+c.Name,
+					float64(c.Memory.WorkingSetBytes)/(1<<20), request))
 			}
 		}
 	}
+	slices.Sort(lines)
+	fmt.Fprintf(os.Stderr, "e2e: idle memory of the tenants' containers (working set, kubelet summary API)\n")
+	fmt.Fprintf(os.Stderr, "  %-18s %-46s %6s %8s\n%s", "NAMESPACE", "POD", "MiB", "REQUEST", strings.Join(lines, ""))
+}
+
+// podReady reports whether the pod's Ready condition is True.
+func podReady(pod *corev1.Pod) bool {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
