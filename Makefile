@@ -130,10 +130,10 @@ dashboard-demo: build kube-binaries vault-binary ## Draw docs/dashboard.png: the
 
 # A kind cluster built offline (hack/kind/), into the engine's images and the machine's kind cache
 # (~/.cache/securetext/kind), shared by every clone on the machine. On 2 CPUs, once make test has
-# compiled Kubernetes (the Go build is the same): kind-image about 9 minutes (kube-router 4,
-# CoreDNS and crictl 1-2 each; two debootstraps alongside), kind-e2e-images a few more (Traefik
-# most of it; a PostgreSQL debootstrap alongside); a second run finds every step stamped and
-# takes a second. kind-smoke takes about 2 minutes and deletes what it made.
+# compiled Kubernetes (the Go build is the same): kind-image about 7 minutes (kube-router 4,
+# crictl and the Kubernetes link 1 each, CoreDNS under 1; two debootstraps alongside),
+# kind-e2e-images about 6 more (Traefik nearly all of it; a PostgreSQL debootstrap alongside); a
+# second run finds every step stamped and takes a second. kind-smoke takes about 2 minutes and deletes what it made.
 .PHONY: kind-image
 kind-image: ## Build (once, then cached) the kind node image for Kubernetes v1.37.2 and the kube-router image, offline.
 	@hack/kind/image.sh build

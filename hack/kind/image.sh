@@ -32,20 +32,22 @@
 # the engine do, so every clone on the machine uses one build; a lock lets one image.sh at a time
 # build. Each stamp is a hash of the step's own code, the versions and input files it uses and
 # the stamps of the steps it builds on. A step runs again only when that hash changes or its
-# output (a file, or an image in the engine) is gone, so a second run takes seconds. When the engine already holds the official kindest/node image, that image is used and
-# only kind and kube-router are built. node-image in the cache names the node image to use.
+# output (a file, or an image in the engine) is gone, so a second run takes seconds. When the
+# engine already holds the official kindest/node image, that image is used and only kind and
+# kube-router are built. node-image in the cache names the node image to use.
 #
-# Cost on a 2-CPU machine, measured in a cold `.ci/run` (a fresh Go build cache and kind cache),
-# where make vet and make test have compiled Kubernetes and Vault before: 9 min (kube-router
-# 246 s, CoreDNS 125 s with its own Kubernetes dependency versions, about 25 s with Kubernetes'
-# own, crictl 58 s, linking the Kubernetes binaries 52 s; the two debootstraps, 135 s and 174 s,
-# network-bound, alongside). A second run takes about 1 s. Disk: 2.0 GB of images in the engine,
-# 1.7 GB in the kind cache.
+# Cost on a 2-CPU machine in a cold `.ci/run` (fresh Go build cache and kind cache), where make vet
+# and make test have compiled Kubernetes, Vault and Helm's SDK before: kube-router about 4 min (it
+# has Kubernetes dependencies of its own version), crictl and linking the Kubernetes binaries
+# about 1 min each, CoreDNS 30 s; the two debootstraps (2-3 min each, network-bound) alongside.
+# Niced beside make test and the fuzzing, as .ci/run runs it, the same work spreads over about
+# 20 min. A second run takes about 1 s. Disk: 2.0 GB of images in the engine, 1.7 GB in the kind
+# cache.
 #
-# e2e, in the same run: 11 min (Traefik 537 s with all of lego's DNS providers, Helm 117 s
-# with its own dependency versions, vault_dev 12 s, the images 2-6 s each; postgres_rootfs
-# 165 s, network-bound, alongside), and about 1 s for a second run. Images: e2e-vault 109 MB,
-# e2e-postgres 367 MB, e2e-traefik 144 MB, kind-probe 2 MB; binaries in the cache about 320 MB.
+# e2e, in the same run: Traefik about 6 min, Helm and vault_dev about 10 s each (their packages
+# are compiled already), the images 2-6 s each; postgres_rootfs about 3 min, network-bound,
+# alongside; about 1 s for a second run. Images: e2e-vault 109 MB, e2e-postgres 367 MB,
+# e2e-traefik 144 MB, kind-probe 2 MB; binaries in the cache about 320 MB.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
